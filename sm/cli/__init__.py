@@ -1,0 +1,1 @@
+"""The `sm` command line interface."""

@@ -1,0 +1,30 @@
+"""Entry point of the `sm` command: a click group that sub-command modules attach to."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from sm import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="sm")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr.")
+def cli(verbose: int) -> None:
+    """sm: a storage manager for VHD-based storage repositories."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    # Sub-command groups live in their own modules; imported here so `sm --help` lists them.
+    from sm.cli import vhd
+
+    cli.add_command(vhd.vhd)
+
+
+def main() -> None:
+    _register()
+    cli()
