@@ -9,6 +9,7 @@ DEBS=(
     qemu-utils libvhdi-utils python3-libvhdi      # VHD oracles
     nbdkit nbdkit-plugin-python libnbd-bin        # NBD data path
     lvm2 xfsprogs btrfs-progs util-linux          # LVM on loop devices, reflink file systems
+    nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common libnfs-utils libnfs-dev  # NFS server + userspace client
     python3-venv python3-pip
 )
 if [ "${SM_SKIP_APT:-0}" != 1 ]; then
