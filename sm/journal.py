@@ -1,0 +1,319 @@
+"""Intent journal for multi-step SR operations (standard library only).
+
+An operation that changes several things (snapshot: rename, create two children, update
+records) first writes an intent entry, records each step as it completes, and removes the entry
+when it is finished. After a crash the SR type replays what is left: :meth:`Journal.recover`
+calls the handler registered for each entry's ``op``, which looks at ``entry.steps`` and rolls
+the operation forward or back, and then removes the entry.
+
+On disk, in the journal directory (e.g. ``<sr>/.sm/journal``)::
+
+    <id>.json   {"version": 1, "id", "op", "created", "pid", "host", "data": {...},
+                 "steps": [{"name", "time", "data": {...}}, ...]}   (rewritten atomically)
+    <id>.lock   flock'ed by the process running the operation
+
+``id`` starts with the creation time in nanoseconds, so names sort in creation order. The
+lock file tells a live operation from an orphaned one: the kernel drops the flock when its
+process dies, so recovery only ever touches entries whose writer is gone (an operation running
+in another process, or on another host sharing the SR, is left alone), and two recoverers
+cannot run the same entry. An unreadable entry raises ``MetadataError`` (181) with its path:
+recovery must not silently skip half-done work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sm import atomic
+from sm.errors import MetadataError
+
+StrPath = str | os.PathLike[str]
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    time: float
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _open_locked(path: Path, *, blocking: bool) -> int | None:
+    """Open and flock ``path`` (created if missing); None if another process holds it.
+
+    Retries if the file was unlinked between open and flock, so the lock held is always the
+    one on the name.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+class Entry:
+    """One journalled operation. Returned by :meth:`Journal.begin` (owned: the caller runs the
+    operation) or by :meth:`Journal.pending` (a record to inspect or recover).
+
+    As a context manager an owned entry is marked done when the block succeeds and left
+    pending for recovery when it raises.
+    """
+
+    def __init__(self, journal: Journal, raw: Mapping[str, Any], lock_fd: int | None) -> None:
+        self.journal = journal
+        self.id: str = raw["id"]
+        self.op: str = raw["op"]
+        self.created: float = raw["created"]
+        self.pid: int = raw["pid"]
+        self.host: str = raw["host"]
+        self.data: Mapping[str, Any] = raw["data"]
+        self._steps: list[Step] = [Step(s["name"], s["time"], s["data"]) for s in raw["steps"]]
+        self._lock_fd = lock_fd
+        self._finished = False
+
+    @property
+    def path(self) -> Path:
+        return self.journal.directory / f"{self.id}.json"
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(self._steps)
+
+    @property
+    def last_step(self) -> Step | None:
+        return self._steps[-1] if self._steps else None
+
+    def has_step(self, name: str) -> bool:
+        return any(s.name == name for s in self._steps)
+
+    def step_data(self, name: str) -> Mapping[str, Any] | None:
+        """The data of the last step called ``name``, or None if it was not reached."""
+        for s in reversed(self._steps):
+            if s.name == name:
+                return s.data
+        return None
+
+    def step(self, name: str, **data: Any) -> None:
+        """Record (durably) that step ``name`` is complete."""
+        if self._finished:
+            raise RuntimeError(f"journal entry {self.id} is already done")
+        self._steps.append(Step(name, time.time(), data))
+        try:
+            self.journal._write(self)
+        except BaseException:
+            self._steps.pop()
+            raise
+
+    def done(self) -> None:
+        """The operation is complete (or recovered): remove the entry."""
+        atomic.unlink(self.path, missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal.directory / f"{self.id}.lock")
+        self._finished = True
+        self.release()
+
+    def release(self) -> None:
+        """Stop owning the entry without finishing it: it becomes recoverable."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "id": self.id,
+            "op": self.op,
+            "created": self.created,
+            "pid": self.pid,
+            "host": self.host,
+            "data": dict(self.data),
+            "steps": [{"name": s.name, "time": s.time, "data": dict(s.data)} for s in self._steps],
+        }
+
+    def __enter__(self) -> Entry:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if kind is None:
+            self.done()
+        else:
+            self.release()
+
+    def __repr__(self) -> str:
+        last = self._steps[-1].name if self._steps else None
+        return f"<journal Entry {self.id} op={self.op} last_step={last}>"
+
+
+def _check(raw: Any, path: Path) -> dict[str, Any]:
+    def bad(what: str) -> MetadataError:
+        return MetadataError(f"corrupt journal entry {path}: {what}", details={"path": str(path)})
+
+    if not isinstance(raw, dict):
+        raise bad("not a JSON object")
+    if raw.get("version") != VERSION:
+        raise bad(f"unsupported version {raw.get('version')!r}")
+    expect: dict[str, type | tuple[type, ...]] = {
+        "id": str, "op": str, "created": (int, float), "pid": int, "host": str,
+        "data": dict, "steps": list,
+    }
+    for key, kind in expect.items():
+        if not isinstance(raw.get(key), kind) or isinstance(raw.get(key), bool):
+            raise bad(f"field {key!r} missing or not {kind}")
+    if raw["id"] != path.name.removesuffix(".json"):
+        raise bad(f"id {raw['id']!r} does not match the file name")
+    for n, s in enumerate(raw["steps"]):
+        if not (isinstance(s, dict) and isinstance(s.get("name"), str)
+                and isinstance(s.get("time"), (int, float)) and isinstance(s.get("data"), dict)):
+            raise bad(f"step {n} malformed")
+    return raw
+
+
+class Journal:
+    """The intent journal in ``directory`` (created if missing)."""
+
+    def __init__(self, directory: StrPath) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def begin(self, op: str, **data: Any) -> Entry:
+        """Durably record the intent to run ``op`` with ``data`` (JSON-serialisable), before
+        the operation changes anything. The returned entry is owned by this process."""
+        if not op:
+            raise ValueError("journal op must not be empty")
+        created_ns = time.time_ns()
+        entry_id = f"{created_ns:020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        raw = {"id": entry_id, "op": op, "created": created_ns / 1e9, "pid": os.getpid(),
+               "host": socket.gethostname(), "data": data, "steps": []}
+        fd = _open_locked(self.directory / f"{entry_id}.lock", blocking=True)
+        entry = Entry(self, raw, fd)
+        try:
+            self._write(entry)
+        except BaseException:
+            entry.done()
+            raise
+        return entry
+
+    def _write(self, entry: Entry) -> None:
+        try:
+            payload = json.dumps(entry.to_dict(), sort_keys=True).encode()
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"journal entry {entry.op}: data is not JSON-serialisable: {err}"
+                            ) from err
+        atomic.write_atomic(entry.path, payload)
+
+    def _load(self, path: Path, lock_fd: int | None = None) -> Entry:
+        try:
+            raw = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise MetadataError(f"corrupt journal entry {path}: {err}",
+                                details={"path": str(path)}) from err
+        return Entry(self, _check(raw, path), lock_fd)
+
+    def _names(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.directory)
+                      if n.endswith(".json") and not n.startswith("."))
+
+    def pending(self) -> list[Entry]:
+        """Unfinished entries (live and orphaned) in creation order."""
+        entries = []
+        for name in self._names():
+            try:
+                entries.append(self._load(self.directory / name))
+            except FileNotFoundError:  # finished meanwhile
+                continue
+        return entries
+
+    def is_live(self, entry: Entry) -> bool:
+        """Whether a process is still running the entry's operation."""
+        if entry._lock_fd is not None:
+            return True
+        fd = _open_locked(self.directory / f"{entry.id}.lock", blocking=False)
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+
+    def claim(self, entry_id: str) -> Entry | None:
+        """Take ownership of an orphaned entry (re-read from disk); None if it is live or gone."""
+        lock_path = self.directory / f"{entry_id}.lock"
+        fd = _open_locked(lock_path, blocking=False)
+        if fd is None:
+            return None
+        try:
+            return self._load(self.directory / f"{entry_id}.json", fd)
+        except FileNotFoundError:  # finished between listing and claiming
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path)
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def recover(self, handlers: Mapping[str, Callable[[Entry], None]]) -> list[Entry]:
+        """Run ``handlers[entry.op](entry)`` for each orphaned entry, oldest first, and mark
+        each done after its handler returns. Entries of live operations are skipped. An entry
+        whose op has no handler raises ``MetadataError`` before any handler runs; a handler
+        that raises leaves its entry (and the later ones) pending. Returns the recovered
+        entries. Run it under the SR lock."""
+        pending = self.pending()
+        for entry in pending:
+            if entry.op not in handlers:
+                raise MetadataError(
+                    f"journal entry {entry.path}: no recovery handler for op {entry.op!r}",
+                    details={"path": str(entry.path), "op": entry.op},
+                )
+        recovered = []
+        for listed in pending:
+            claimed = self.claim(listed.id)
+            if claimed is None:
+                continue
+            entry = claimed
+            try:
+                handlers[entry.op](entry)
+            except BaseException:
+                entry.release()
+                raise
+            entry.done()
+            recovered.append(entry)
+        self._remove_stray_locks()
+        return recovered
+
+    def _remove_stray_locks(self) -> None:
+        # A writer killed between creating its lock file and its entry leaves a lock file alone.
+        for name in os.listdir(self.directory):
+            if not name.endswith(".lock") or name.startswith("."):
+                continue
+            entry_id = name.removesuffix(".lock")
+            if (self.directory / f"{entry_id}.json").exists():
+                continue
+            fd = _open_locked(self.directory / name, blocking=False)
+            if fd is None:
+                continue
+            try:
+                if not (self.directory / f"{entry_id}.json").exists():
+                    os.unlink(self.directory / name)
+            finally:
+                os.close(fd)
