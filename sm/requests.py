@@ -194,7 +194,7 @@ class Request:
     host_ref: str | None = None
     session_ref: str | None = None
     subtask_of: str | None = None
-    extra: Mapping[str, Value] = field(default=_EMPTY, repr=False)
+    extra: Mapping[str, Value] = field(default_factory=lambda: _EMPTY, repr=False)
 
     @classmethod
     def from_params(cls, command: str, params: list[Value] | Value) -> Self:
@@ -241,7 +241,7 @@ class DriverInfoRequest(Request):
 class SRProbeRequest(Request):
     """`sr_probe`: no SR yet; `sr_sm_config` may narrow the probe."""
 
-    sr_sm_config: Mapping[str, str] = _EMPTY
+    sr_sm_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
@@ -318,7 +318,7 @@ class VDIAttachRequest(VDIRequest):
 class VDISnapshotRequest(VDIRequest):
     """`vdi_snapshot` and `vdi_clone`: no args; `driver_params` (e.g. `type=single|internal`)."""
 
-    driver_params: Mapping[str, str] = _EMPTY
+    driver_params: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
@@ -353,7 +353,7 @@ class VDICreateRequest(SRRequest):
     read_only: bool = False
     vdi_uuid: str | None = None
     vdi_type: str = "user"
-    sm_config: Mapping[str, str] = _EMPTY
+    sm_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
@@ -379,7 +379,7 @@ class VDIIntroduceRequest(SRRequest):
 
     vdi_uuid: str
     vdi_location: str
-    sm_config: Mapping[str, str] = _EMPTY
+    sm_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
@@ -400,7 +400,7 @@ class VDIRevertRequest(SRRequest):
 
     snapshot: VdiId
     target: str | None = None
-    driver_params: Mapping[str, str] = _EMPTY
+    driver_params: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
     @property
     def target_uuid(self) -> str | None:
