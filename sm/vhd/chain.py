@@ -1,0 +1,242 @@
+"""Parent resolution and ``Disk``: I/O through a chain of images (leaf first)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid as uuidlib
+from dataclasses import dataclass
+from types import TracebackType
+
+from . import bitmap as bm
+from .backing import DEFAULT_STORAGE, Storage
+from .errors import VhdChainError, VhdError
+from .image import Image
+from .records import MAX_CHAIN_DEPTH, PLAT_MACX, PLAT_W2KU, PLAT_W2RU, SECTOR, DiskType
+
+
+def locator_paths(img: Image) -> list[str]:
+    """Candidate parent paths from the locators, in header order, resolved against the child's
+    directory (absolute paths and file:// URLs taken as they are)."""
+    hdr = img.header
+    if hdr is None:
+        return []
+    base = os.path.dirname(os.path.abspath(img.path))
+    out: list[str] = []
+    for loc in hdr.locators:
+        if loc.code not in (PLAT_MACX, PLAT_W2KU, PLAT_W2RU) or not loc.data_length:
+            continue
+        if loc.data_length > max(loc.space_bytes, SECTOR) or loc.data_length > 4096:
+            continue
+        raw = img.backing.pread(loc.data_length, loc.data_offset)
+        if loc.code == PLAT_MACX:
+            text = raw.decode("utf-8", errors="replace")
+            if text.startswith("file://"):
+                text = text[len("file://"):]
+        else:
+            text = raw.decode("utf-16-le", errors="replace").replace("\\", "/")
+        text = text.rstrip("\0")
+        if not text:
+            continue
+        out.append(os.path.normpath(text if os.path.isabs(text) else os.path.join(base, text)))
+    if hdr.parent_name:
+        out.append(os.path.join(base, hdr.parent_name))
+    return out
+
+
+def find_parent(img: Image, storage: Storage) -> str:
+    candidates = locator_paths(img)
+    for cand in candidates:
+        if storage.exists(cand):
+            return cand
+    raise VhdChainError(f"parent not found (tried {candidates})", path=img.path)
+
+
+def open_images(path: str, *, writable: bool = False, storage: Storage | None = None
+                ) -> list[Image]:
+    """Open the chain at ``path`` (leaf writable if asked), verifying parent uuids."""
+    st = storage or DEFAULT_STORAGE
+    images: list[Image] = []
+    seen: set[str] = set()
+    try:
+        img = Image.open(path, writable=writable, storage=st)
+        images.append(img)
+        seen.add(os.path.realpath(path))
+        while img.disk_type == DiskType.DIFFERENCING:
+            if len(images) >= MAX_CHAIN_DEPTH:
+                raise VhdChainError(f"chain deeper than {MAX_CHAIN_DEPTH}", path=path)
+            parent_path = find_parent(img, st)
+            real = os.path.realpath(parent_path)
+            if real in seen:
+                raise VhdChainError(f"loop in chain at {parent_path}", path=img.path)
+            seen.add(real)
+            parent = Image.open(parent_path, storage=st)
+            images.append(parent)
+            assert img.header is not None
+            if parent.footer.uuid != img.header.parent_uuid:
+                raise VhdChainError(
+                    f"parent {parent_path} has uuid {parent.footer.uuid}, "
+                    f"expected {img.header.parent_uuid}", path=img.path)
+            img = parent
+    except BaseException:
+        for i in images:
+            i.close()
+        raise
+    return images
+
+
+@dataclass(frozen=True)
+class VhdInfo:
+    path: str
+    disk_type: DiskType
+    virtual_size: int
+    uuid: uuidlib.UUID
+    parent_uuid: uuidlib.UUID | None
+    parent_name: str | None
+    parent_path: str | None
+    hidden: bool
+    block_size: int
+    max_blocks: int
+    allocated_blocks: int
+    physical_size: int
+    creator: str
+    timestamp: int
+
+
+def image_info(img: Image, parent_path: str | None) -> VhdInfo:
+    hdr = img.header
+    f = img.footer
+    return VhdInfo(
+        path=img.path, disk_type=f.disk_type, virtual_size=f.current_size, uuid=f.uuid,
+        parent_uuid=hdr.parent_uuid if hdr and f.disk_type == DiskType.DIFFERENCING else None,
+        parent_name=(hdr.parent_name or None)
+        if hdr and f.disk_type == DiskType.DIFFERENCING else None,
+        parent_path=parent_path, hidden=bool(f.hidden), block_size=img.block_size,
+        max_blocks=hdr.max_table_entries if hdr else -(-f.current_size // img.block_size),
+        allocated_blocks=img.allocated_blocks(), physical_size=img.physical_size,
+        creator=f.creator_app.decode("latin-1").rstrip("\0"), timestamp=f.timestamp,
+    )
+
+
+class Disk:
+    """A chain opened for I/O. Reads fall through to parents per sector bitmap; writes go to
+    the leaf with copy-on-write of partially written sectors. Thread-safe."""
+
+    def __init__(self, images: list[Image], writable: bool) -> None:
+        self._images = images
+        self._writable = writable
+        self._lock = threading.RLock()
+        self.size = images[0].size
+        self.depth = len(images)
+        self.paths = [i.path for i in images]
+
+    @property
+    def images(self) -> list[Image]:
+        return self._images
+
+    def __enter__(self) -> Disk:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise VhdError(f"range {offset}+{length} outside the virtual size {self.size}",
+                           path=self.paths[0])
+
+    def read(self, offset: int, length: int) -> bytes:
+        self._check_range(offset, length)
+        if length == 0:
+            return b""
+        first = offset // SECTOR
+        last = -(-(offset + length) // SECTOR)
+        data = self._read_sectors(first, last - first)
+        skip = offset - first * SECTOR
+        if skip == 0 and len(data) == length:
+            return data
+        return data[skip: skip + length]
+
+    def _read_sectors(self, sector: int, count: int) -> bytes:
+        leaf = self._images[0]
+        spb = leaf.spb
+        parts: list[bytes] = []
+        while count:
+            blk, s0 = divmod(sector, spb)
+            n = min(spb - s0, count)
+            parts.extend(self._read_block(blk, s0, n))
+            sector += n
+            count -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_block(self, blk: int, s0: int, n: int) -> list[bytes]:
+        want = bm.mask(s0, n)
+        # (start sector, count, image index or -1 for zeros)
+        pieces: list[tuple[int, int, int]] = []
+        for idx, img in enumerate(self._images):
+            if img.block_size != self._images[0].block_size:
+                raise VhdError("images with different block sizes in one chain",
+                               path=img.path)
+            if blk * img.spb >= -(-img.size // SECTOR):
+                continue
+            have = img.bitmap(blk) & want
+            if not have:
+                continue
+            if have == want and not pieces:
+                off = img.data_offset(blk)
+                assert off is not None
+                return [img.backing.pread(n * SECTOR, off + s0 * SECTOR)]
+            for start, cnt in bm.runs(have):
+                pieces.append((start, cnt, idx))
+            want &= ~have
+            if not want:
+                break
+        for start, cnt in bm.runs(want):
+            pieces.append((start, cnt, -1))
+        pieces.sort()
+        out: list[bytes] = []
+        for start, cnt, idx in pieces:
+            if idx < 0:
+                out.append(bytes(cnt * SECTOR))
+            else:
+                img = self._images[idx]
+                off = img.data_offset(blk)
+                assert off is not None
+                out.append(img.backing.pread(cnt * SECTOR, off + start * SECTOR))
+        return out
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if not self._writable:
+            raise VhdError("disk is opened read-only", path=self.paths[0])
+        self._check_range(offset, len(data))
+        if not data:
+            return
+        with self._lock:
+            first = offset // SECTOR
+            end = offset + len(data)
+            last = -(-end // SECTOR)
+            head = offset - first * SECTOR
+            tail = last * SECTOR - end
+            if head == 0 and tail == 0:
+                self._images[0].write_sectors(first, data)
+                return
+            buf = bytearray()
+            if head:
+                buf += self._read_sectors(first, 1)[:head]
+            buf += data
+            if tail:
+                buf += self._read_sectors(last - 1, 1)[SECTOR - tail:]
+            self._images[0].write_sectors(first, buf)
+
+    def flush(self) -> None:
+        self._images[0].flush()
+
+    def close(self) -> None:
+        for img in self._images:
+            img.close()
+        self._images = []
+
+
+def open_chain(path: str, *, writable: bool = False, storage: Storage | None = None) -> Disk:
+    return Disk(open_images(path, writable=writable, storage=storage), writable)

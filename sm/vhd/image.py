@@ -1,0 +1,353 @@
+"""One VHD image: open and validate, block lookup, block allocation, bitmap/BAT/batmap/footer
+updates. Crash-safety order for a new block: block (bitmap + data) and the trailing footer
+beyond it, then the BAT entry, then the batmap."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from array import array
+from collections.abc import Callable
+
+from . import bitmap as bm
+from .backing import DEFAULT_STORAGE, Backing, Storage
+from .errors import VhdError, VhdFormatError, VhdNoSpaceError
+from .layout import batmap_sectors, end_of_data, metadata_extents, next_block_start
+from .records import (
+    BATMAP_COOKIE,
+    CREATOR_TAP,
+    FILE_VERSION,
+    NO_OFFSET,
+    SECTOR,
+    UNUSED,
+    BatmapHeader,
+    DiskType,
+    DynamicHeader,
+    Footer,
+    bat_unpack,
+    bitmap_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+
+def has_batmap_by_creator(footer: Footer) -> bool:
+    return footer.creator_app == CREATOR_TAP and footer.creator_version >= 0x00010002
+
+
+class Image:
+    """An opened VHD file. Metadata (BAT, batmap, bitmaps) is cached; updates hold ``lock``."""
+
+    def __init__(self, path: str, backing: Backing, footer: Footer, writable: bool) -> None:
+        self.path = path
+        self.backing = backing
+        self.footer = footer
+        self.writable = writable
+        self.header: DynamicHeader | None = None
+        self.bat: array[int] = array("I")
+        self.batmap_hdr_off = 0
+        self.batmap: bytearray | None = None
+        self.batmap_hdr: BatmapHeader | None = None
+        self.eod = 0
+        self.lock = threading.RLock()
+        self._bitmaps: dict[int, int] = {}
+        self._clean_tail = False
+
+    # -- opening -----------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str, *, writable: bool = False, storage: Storage | None = None) -> Image:
+        backing = (storage or DEFAULT_STORAGE).open(path, writable)
+        try:
+            return cls._load(path, backing, writable)
+        except BaseException:
+            backing.close()
+            raise
+
+    @classmethod
+    def _load(cls, path: str, backing: Backing, writable: bool) -> Image:
+        head = backing.pread(SECTOR, 0)
+        copy_err: VhdFormatError | None = None
+        copy: Footer | None = None
+        try:
+            copy = Footer.unpack(head, base=0, path=path)
+        except VhdFormatError as err:
+            copy_err = err
+        if copy is not None and copy.disk_type != DiskType.FIXED:
+            img = cls(path, backing, copy, writable)
+            img._load_dynamic(copy, copy_is_good=True)
+            return img
+        size = backing.capacity() or backing.size()
+        if size < SECTOR:
+            raise VhdFormatError(f"file too small ({size} bytes)", field="footer", offset=0,
+                                 path=path)
+        tail = Footer.unpack(backing.pread(SECTOR, size - SECTOR), base=size - SECTOR,
+                             path=path) if copy_err is None else cls._try_tail(backing, size, path)
+        if tail is None:
+            assert copy_err is not None
+            raise copy_err
+        img = cls(path, backing, tail, writable)
+        if tail.disk_type == DiskType.FIXED:
+            if tail.current_size + SECTOR > size:
+                raise VhdFormatError(
+                    f"fixed disk truncated: {size} bytes for {tail.current_size} of data",
+                    field="footer.current_size", offset=size - SECTOR + 48, path=path)
+            img.eod = tail.current_size
+            return img
+        log.warning("%s: footer copy at offset 0 is bad, using the trailing footer", path)
+        img._load_dynamic(tail, copy_is_good=False)
+        return img
+
+    @staticmethod
+    def _try_tail(backing: Backing, size: int, path: str) -> Footer | None:
+        try:
+            return Footer.unpack(backing.pread(SECTOR, size - SECTOR), base=size - SECTOR,
+                                 path=path)
+        except VhdFormatError:
+            return None
+
+    def _load_dynamic(self, footer: Footer, *, copy_is_good: bool) -> None:
+        path, b = self.path, self.backing
+        if footer.data_offset == NO_OFFSET or footer.data_offset % SECTOR:
+            raise VhdFormatError(f"bad data offset {footer.data_offset:#x}",
+                                 field="footer.data_offset", offset=16, path=path)
+        hdr = DynamicHeader.unpack(b.pread(1024, footer.data_offset), base=footer.data_offset,
+                                   path=path)
+        base = footer.data_offset
+        if hdr.version != FILE_VERSION:
+            raise VhdFormatError(f"unknown header version {hdr.version:#x}",
+                                 field="header.version", offset=base + 24, path=path)
+        need = -(-footer.current_size // hdr.block_size)
+        if hdr.max_table_entries < need:
+            raise VhdFormatError(
+                f"BAT has {hdr.max_table_entries} entries, {need} needed for the virtual size",
+                field="header.max_table_entries", offset=base + 28, path=path)
+        if footer.disk_type == DiskType.DIFFERENCING and hdr.parent_uuid is None:
+            raise VhdFormatError("differencing disk without parent uuid",
+                                 field="header.parent_uuid", offset=base + 40, path=path)
+        raw = b.pread(hdr.max_table_entries * 4, hdr.table_offset)
+        if len(raw) < hdr.max_table_entries * 4:
+            raise VhdFormatError("BAT truncated", field="bat", offset=hdr.table_offset, path=path)
+        self.header = hdr
+        self.bat = bat_unpack(raw, hdr.max_table_entries)
+        self._load_batmap(footer)
+        bmx = None
+        if self.batmap_hdr is not None:
+            bmx = (self.batmap_hdr_off,
+                   self.batmap_hdr.batmap_offset + self.batmap_hdr.batmap_size * SECTOR)
+        self.eod = end_of_data(metadata_extents(footer.data_offset, hdr, bmx), self.bat,
+                               hdr.block_size)
+        cap = b.capacity()
+        size = cap if cap is not None else b.size()
+        if size < self.eod:
+            raise VhdFormatError(f"image truncated: data ends at {self.eod}, size is {size}",
+                                 field="bat", offset=hdr.table_offset, path=path)
+        self._clean_tail = cap is None and size <= self.eod + SECTOR
+        trailer_ok = False
+        try:
+            tail = Footer.unpack(b.pread(SECTOR, self.eod), base=self.eod, path=path)
+            trailer_ok = tail.disk_type == footer.disk_type
+            if trailer_ok:
+                self.footer = tail
+        except VhdFormatError as err:
+            if not copy_is_good:
+                raise
+            log.warning("%s: trailing footer bad (%s); using the copy at offset 0", path, err)
+        if self.writable:
+            if not trailer_ok:
+                b.pwrite(self.footer.pack(), self.eod)
+                self._clean_tail = cap is None and b.size() <= self.eod + SECTOR
+            if not copy_is_good:
+                b.pwrite(self.footer.pack(), 0)
+
+    def _load_batmap(self, footer: Footer) -> None:
+        assert self.header is not None
+        hdr = self.header
+        off = hdr.table_offset + -(-hdr.max_table_entries * 4 // SECTOR) * SECTOR
+        raw = self.backing.pread(SECTOR, off)
+        if raw[:8] != BATMAP_COOKIE:
+            if has_batmap_by_creator(footer):
+                raise VhdFormatError("batmap missing (tap >= 1.2 requires it)",
+                                     field="batmap.cookie", offset=off, path=self.path)
+            return
+        bh = BatmapHeader.unpack(raw, base=off, path=self.path)
+        if bh.batmap_size < batmap_sectors(hdr.max_table_entries) and has_batmap_by_creator(
+                footer):
+            raise VhdFormatError(f"batmap too small ({bh.batmap_size} sectors)",
+                                 field="batmap.batmap_size", offset=off + 16, path=self.path)
+        data = self.backing.pread(bh.batmap_size * SECTOR, bh.batmap_offset)
+        bh.verify(data, base=off, path=self.path)
+        self.batmap_hdr_off, self.batmap_hdr, self.batmap = off, bh, bytearray(data)
+
+    # -- queries -----------------------------------------------------------------------
+    @property
+    def disk_type(self) -> DiskType:
+        return self.footer.disk_type
+
+    @property
+    def size(self) -> int:
+        return self.footer.current_size
+
+    @property
+    def block_size(self) -> int:
+        return self.header.block_size if self.header else 2 * 1024 * 1024
+
+    @property
+    def spb(self) -> int:
+        return self.block_size // SECTOR
+
+    @property
+    def bm_size(self) -> int:
+        return bitmap_bytes(self.block_size)
+
+    @property
+    def physical_size(self) -> int:
+        return self.eod + SECTOR
+
+    def allocated_blocks(self) -> int:
+        if self.header is None:
+            return -(-self.size // self.block_size)
+        return len(self.bat) - self.bat.count(UNUSED)
+
+    def data_offset(self, blk: int) -> int | None:
+        """Byte offset of block ``blk``'s data, or None when not allocated here."""
+        if self.header is None:
+            return blk * self.block_size
+        if blk >= len(self.bat):
+            return None
+        entry = self.bat[blk]
+        if entry == UNUSED:
+            return None
+        return entry * SECTOR + self.bm_size
+
+    def bitmap(self, blk: int) -> int:
+        """Sectors of block ``blk`` present in this image (bit i = sector i)."""
+        if self.header is None:
+            return bm.mask(0, self.spb)
+        cached = self._bitmaps.get(blk)
+        if cached is not None:
+            return cached
+        off = self.data_offset(blk)
+        if off is None:
+            return 0
+        bits = bm.from_disk(self.backing.pread(self.bm_size, off - self.bm_size), self.spb)
+        self._bitmaps[blk] = bits
+        return bits
+
+    def full(self, bits: int) -> bool:
+        return bits == bm.mask(0, self.spb)
+
+    # -- updates -----------------------------------------------------------------------
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise VhdError("image is opened read-only", path=self.path)
+
+    def write_footers(self, footer: Footer) -> None:
+        """Rewrite the trailing footer, then the copy at 0 (dynamic disks)."""
+        self._require_writable()
+        raw = footer.pack()
+        self.backing.pwrite(raw, self.eod)
+        if self.header is not None:
+            self.backing.pwrite(raw, 0)
+        self.footer = footer
+
+    def write_header(self, header: DynamicHeader) -> None:
+        self._require_writable()
+        self.backing.pwrite(header.pack(), self.footer.data_offset)
+        self.header = header
+
+    def write_sectors(self, sector: int, data: bytes | bytearray | memoryview) -> None:
+        """Write whole sectors at virtual ``sector`` (len(data) % 512 == 0)."""
+        self._require_writable()
+        view = memoryview(data)
+        spb = self.spb
+        with self.lock:
+            while view:
+                blk, s0 = divmod(sector, spb)
+                n = min(spb - s0, len(view) // SECTOR)
+                piece = view[: n * SECTOR]
+                off = self.data_offset(blk)
+                if off is None:
+                    self._allocate(blk, bm.mask(s0, n), [(s0, piece)])
+                else:
+                    self.backing.pwrite(piece, off + s0 * SECTOR)
+                    if self.header is not None:
+                        self.set_bits(blk, bm.mask(s0, n))
+                view = view[n * SECTOR:]
+                sector += n
+
+    def set_bits(self, blk: int, bits: int) -> None:
+        """OR ``bits`` into the on-disk bitmap of an allocated block (one write)."""
+        old = self.bitmap(blk)
+        new = old | bits
+        if new == old:
+            return
+        off = self.data_offset(blk)
+        assert off is not None
+        self.backing.pwrite(bm.to_disk(new, self.bm_size), off - self.bm_size)
+        self._bitmaps[blk] = new
+        if self.full(new):
+            self._set_batmap(blk)
+
+    def allocate_with(self, blk: int, bits: int, fill: Callable[[int], None]) -> None:
+        """Allocate block ``blk`` whose data ``fill(data_offset)`` writes before the BAT entry
+        is published; ``bits`` is its bitmap."""
+        with self.lock:
+            self._allocate(blk, bits, [], fill)
+
+    def _allocate(self, blk: int, bits: int, pieces: list[tuple[int, memoryview]],
+                  fill: Callable[[int], None] | None = None) -> None:
+        assert self.header is not None
+        if blk >= len(self.bat):
+            raise VhdError(f"block {blk} beyond the BAT", path=self.path)
+        bs, bms = self.block_size, self.bm_size
+        start = next_block_start(self.eod, bs)
+        new_eod = start + bms + bs
+        cap = self.backing.capacity()
+        if cap is not None and new_eod + SECTOR > cap:
+            raise VhdNoSpaceError(f"no room for block {blk}: needs {new_eod + SECTOR} bytes of "
+                                  f"{cap}", path=self.path)
+        b = self.backing
+        bmap = bm.to_disk(bits, bms)
+        if fill is not None:
+            fill(start + bms)
+            b.pwrite(bmap, start)
+        elif len(pieces) == 1 and pieces[0][0] == 0 and len(pieces[0][1]) == bs:
+            b.pwrite(bmap, start)
+            b.pwrite(pieces[0][1], start + bms)
+        elif self.disk_type == DiskType.DYNAMIC and not self._clean_tail:
+            # stale bytes may lie here and readers that ignore bitmaps (qemu) would see them
+            buf = bytearray(bs)
+            for s0, piece in pieces:
+                buf[s0 * SECTOR: s0 * SECTOR + len(piece)] = piece
+            b.pwrite(bmap + bytes(buf), start)
+        else:
+            b.pwrite(bmap, start)
+            for s0, piece in pieces:
+                b.pwrite(piece, start + bms + s0 * SECTOR)
+        b.pwrite(self.footer.pack(), new_eod)
+        b.pwrite(struct.pack(">I", start // SECTOR), self.header.table_offset + 4 * blk)
+        self.bat[blk] = start // SECTOR
+        self.eod = new_eod
+        self._bitmaps[blk] = bits
+        if self.full(bits):
+            self._set_batmap(blk)
+
+    def _set_batmap(self, blk: int) -> None:
+        if self.batmap is None or self.batmap_hdr is None:
+            return
+        byte, bit = divmod(blk, 8)
+        if byte >= len(self.batmap):
+            return
+        self.batmap[byte] |= 0x80 >> bit
+        hdr = BatmapHeader.for_map(self.batmap_hdr.batmap_offset, bytes(self.batmap))
+        self.backing.pwrite(self.batmap[byte:byte + 1], self.batmap_hdr.batmap_offset + byte)
+        self.backing.pwrite(hdr.pack(), self.batmap_hdr_off)
+        self.batmap_hdr = hdr
+
+    def flush(self) -> None:
+        if self.writable:
+            self.backing.fsync()
+
+    def close(self) -> None:
+        self.backing.close()
