@@ -26,15 +26,16 @@ only to find that the request is invalid.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from sm.capabilities import Capability
 from sm.errors import Unimplemented
 from sm.requests import (
+    DriverInfoRequest,
     Request,
     SRCreateRequest,
     SRProbeRequest,
@@ -151,6 +152,8 @@ class Command:
     request: type[Request]
     handler: str
     capability: Capability | None = None
+    static: bool = False
+    """A classmethod handler, answered without constructing the driver."""
 
 
 # -- context ----------------------------------------------------------------------------------
@@ -194,6 +197,16 @@ class DriverContext:
 
     def __repr__(self) -> str:
         return f"DriverContext(sr_uuid={self.sr_uuid!r}, state_dir={str(self.state_dir)!r})"
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _default(func: _F) -> _F:
+    """Mark a base handler as "not implemented" so the dispatcher can refuse without an
+    instance (see `SRDriver.implements`)."""
+    func._sm_unimplemented = True  # type: ignore[attr-defined]
+    return func
 
 
 # -- the base ---------------------------------------------------------------------------------
@@ -246,6 +259,17 @@ class SRDriver:
             configuration=tuple((str(k), str(d)) for k, d in cls.CONFIGURATION),
         )
 
+    @classmethod
+    def sr_get_driver_info(cls, request: DriverInfoRequest) -> DriverInfo:
+        """Static handler of `sr_get_driver_info` (no session, no storage)."""
+        return cls.driver_info()
+
+    @classmethod
+    def implements(cls, handler: str) -> bool:
+        """Whether this class has a real implementation of the handler method `handler`."""
+        method = getattr(cls, handler, None)
+        return callable(method) and not getattr(method, "_sm_unimplemented", False)
+
     def close(self) -> None:
         """Called by the dispatcher after the handler, success or not. Default: nothing."""
 
@@ -254,104 +278,125 @@ class SRDriver:
 
     # -- SR commands --------------------------------------------------------------------------
 
+    @_default
     def sr_create(self, request: SRCreateRequest) -> None:
         """Create the SR `request.sr_uuid` from `device_config`. `request.size` is the
         requested physical size (0: all of the device). Errors: SRExists (42), the type's
         create errors (FileSRCreate 61, LVMCreate 50, NFSMount 73, ...)."""
         raise self._unimplemented(request)
 
+    @_default
     def sr_delete(self, request: SRRequest) -> None:
         """Destroy the SR. Errors: SRNotEmpty (39) while it holds VDIs, SRInUse (16)."""
         raise self._unimplemented(request)
 
+    @_default
     def sr_attach(self, request: SRRequest) -> None:
         """Make the SR usable on this host (mount, activate, replay journals). Idempotent.
         Errors: SRUnavailable (47)."""
         raise self._unimplemented(request)
 
+    @_default
     def sr_detach(self, request: SRRequest) -> None:
         """Undo `sr_attach`. Idempotent. Errors: SRInUse (16) while VDIs are attached."""
         raise self._unimplemented(request)
 
+    @_default
     def sr_scan(self, request: SRRequest) -> None:
         """Reconcile the SR's VDI records with its volumes; garbage-collect. Errors: SRScan
         (40)."""
         raise self._unimplemented(request)
 
+    @_default
     def sr_update(self, request: SRRequest) -> None:
         """Refresh SR-level statistics (sizes). Capability SR_UPDATE."""
         raise self._unimplemented(request)
 
+    @_default
     def sr_probe(self, request: SRProbeRequest) -> str:
         """Describe what `device_config` points at, as an XML document in a string (e.g.
         `<SRlist><SR><UUID>..</UUID></SR></SRlist>`). No `sr_uuid`. Capability SR_PROBE."""
         raise self._unimplemented(request)
 
+    @_default
     def sr_content_type(self, request: SRRequest) -> str:
         """The SR's content type (e.g. "user", "iso")."""
         raise self._unimplemented(request)
 
     # -- VDI commands -------------------------------------------------------------------------
 
+    @_default
     def vdi_create(self, request: VDICreateRequest) -> VdiRef:
         """Create a VDI of `request.size` bytes (rounded up as the format needs); returns the
         new VDI (uuid: `request.vdi_uuid` if given, else a fresh one). Errors: VDICreate (78),
         VDISize (79), SRNoSpace (44). Capability VDI_CREATE."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_delete(self, request: VDIRequest) -> None:
         """Delete the VDI. Errors: VDIInUse (24), VDIMissing (144), VDIDelete (80).
         Capability VDI_DELETE."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_update(self, request: VDIRequest) -> None:
         """Refresh the VDI's record (e.g. after its metadata changed). Capability VDI_UPDATE."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_introduce(self, request: VDIIntroduceRequest) -> VdiRef:
         """Adopt the existing volume at `request.vdi_location` under `request.vdi_uuid`.
         Errors: VDIExists (43), VDIMissing (144). Capability VDI_INTRODUCE."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:
         """Prepare the VDI for I/O on this host (`request.writable`); returns how to reach the
         data (`params_nbd`, `params`). Errors: VDIUnavailable (46), VDIInUse (24), VDIMissing
         (144). Capability VDI_ATTACH."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_detach(self, request: VDIRequest) -> None:
         """Undo `vdi_attach`. Idempotent. Capability VDI_DETACH."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_activate(self, request: VDIAttachRequest) -> None:
         """Start the data path of an attached VDI (`request.writable`). Capability
         VDI_ACTIVATE."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_deactivate(self, request: VDIRequest) -> None:
         """Stop the data path; flush. Idempotent. Capability VDI_DEACTIVATE."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_snapshot(self, request: VDISnapshotRequest) -> VdiRef:
         """Snapshot the VDI; returns the NEW VDI (the original keeps its uuid and location).
         Errors: VDISnapshot (82), SnapshotChainTooLong (109), SRNoSpace (44). Capability
         VDI_SNAPSHOT."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_clone(self, request: VDISnapshotRequest) -> VdiRef:
         """Clone the VDI; returns the NEW writable VDI. Errors: VDIClone (81),
         SnapshotChainTooLong (109). Capability VDI_CLONE."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_resize(self, request: VDIResizeRequest) -> VdiRef:
         """Grow the VDI (offline) to `request.new_size`. Errors: VDIResize (110), VDISize (79)
         for a shrink, SRNoSpace (44). Capability VDI_RESIZE."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_resize_online(self, request: VDIResizeRequest) -> VdiRef:
         """`vdi_resize` while attached. Capability VDI_RESIZE_ONLINE."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_revert(self, request: VDIRevertRequest) -> None:
         """Replace the contents of `request.target` (resolved by the SR from the snapshot's
         snapshot-of when None) with those of `request.snapshot`, keeping the target's uuid,
@@ -359,6 +404,7 @@ class SRDriver:
         VDIInUse (24). Capability VDI_REVERT (without it, callers fall back to vdi_clone)."""
         raise self._unimplemented(request)
 
+    @_default
     def vdi_generate_config(self, request: VDIRequest) -> str:
         """A string from which another host can attach the VDI. Capability
         VDI_GENERATE_CONFIG."""

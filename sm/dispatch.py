@@ -1,0 +1,235 @@
+"""The SMAPIv1 dispatcher: one XML-RPC request in, exactly one response document out.
+
+`respond(srtype, document)` never raises: it returns a `methodResponse` for success or a Fault
+for failure. This is the one edge where exceptions become Faults:
+
+- `SMError` -> its `code` and `fault_string`;
+- anything else -> GenericException (1200) with the exception type and message; the traceback
+  is logged (stderr / log file), never written to stdout.
+
+Order of checks, each refusing before any storage is touched:
+1. parse the document (BadRequest 143); 2. resolve the SR type (SRUnknownType 48);
+3. find the command: unknown commands answer Unimplemented (38), as the original drivers do;
+4. capability not advertised, or handler not implemented: Unimplemented (38);
+5. validate the request struct into its typed request (143 / InvalidArg 1, see `sm.requests`);
+6. `sr_get_driver_info` is answered from class attributes, without constructing the driver;
+   other commands construct the driver with a `DriverContext`, call the handler, `close()`.
+
+`main(type_name)` is what `bin/<Type>SR` calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, NoReturn
+
+from sm import xmlrpc
+from sm.capabilities import COMMAND_CAPABILITY
+from sm.driver import Command, DriverContext, SRDriver
+from sm.errors import BadRequest, GenericException, SMError, Unimplemented
+from sm.requests import (
+    DriverInfoRequest,
+    Request,
+    SRCreateRequest,
+    SRProbeRequest,
+    SRRequest,
+    VDIAttachRequest,
+    VDICreateRequest,
+    VDIIntroduceRequest,
+    VDIRequest,
+    VDIResizeRequest,
+    VDIRevertRequest,
+    VDISnapshotRequest,
+)
+
+if TYPE_CHECKING:
+    from sm.executor import Executor
+    from sm.xmlrpc import Value
+
+__all__ = ["COMMANDS", "handle", "main", "respond", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def _command(name: str, request: type[Request], *, static: bool = False) -> tuple[str, Command]:
+    # The handler is the method of the same name; the capability comes from the one map.
+    return name, Command(request, name, COMMAND_CAPABILITY[name], static)
+
+
+COMMANDS: Mapping[str, Command] = MappingProxyType(
+    dict(
+        [
+            _command("sr_get_driver_info", DriverInfoRequest, static=True),
+            _command("sr_create", SRCreateRequest),
+            _command("sr_delete", SRRequest),
+            _command("sr_attach", SRRequest),
+            _command("sr_detach", SRRequest),
+            _command("sr_scan", SRRequest),
+            _command("sr_update", SRRequest),
+            _command("sr_probe", SRProbeRequest),
+            _command("sr_content_type", SRRequest),
+            _command("vdi_create", VDICreateRequest),
+            _command("vdi_delete", VDIRequest),
+            _command("vdi_update", VDIRequest),
+            _command("vdi_introduce", VDIIntroduceRequest),
+            _command("vdi_attach", VDIAttachRequest),
+            _command("vdi_detach", VDIRequest),
+            _command("vdi_activate", VDIAttachRequest),
+            _command("vdi_deactivate", VDIRequest),
+            _command("vdi_snapshot", VDISnapshotRequest),
+            _command("vdi_clone", VDISnapshotRequest),
+            _command("vdi_resize", VDIResizeRequest),
+            _command("vdi_resize_online", VDIResizeRequest),
+            _command("vdi_revert", VDIRevertRequest),
+            _command("vdi_generate_config", VDIRequest),
+        ]
+    )
+)
+"""SMAPIv1 command -> (request type, handler, capability). SR types add their own commands with
+`SRDriver.EXTRA_COMMANDS`; they cannot replace these."""
+
+
+def handle(
+    driver_cls: type[SRDriver],
+    method: str,
+    params: list[Value],
+    *,
+    executor: Executor | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Value:
+    """Run one parsed call against `driver_cls`; returns the wire value or raises SMError."""
+    command = COMMANDS.get(method) or driver_cls.EXTRA_COMMANDS.get(method)
+    if command is None:
+        raise Unimplemented(f"unknown command {method!r}")
+    if command.capability is not None and command.capability not in driver_cls.CAPABILITIES:
+        raise Unimplemented(
+            f"SR type {driver_cls.TYPE!r} does not advertise {command.capability.value}"
+        )
+    if not driver_cls.implements(command.handler):
+        raise Unimplemented(f"{method} is not implemented by SR type {driver_cls.TYPE!r}")
+    request = command.request.from_params(method, params)
+    log.info("%s: %s", driver_cls.TYPE, method)
+    if command.static:
+        return _to_wire(getattr(driver_cls, command.handler)(request))
+    context = DriverContext(
+        sr_uuid=getattr(request, "sr_uuid", None),
+        device_config=request.device_config,
+        executor=executor,
+        environ=environ,
+    )
+    driver = driver_cls(context)
+    try:
+        result = getattr(driver, command.handler)(request)
+    finally:
+        driver.close()
+    return _to_wire(result)
+
+
+def _to_wire(result: object) -> Value:
+    if result is None or isinstance(result, str):
+        return result
+    to_wire = getattr(result, "to_wire", None)
+    if to_wire is None:
+        raise TypeError(f"handler returned {type(result).__name__}, which has no wire form")
+    value: Value = to_wire()
+    return value
+
+
+def respond(
+    srtype: type[SRDriver] | str,
+    document: str | bytes,
+    *,
+    executor: Executor | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """One request document in, one response document out (success or a Fault); never raises
+    for a failed request. `srtype` is a driver class or a registered type name."""
+    method = "?"
+    try:
+        method, params = xmlrpc.loads_call(document)
+        if isinstance(srtype, str):
+            from sm import registry
+
+            srtype = registry.get(srtype)
+        value = handle(srtype, method, params, executor=executor, environ=environ)
+        # Inside the try: a string XML cannot carry becomes Fault 447.
+        return xmlrpc.dumps_response(value)
+    except SMError as err:
+        log.warning("%s failed: %s", method, err)
+        if err.details:
+            log.info("%s details: %s", method, dict(err.details))
+        return xmlrpc.dumps_fault(err.code, err.fault_string)
+    except Exception as err:
+        log.exception("%s failed with an unexpected error", method)
+        fault = GenericException(f"{type(err).__name__}: {err}")
+        return xmlrpc.dumps_fault(fault.code, fault.fault_string)
+
+
+run = respond
+"""Alias: `run(srtype_cls, xml_text) -> str`."""
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """While the driver runs, fd 1 (and sys.stdout) point at stderr, so a stray print or a
+    child process cannot corrupt the response."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:
+        saved = -1
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved >= 0:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _setup_logging(environ: Mapping[str, str]) -> None:
+    level = environ.get("SM_LOG_LEVEL", "WARNING").upper()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if environ.get("SM_LOG_FILE"):
+        handlers.append(logging.FileHandler(environ["SM_LOG_FILE"]))
+    logging.basicConfig(
+        level=level if level in logging.getLevelNamesMapping() else logging.WARNING,
+        format="%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s",
+        handlers=handlers,
+    )
+
+
+def type_from_program(program: str) -> str:
+    """`/opt/sm/bin/NFSSR` -> "nfs": the executable name minus `SR`, lower-cased."""
+    name = os.path.basename(program)
+    return (name[:-2] if name.endswith("SR") else name).lower()
+
+
+def main(type_name: str | None = None, argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of `bin/<Type>SR`: the one argument is the request; prints exactly the
+    response on stdout; logs on stderr (and SM_LOG_FILE); exit status 0 whenever a response was
+    printed. `type_name` defaults to the one derived from the program name."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    srtype = type_name or type_from_program(sys.argv[0])
+    _setup_logging(os.environ)
+    if len(args) != 1:
+        err = BadRequest(f"expected exactly one argument (a methodCall), got {len(args)}")
+        log.error("%s", err)
+        response = xmlrpc.dumps_fault(err.code, err.fault_string)
+    else:
+        with _stdout_to_stderr():
+            response = respond(srtype, args[0])
+    try:
+        sys.stdout.write(response)
+        sys.stdout.flush()
+    except OSError as err:
+        log.error("cannot write the response: %s", err)
+        raise SystemExit(1) from err
+    raise SystemExit(0)
