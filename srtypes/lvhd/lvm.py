@@ -192,12 +192,19 @@ class Lvm:
         Shrinking discards the tail without asking (there is no file system on these LVs)."""
         if size <= 0:
             raise ValueError(f"LV size must be positive, got {size}")
-        current = self.lv(vg, name).size
-        extent = self.vgs(vg).extent_size
+        current, extent = self._size_and_extent(vg, name)
         if -(-size // extent) * extent == current:
-            return current
+            return current  # lvresize would fail: "New size matches existing size"
         self.run("lvresize", "--yes", "--force", "--size", _sectors(size), _path(vg, name))
-        return self.lv(vg, name).size
+        return self._size_and_extent(vg, name)[0]
+
+    def _size_and_extent(self, vg: str, name: str) -> tuple[int, int]:
+        result = self.run("lvs", *_REPORT, "-o", "lv_size,vg_extent_size", _path(vg, name))
+        try:
+            (row,) = report_rows(result, "lv")
+            return int(row["lv_size"]), int(row["vg_extent_size"])
+        except (KeyError, ValueError) as err:
+            raise parse_error(result, err) from err
 
     def lvrename(self, vg: str, old: str, new: str) -> None:
         self.run(

@@ -75,10 +75,10 @@ class LvmSandbox:
             except CommandError as err:
                 log.warning("lvm teardown of %s: %s", vg.name, err)
         for dev in vg.devices:
-            self._detach(dev)
+            self.detach(dev)
         self.vgs.remove(vg)
 
-    def _detach(self, dev: str) -> None:
+    def detach(self, dev: str) -> None:
         for entry in [e for e in self.loops if e[0] == dev]:
             try:
                 self.executor.run(["losetup", "-d", dev])
@@ -91,7 +91,7 @@ class LvmSandbox:
         for vg in list(self.vgs):
             self.destroy(vg)
         for dev, _ in list(self.loops):
-            self._detach(dev)
+            self.detach(dev)
 
 
 @pytest.fixture(scope="session")
