@@ -23,6 +23,9 @@ def _register() -> None:
     from sm.cli import vhd
 
     cli.add_command(vhd.vhd)
+    from sm.cli import driver
+
+    cli.add_command(driver.driver)
 
 
 def main() -> None:
