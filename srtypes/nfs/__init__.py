@@ -1,0 +1,5 @@
+"""The NFS SR type: a File SR on an NFS export (``server:serverpath/<sr_uuid>``).
+
+``server`` talks to the NFS server without a kernel mount (reachability, exports, versions,
+SR directories); ``mounter`` puts the export on a local mount point. See docs/nfs.md.
+"""
