@@ -1,0 +1,494 @@
+"""The SR's own records: one SR record and the VDI records (standard library only).
+
+The SR is self-describing: everything a toolstack needs to list its VDIs lives in the SR, so an
+SR attached elsewhere shows the same VDIs. Layout under the store directory (``<sr>/.sm``)::
+
+    sr.json              the SR record
+    vdi/<xx>.json        shard xx = crc32(uuid) & 0xff: {"version": 1, "records": {uuid: {..}}}
+    txn/<id>/            a transaction being committed: staged files and a COMMIT marker
+    write.lock           held (flock, exclusive) by a writer for a whole transaction
+    commit.lock          readers hold it shared; a committer exclusive while moving files in
+
+Why 256 shards rather than one file per VDI or one file for all: listing 10,000 records reads
+256 files instead of 10,000 (per-file open/read dominates, badly so over NFS), while updating
+one record rewrites one shard of ~40 records instead of all 10,000. Every file is replaced
+atomically (``sm.atomic``), so a one-shard change needs nothing more.
+
+A transaction touching several files is all-or-nothing: new versions are written into
+``txn/<id>/``, then ``COMMIT`` (the commit point), then renamed into place, then the directory
+is removed. Whoever finds a transaction directory with ``COMMIT`` rolls it forward (readers
+too, before reading); one without ``COMMIT`` whose writer is gone is discarded. Readers hold
+``commit.lock`` shared, so they never see a half-moved commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from sm import atomic, locking
+from sm.errors import LockErr, MetadataError, VDIMissing
+from sm.faults import crash_point
+
+StrPath = str | os.PathLike[str]
+
+VERSION = 1
+VDI_TYPES = frozenset({"user", "system", "suspend", "crashdump", "ephemeral", "ha_statefile",
+                       "metadata", "redo_log", "rrd", "pvs_cache", "cbt_metadata"})
+IMAGE_TYPES = frozenset({"vhd", "raw"})
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+_SHARD = re.compile(r"[0-9a-f]{2}\.json\Z")
+
+
+class RecordError(MetadataError):
+    """A record field is missing or invalid (SM error 181); ``field`` names it."""
+
+    def __init__(self, message: str, *, field: str, path: str = "") -> None:
+        where = f"{path}: " if path else ""
+        super().__init__(f"{where}{message}", details={"field": field, "path": path})
+        self.field = field
+
+
+def _check_str(obj: object, name: str, *, empty: bool = True) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, str) or (not empty and not value):
+        raise RecordError(f"field {name!r} must be a {'non-empty ' if not empty else ''}string",
+                          field=name)
+
+
+def _check_uuid(obj: object, name: str, *, empty: bool) -> None:
+    value = getattr(obj, name)
+    if not (isinstance(value, str) and ((empty and value == "") or _UUID.match(value))):
+        raise RecordError(f"field {name!r} must be a lower-case uuid, got {value!r}", field=name)
+
+
+def _check_bool(obj: object, name: str) -> None:
+    if not isinstance(getattr(obj, name), bool):
+        raise RecordError(f"field {name!r} must be a boolean", field=name)
+
+
+def _check_size(obj: object, name: str) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise RecordError(f"field {name!r} must be a non-negative integer", field=name)
+
+
+def _check_time(obj: object, name: str) -> None:
+    value = getattr(obj, name)
+    _check_str(obj, name)
+    if value:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise RecordError(f"field {name!r} is not ISO-8601: {value!r}", field=name) from None
+
+
+def _freeze_map(obj: object, name: str) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise RecordError(f"field {name!r} must map strings to strings", field=name)
+    object.__setattr__(obj, name, MappingProxyType(dict(value)))
+
+
+def _from_dict(cls: type[Any], raw: Any, path: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise RecordError("record is not an object", field="", path=path)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise RecordError(f"unknown field {unknown[0]!r}", field=unknown[0], path=path)
+    try:
+        return cls(**raw)
+    except RecordError as err:
+        raise RecordError(str(err.message), field=err.field, path=path) from None
+    except TypeError as err:  # a required field is missing
+        raise RecordError(str(err), field="", path=path) from None
+
+
+@dataclass(frozen=True)
+class VdiRecord:
+    """One VDI as the SR describes it. ``sm_config``/``other_config`` are read-only maps."""
+
+    uuid: str
+    location: str
+    name_label: str = ""
+    name_description: str = ""
+    type: str = "user"
+    vdi_type: str = "vhd"
+    read_only: bool = False
+    hidden: bool = False
+    managed: bool = True
+    is_a_snapshot: bool = False
+    snapshot_of: str = ""
+    snapshot_time: str = ""
+    virtual_size: int = 0
+    physical_utilisation: int = 0
+    parent: str = ""
+    sm_config: Mapping[str, str] = field(default_factory=dict)
+    other_config: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_uuid(self, "uuid", empty=False)
+        _check_str(self, "location", empty=False)
+        _check_str(self, "name_label")
+        _check_str(self, "name_description")
+        if self.type not in VDI_TYPES:
+            raise RecordError(f"field 'type' must be one of {sorted(VDI_TYPES)}", field="type")
+        if self.vdi_type not in IMAGE_TYPES:
+            raise RecordError(f"field 'vdi_type' must be one of {sorted(IMAGE_TYPES)}",
+                              field="vdi_type")
+        for name in ("read_only", "hidden", "managed", "is_a_snapshot"):
+            _check_bool(self, name)
+        for name in ("snapshot_of", "parent"):
+            _check_uuid(self, name, empty=True)
+            if getattr(self, name) == self.uuid:
+                raise RecordError(f"field {name!r} names the VDI itself", field=name)
+        _check_time(self, "snapshot_time")
+        _check_size(self, "virtual_size")
+        _check_size(self, "physical_utilisation")
+        _freeze_map(self, "sm_config")
+        _freeze_map(self, "other_config")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["sm_config"] = dict(self.sm_config)
+        out["other_config"] = dict(self.other_config)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, path: str = "") -> VdiRecord:
+        """Validate and build; ``RecordError`` (181) names the field (and ``path``)."""
+        record: VdiRecord = _from_dict(cls, raw, path)
+        return record
+
+
+@dataclass(frozen=True)
+class SrRecord:
+    uuid: str
+    name_label: str = ""
+    name_description: str = ""
+    type: str = ""
+    sm_config: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""
+
+    def __post_init__(self) -> None:
+        _check_uuid(self, "uuid", empty=False)
+        _check_str(self, "name_label")
+        _check_str(self, "name_description")
+        _check_str(self, "type", empty=False)
+        _check_time(self, "created")
+        _freeze_map(self, "sm_config")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["sm_config"] = dict(self.sm_config)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, path: str = "") -> SrRecord:
+        record: SrRecord = _from_dict(cls, raw, path)
+        return record
+
+
+def shard_of(uuid: str) -> str:
+    return f"{zlib.crc32(uuid.encode()) & 0xFF:02x}"
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+class RecordStore:
+    """The records of one SR, in ``directory`` (created if missing; usually ``<sr>/.sm``).
+
+    Opening finishes a committed transaction a crashed writer left behind and discards an
+    uncommitted one. Reads never wait for a writer's transaction body, only for its commit.
+    """
+
+    def __init__(self, directory: StrPath, *, lock_timeout: float | None = locking.DEFAULT_TIMEOUT
+                 ) -> None:
+        self.directory = Path(directory)
+        self.lock_timeout = lock_timeout
+        self._vdi_dir = self.directory / "vdi"
+        self._txn_dir = self.directory / "txn"
+        self._write_lock = self.directory / "write.lock"
+        self._commit_lock = self.directory / "commit.lock"
+        for d in (self.directory, self._vdi_dir, self._txn_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._roll_forward()
+        with contextlib.suppress(LockErr):
+            with locking.lock(self._write_lock, timeout=0, purpose="records: discard"):
+                self._discard_uncommitted()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def find_sr(self) -> SrRecord | None:
+        with self._reading():
+            return self._load_sr()
+
+    def sr(self) -> SrRecord:
+        """The SR record; ``MetadataError`` if the SR has none (not created by sm)."""
+        found = self.find_sr()
+        if found is None:
+            raise MetadataError(f"no SR record in {self.directory}",
+                                details={"path": str(self.directory / "sr.json")})
+        return found
+
+    def find(self, uuid: str) -> VdiRecord | None:
+        with self._reading():
+            return self._load_shard(shard_of(uuid)).get(uuid)
+
+    def get(self, uuid: str) -> VdiRecord:
+        """The record of VDI ``uuid``; ``VDIMissing`` (144) if there is none."""
+        found = self.find(uuid)
+        if found is None:
+            raise VDIMissing(f"no record of VDI {uuid} in {self.directory}")
+        return found
+
+    def all(self) -> list[VdiRecord]:
+        """Every VDI record, sorted by uuid (one consistent state)."""
+        with self._reading():
+            return self._load_all()
+
+    def find_by_location(self, location: str) -> VdiRecord | None:
+        with self._reading():
+            guess = self._load_shard(shard_of(location)).get(location)  # location == uuid?
+            if guess is not None and guess.location == location:
+                return guess
+            return next((r for r in self._load_all() if r.location == location), None)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def put_sr(self, sr: SrRecord) -> None:
+        with self.transaction() as txn:
+            txn.put_sr(sr)
+
+    def put(self, record: VdiRecord) -> None:
+        """Insert or replace ``record``."""
+        with self.transaction() as txn:
+            txn.put(record)
+
+    def update(self, uuid: str, /, **changes: Any) -> VdiRecord:
+        """Change fields of VDI ``uuid`` (``VDIMissing`` if absent); return the new record."""
+        with self.transaction() as txn:
+            return txn.update(uuid, **changes)
+
+    def delete(self, uuid: str, *, missing_ok: bool = False) -> None:
+        with self.transaction() as txn:
+            txn.delete(uuid, missing_ok=missing_ok)
+
+    @contextlib.contextmanager
+    def transaction(self, *, purpose: str = "") -> Iterator[Transaction]:
+        """Changes made through the yielded transaction become visible together when the block
+        ends, or not at all (the block raised, or the process died before the commit point).
+        Writers are serialised: the block holds ``write.lock``; keep it short."""
+        with locking.lock(self._write_lock, timeout=self.lock_timeout,
+                          purpose=f"records: {purpose}"):
+            self._roll_forward()
+            self._discard_uncommitted()
+            txn = Transaction(self)
+            yield txn
+            txn._commit()
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _load_sr(self) -> SrRecord | None:
+        path = self.directory / "sr.json"
+        try:
+            raw = self._load_json(path)
+        except FileNotFoundError:
+            return None
+        return SrRecord.from_dict(raw, path=str(path))
+
+    def _load_json(self, path: Path) -> Any:
+        data = path.read_bytes()
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise MetadataError(f"corrupt record file {path}: {err}",
+                                details={"path": str(path)}) from err
+
+    def _load_shard(self, shard: str) -> dict[str, VdiRecord]:
+        path = self._vdi_dir / f"{shard}.json"
+        try:
+            raw = self._load_json(path)
+        except FileNotFoundError:
+            return {}
+        if not (isinstance(raw, dict) and raw.get("version") == VERSION
+                and isinstance(raw.get("records"), dict)):
+            raise MetadataError(f"corrupt record file {path}: bad header",
+                                details={"path": str(path)})
+        records = {}
+        for uuid, item in raw["records"].items():
+            record = VdiRecord.from_dict(item, path=str(path))
+            if record.uuid != uuid or shard_of(uuid) != shard:
+                raise RecordError(f"record {uuid} misfiled", field="uuid", path=str(path))
+            records[uuid] = record
+        return records
+
+    def _load_all(self) -> list[VdiRecord]:
+        records: list[VdiRecord] = []
+        for name in sorted(os.listdir(self._vdi_dir)):
+            if _SHARD.match(name):
+                records.extend(self._load_shard(name[:2]).values())
+        records.sort(key=lambda r: r.uuid)
+        return records
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        while True:
+            handle = locking.FileLock(self._commit_lock)
+            handle.acquire(shared=True, timeout=self.lock_timeout, purpose="records: read")
+            if not self._committed():
+                break
+            handle.release()
+            self._roll_forward()
+        try:
+            yield
+        finally:
+            handle.release()
+
+    def _committed(self) -> list[Path]:
+        return [self._txn_dir / name for name in sorted(os.listdir(self._txn_dir))
+                if (self._txn_dir / name / "COMMIT").exists()]
+
+    def _roll_forward(self) -> None:
+        if not self._committed():
+            return
+        with locking.lock(self._commit_lock, timeout=self.lock_timeout,
+                          purpose="records: roll forward"):
+            for txn in self._committed():
+                names = self._load_json(txn / "COMMIT")
+                self._move_in(txn, names)
+                self._finish(txn)
+
+    def _target(self, name: str) -> Path:
+        return self.directory / name if name == "sr.json" else self._vdi_dir / name
+
+    def _move_in(self, txn: Path, names: list[str]) -> None:
+        for name in names:
+            staged = txn / name
+            if staged.exists():  # absent: moved before a crash
+                os.replace(staged, self._target(name))
+                crash_point("records.txn.moved")
+        atomic.fsync_dir(self._vdi_dir)
+        atomic.fsync_dir(self.directory)
+
+    def _finish(self, txn: Path) -> None:
+        atomic.unlink(txn / "COMMIT")
+        crash_point("records.txn.uncommitted")
+        shutil.rmtree(txn)
+        atomic.fsync_dir(self._txn_dir)
+
+    def _discard_uncommitted(self) -> None:
+        """Remove staging directories without COMMIT. Only with ``write.lock`` held."""
+        for name in os.listdir(self._txn_dir):
+            txn = self._txn_dir / name
+            if not (txn / "COMMIT").exists():
+                shutil.rmtree(txn, ignore_errors=True)
+        atomic.remove_stale_temps(self._vdi_dir)
+        atomic.remove_stale_temps(self.directory)
+
+
+class Transaction:
+    """Staged changes to a :class:`RecordStore`; reads see the staged state."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self._store = store
+        self._shards: dict[str, dict[str, VdiRecord]] = {}
+        self._dirty: set[str] = set()
+        self._sr: SrRecord | None = None
+        self._sr_dirty = False
+
+    def _shard(self, shard: str) -> dict[str, VdiRecord]:
+        if shard not in self._shards:
+            self._shards[shard] = self._store._load_shard(shard)
+        return self._shards[shard]
+
+    def sr(self) -> SrRecord | None:
+        return self._sr if self._sr_dirty else self._store._load_sr()
+
+    def put_sr(self, sr: SrRecord) -> None:
+        self._sr, self._sr_dirty = sr, True
+
+    def find(self, uuid: str) -> VdiRecord | None:
+        return self._shard(shard_of(uuid)).get(uuid)
+
+    def get(self, uuid: str) -> VdiRecord:
+        found = self.find(uuid)
+        if found is None:
+            raise VDIMissing(f"no record of VDI {uuid} in {self._store.directory}")
+        return found
+
+    def all(self) -> list[VdiRecord]:
+        records = {r.uuid: r for r in self._store._load_all()}
+        for shard in self._dirty:
+            for uuid in [u for u in records if shard_of(u) == shard]:
+                del records[uuid]
+            records.update(self._shards[shard])
+        return sorted(records.values(), key=lambda r: r.uuid)
+
+    def put(self, record: VdiRecord) -> None:
+        shard = shard_of(record.uuid)
+        self._shard(shard)[record.uuid] = record
+        self._dirty.add(shard)
+
+    def update(self, uuid: str, /, **changes: Any) -> VdiRecord:
+        if "uuid" in changes and changes["uuid"] != uuid:
+            raise RecordError("update cannot change a uuid", field="uuid")
+        record = dataclasses.replace(self.get(uuid), **changes)
+        self.put(record)
+        return record
+
+    def delete(self, uuid: str, *, missing_ok: bool = False) -> None:
+        shard = shard_of(uuid)
+        if self._shard(shard).pop(uuid, None) is None:
+            if not missing_ok:
+                raise VDIMissing(f"no record of VDI {uuid} in {self._store.directory}")
+            return
+        self._dirty.add(shard)
+
+    def _files(self) -> dict[str, bytes]:
+        files = {
+            f"{shard}.json": _dumps({"version": VERSION, "records": {
+                u: r.to_dict() for u, r in sorted(self._shards[shard].items())}})
+            for shard in sorted(self._dirty)
+        }
+        if self._sr_dirty:
+            assert self._sr is not None
+            files["sr.json"] = _dumps(self._sr.to_dict())
+        return files
+
+    def _commit(self) -> None:
+        store = self._store
+        files = self._files()
+        if len(files) <= 1:  # one atomic rename is all-or-nothing already
+            for name, data in files.items():
+                atomic.write_atomic(store._target(name), data)
+            return
+        txn = store._txn_dir / f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        txn.mkdir()
+        for name, data in files.items():
+            atomic.write_atomic(txn / name, data)
+        crash_point("records.txn.staged")
+        with locking.lock(store._commit_lock, timeout=store.lock_timeout,
+                          purpose="records: commit"):
+            atomic.write_atomic(txn / "COMMIT", _dumps(sorted(files)))
+            crash_point("records.txn.committed")
+            store._move_in(txn, sorted(files))
+            store._finish(txn)
