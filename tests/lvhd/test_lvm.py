@@ -93,3 +93,11 @@ def test_vg_create_tags_remove_and_probe(lvm_sandbox: LvmSandbox) -> None:
     assert not lvm.vg_exists(vg.name)
     assert lvm.pvs(vg.devices)[0].vg is None
     lvm_sandbox.destroy(vg)  # tolerates the VG being gone already
+
+
+def test_generated_config_is_valid_for_this_lvm(lvm_vg: VgHandle) -> None:
+    lvm = lvm_vg.lvm
+    out = lvm.executor.run(["lvmconfig", "--validate"], env=lvm.env)
+    assert b"LVM configuration valid" in out.stdout
+    merged = lvm.executor.run(["lvmconfig", "devices/global_filter", "global/activation"], env=lvm.env)
+    assert lvm_vg.devices[0].encode() in merged.stdout and b"activation=0" in merged.stdout
