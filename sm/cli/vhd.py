@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -293,33 +294,31 @@ def reparent(child: str, new_parent: str) -> None:
     click.echo(f"{child}: parent is now {new_parent}")
 
 
-def map_dict(amap: Any) -> Any:
-    """An AllocationMap as JSON-ready values (dataclasses, sequences and mappings)."""
-    if dataclasses.is_dataclass(amap) and not isinstance(amap, type):
-        return {f.name: map_dict(getattr(amap, f.name)) for f in dataclasses.fields(amap)}
-    if isinstance(amap, dict):
-        return {str(k): map_dict(v) for k, v in amap.items()}
-    if isinstance(amap, list | tuple | frozenset | set):
-        items = [map_dict(v) for v in amap]
-        return sorted(items) if isinstance(amap, frozenset | set) else items
-    if isinstance(amap, bool | int | float | str) or amap is None:
-        return amap
-    if isinstance(amap, bytes | bytearray):
-        return amap.hex()
-    return str(amap)
-
-
 @vhd.command("map")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def map_(path: str, as_json: bool) -> None:
-    """Show which blocks each image of the chain holds."""
+    """Show which blocks and byte ranges each image of the chain holds, leaf first."""
     amap = engine.allocation_map(path)
     if as_json:
-        _echo_json(map_dict(amap))
+        _echo_json(amap.to_dict())
         return
-    for line in amap.describe():
-        click.echo(line)
+    click.echo(f"virtual_size: {human_size(amap.virtual_size)}")
+    for image in amap.images:
+        click.echo(
+            f"{image.path}: {len(image.blocks)} block(s) of {human_size(image.block_size)}, "
+            f"{len(image.full_blocks)} full"
+        )
+        for sector, count in image.runs:
+            start, length = sector * 512, count * 512
+            click.echo(f"  {start:>14} +{length:<12} ({human_size(length)})")
+
+
+def _is_regular_file(f: IO[bytes]) -> bool:
+    try:
+        return f.seekable() and stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except (OSError, ValueError):  # io.UnsupportedOperation: an in-memory stream
+        return False
 
 
 def copy_out(
@@ -327,7 +326,7 @@ def copy_out(
 ) -> None:
     """Copy `length` bytes of the disk from `offset` to `out`; zero chunks become holes in a
     seekable regular file."""
-    sparse = out.seekable() and os.path.isfile(f"/proc/self/fd/{out.fileno()}")
+    sparse = _is_regular_file(out)
     zeros = bytes(CHUNK)
     done = 0
     while done < length:

@@ -112,8 +112,11 @@ def random_writes(
     return out
 
 
-def pyvhdi_read(paths_leaf_first: list[str]) -> bytes:
-    """Read a whole chain with libvhdi, opening from the base up."""
+def pyvhdi_read(paths_leaf_first: list[str], chunk: int = 64 * 1024) -> bytes:
+    """Read a whole chain with libvhdi, opening from the base up.
+
+    Reads go in `chunk`-sized pieces no larger than a block: libvhdi returns zeros for parts
+    of one large read that spans several small (64 KiB) blocks."""
     import pyvhdi
 
     files = []
@@ -129,7 +132,7 @@ def pyvhdi_read(paths_leaf_first: list[str]) -> bytes:
         chunks = []
         pos = 0
         while pos < size:
-            n = min(4 * 1024 * 1024, size - pos)
+            n = min(chunk, size - pos)
             chunks.append(leaf.read_buffer_at_offset(n, pos))
             pos += n
         return b"".join(chunks)

@@ -74,7 +74,14 @@ def test_ours_allocation_matches_qemu_map(tmp_path: Path) -> None:
     vhd.create(str(path), 16 * MiB)
     write_ours(path, [(2 * MiB + 4096, b"x" * 4096), (9 * MiB, b"y" * (3 * MiB))])
     extents = json.loads(run("qemu-img", "map", "-f", "vpc", "--output=json", str(path)))
-    data_ranges = [(e["start"], e["start"] + e["length"]) for e in extents if e["data"]]
+    data_ranges: list[tuple[int, int]] = []
+    for e in extents:  # qemu splits extents at block boundaries: merge adjacent ones
+        if not e["data"]:
+            continue
+        if data_ranges and data_ranges[-1][1] == e["start"]:
+            data_ranges[-1] = (data_ranges[-1][0], e["start"] + e["length"])
+        else:
+            data_ranges.append((e["start"], e["start"] + e["length"]))
     # qemu reports allocation per sector from the bitmaps: every written byte is inside data.
     for lo, hi in [(2 * MiB + 4096, 2 * MiB + 8192), (9 * MiB, 12 * MiB)]:
         assert any(a <= lo and hi <= b for a, b in data_ranges), (lo, hi, data_ranges)
