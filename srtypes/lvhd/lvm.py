@@ -163,9 +163,15 @@ class Lvm:
         check_name(name, "VG name")
         return any(vg.name == name for vg in self.list_vgs())
 
-    def find_sr_vgs(self) -> list[VgInfo]:
-        """VGs named ``VG_XenStorage-*`` on the visible devices (sr_probe)."""
-        return [vg for vg in self.list_vgs() if vg.name.startswith(VG_PREFIX)]
+    def find_sr_vgs(self, devices: Sequence[str] | None = None) -> list[VgInfo]:
+        """VGs named ``VG_XenStorage-*`` (sr_probe), on ``devices`` if given, else on the
+        devices this instance sees."""
+        lvm = self if devices is None else self.with_devices(devices)
+        return [vg for vg in lvm.list_vgs() if vg.name.startswith(VG_PREFIX)]
+
+    def with_devices(self, devices: Sequence[str] | None) -> Lvm:
+        """The same configuration restricted to other devices (None: all)."""
+        return Lvm(self.executor, self.system_dir, devices=devices, timeout=self.timeout)
 
     def vg_addtag(self, vg: str, tag: str) -> None:
         self.run("vgchange", "--addtag", check_tag(tag), check_name(vg, "VG name"))

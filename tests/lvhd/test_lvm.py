@@ -89,6 +89,8 @@ def test_vg_create_tags_remove_and_probe(lvm_sandbox: LvmSandbox) -> None:
     lvm.vg_deltag(vg.name, "sr")
     lvm.lvcreate(vg.name, "MGT", 4 * MiB)
     assert [v.name for v in lvm.find_sr_vgs()] == [vg.name]
+    assert [v.name for v in lvm.find_sr_vgs(vg.devices)] == [vg.name]
+    assert lvm.find_sr_vgs(["/dev/null"]) == []
     lvm.vgremove(vg.name)  # with an LV still inside
     assert not lvm.vg_exists(vg.name)
     assert lvm.pvs(vg.devices)[0].vg is None
