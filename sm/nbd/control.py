@@ -7,7 +7,7 @@ Requests, as a JSON object or as plain words::
 
     {"cmd": "status"}                         status
     {"cmd": "pause"}                          pause
-    {"cmd": "pause", "timeout": 30}
+    {"cmd": "pause", "drain_timeout": 30}
     {"cmd": "resume"}                         resume
     {"cmd": "resume", "path": "/sr/x.vhd"}    resume /sr/x.vhd
     {"cmd": "flush"}                          flush
@@ -134,9 +134,10 @@ class ControlServer:
             return {"ok": False, "error": str(err), "kind": type(err).__name__}
 
 
-def call(path: str, cmd: str, *, timeout: float = DEFAULT_TIMEOUT,
+def call(path: str, cmd: str, /, *, timeout: float = DEFAULT_TIMEOUT,
          **args: Any) -> dict[str, Any]:
-    """Send one request to the control socket at `path`; return the `status` of the answer.
+    """Send one request (`cmd` plus `args`, None values left out) to the control socket at
+    `path`; return the `status` of the answer.
     Raises ControlUnavailable if nobody answers, ControlError if the server refuses."""
     req = {"cmd": cmd, **{k: v for k, v in args.items() if v is not None}}
     try:

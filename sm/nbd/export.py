@@ -48,7 +48,7 @@ class ExportClosed(ExportError):
     """The export was shut down; requests fail."""
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     CLOSED = "closed"
@@ -120,7 +120,8 @@ class Export:
         with self.use() as disk:
             return disk.read(offset, length)
 
-    def write(self, offset: int, data: bytes | bytearray | memoryview, *, fua: bool = False) -> None:
+    def write(self, offset: int, data: bytes | bytearray | memoryview, *,
+              fua: bool = False) -> None:
         with self.use() as disk:
             disk.write(offset, data)
             if fua:

@@ -113,7 +113,7 @@ def after_fork() -> None:
                     control=_C.control)
 
     def pause(req: Any) -> dict[str, Any]:
-        timeout = req.get("timeout")
+        timeout = req.get("drain_timeout")
         _C.export.pause(None if timeout is None else float(timeout))
         return status(req)
 
@@ -197,8 +197,7 @@ def can_trim(h: int) -> bool:
 def _fail(err: Exception) -> None:
     """Pick the errno the client sees for an engine error, then let nbdkit report it."""
     name = type(err).__name__
-    if name in ("VhdNoSpaceError", "NoSpaceError") or isinstance(err, OSError) and \
-            err.errno == errno.ENOSPC:
+    if name == "VhdNoSpaceError" or (isinstance(err, OSError) and err.errno == errno.ENOSPC):
         nbdkit.set_error(errno.ENOSPC)
     elif name == "ExportClosed":
         nbdkit.set_error(errno.ESHUTDOWN)
