@@ -69,11 +69,14 @@ class LvmSandbox:
         return vg
 
     def destroy(self, vg: VgHandle) -> None:
-        for step in (lambda: vg.lvm.vgremove(vg.name), lambda: vg.lvm.pvremove(vg.devices)):
-            try:
-                step()
-            except CommandError as err:
-                log.warning("lvm teardown of %s: %s", vg.name, err)
+        try:
+            vg.lvm.vgremove(vg.name)
+        except CommandError as err:
+            log.warning("lvm teardown of %s: %s", vg.name, err)
+        try:
+            vg.lvm.pvremove(vg.devices)
+        except CommandError as err:
+            log.warning("lvm teardown of %s: %s", vg.devices, err)
         for dev in vg.devices:
             self.detach(dev)
         self.vgs.remove(vg)
