@@ -270,7 +270,21 @@ class RecordStore:
             guess = self._load_shard(shard_of(location)).get(location)  # location == uuid?
             if guess is not None and guess.location == location:
                 return guess
-            return next((r for r in self._load_all() if r.location == location), None)
+            # Compare the raw JSON first: building 10,000 records to find one is wasteful.
+            for name in sorted(os.listdir(self._vdi_dir)):
+                if not _SHARD.match(name):
+                    continue
+                raw = self._load_json(self._vdi_dir / name)
+                records = raw.get("records") if isinstance(raw, dict) else None
+                if isinstance(records, dict) and any(
+                    isinstance(item, dict) and item.get("location") == location
+                    for item in records.values()
+                ):
+                    shard = self._load_shard(name[:2]).values()
+                    match = next((r for r in shard if r.location == location), None)
+                    if match is not None:  # else the shard changed since: keep looking
+                        return match
+            return None
 
     # -- writing -----------------------------------------------------------------------------
 
