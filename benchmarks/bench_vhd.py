@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sm import vhd  # noqa: E402
-from sm.cli.vhd import copy_out  # noqa: E402
+from sm import vhd
+from sm.cli.vhd import copy_out
 
 MiB = 1024 * 1024
 BLOCK = 2 * MiB

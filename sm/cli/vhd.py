@@ -38,7 +38,7 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _SUFFIXES[match.group(2).upper()]
 
 
-class SizeType(click.ParamType):
+class SizeType(click.ParamType[int]):
     name = "SIZE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -199,7 +199,7 @@ def create(
     kind = engine.DiskType.FIXED if disk_type == "fixed" else engine.DiskType.DYNAMIC
     info = engine.create(
         path,
-        size,
+        size or 0,  # 0 with --parent: the parent's size
         disk_type=kind,
         parent=parent,
         block_size=block_size,
@@ -366,11 +366,13 @@ def copy_in(
 @click.option("--offset", type=SIZE, default=0, help="Start at this byte offset.")
 @click.option("--length", type=SIZE, help="Bytes to read (default: to the end).")
 @_progress_option
-def read(path: str, output: str | None, offset: int, length: int | None, progress: bool | None) -> None:
+def read(
+    path: str, output: str | None, offset: int, length: int | None, progress: bool | None
+) -> None:
     """Write the content of the chain ending at PATH as raw bytes."""
     with engine.open_chain(path) as disk:
         if offset > disk.size:
-            raise click.BadParameter(f"past the end of the disk ({disk.size})", param_hint="--offset")
+            raise click.BadParameter(f"past the end ({disk.size})", param_hint="--offset")
         count = disk.size - offset if length is None else min(length, disk.size - offset)
         with _progress("reading", progress) as callback:
             if output is None:

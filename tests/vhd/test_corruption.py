@@ -213,3 +213,18 @@ def test_bitmap_mismatch_with_batmap_found_only_with_bitmaps(pair: Pair) -> None
     lay = layout(pair.base)
     flip(pair.base, lay.block_offset(0) + 10, 0x01)
     assert_named(vhd.check(pair.base, bitmaps=True), ("bitmap", "batmap", "block 0"))
+
+
+def test_write_into_block_mapped_onto_header_is_refused(tmp_path: Path) -> None:
+    """Minimal: a BAT entry pointing at the dynamic header must not let a write clobber it."""
+    path = str(tmp_path / "a.vhd")
+    vhd.create(path, 4 * MiB)
+    with vhd.open_chain(path, writable=True) as disk:
+        disk.write(0, b"a" * 4096)  # allocates block 0
+    lay = layout(path)
+    poke(path, lay.bat + 4 * 0, struct.pack(">I", lay.header // 512 - 1))  # bitmap at 0, data at 512
+    header_before = Path(path).read_bytes()[lay.header : lay.header + 1024]
+    with pytest.raises(vhd.VhdError):
+        with vhd.open_chain(path, writable=True) as disk:
+            disk.write(0, b"X" * 4096)
+    assert Path(path).read_bytes()[lay.header : lay.header + 1024] == header_before
