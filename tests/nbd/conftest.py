@@ -25,8 +25,9 @@ def nbd_tools() -> None:
         pytest.skip("nbdkit-plugin-python is not installed (scripts/setup.sh installs it)")
 
 
-def qemu_io(url: str, *cmds: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = ["qemu-io", "-f", "raw"]
+def qemu_io(url: str, *cmds: str, check: bool = True,
+            readonly: bool = False) -> subprocess.CompletedProcess[str]:
+    argv = ["qemu-io", "-f", "raw", *(["-r"] if readonly else [])]
     for c in cmds:
         argv += ["-c", c]
     proc = subprocess.run([*argv, url], capture_output=True, text=True, timeout=120)
