@@ -15,7 +15,9 @@ from sm import __version__
 def cli(verbose: int) -> None:
     """sm: a storage manager for VHD-based storage repositories."""
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _register() -> None:
