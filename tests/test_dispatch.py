@@ -192,6 +192,13 @@ def test_unknown_and_broken_types(smtest: Path) -> None:
     assert registry.get("SMTEST").TYPE == "smtest"
 
 
+def test_registry_fast_scan_agrees_with_importlib_metadata(smtest: Path) -> None:
+    fast = dict(registry._fast_table())
+    full = {name: ep.value for name, ep in registry._metadata_table().items()}
+    assert fast == full
+    assert fast["smtest"] == "smtest_srtype:SmtestSR"
+
+
 class _Odd(SRDriver):
     TYPE = "odd"
     CAPABILITIES = frozenset({Capability.SR_PROBE})
@@ -294,7 +301,7 @@ def test_cli_driver_command(tmp_path: Path) -> None:
     assert proc.returncode == 0 and result(proc.stdout)["name"] == "Test SR"
 
 
-HEAVY = ("click", "sm.vhd", "sm.cli", "sm.executor", "yaml", "hypothesis")
+HEAVY = ("click", "sm.vhd", "sm.cli", "sm.executor", "yaml", "hypothesis", "importlib.metadata")
 
 
 def test_dispatch_path_stays_light(tmp_path: Path) -> None:
