@@ -1,0 +1,68 @@
+"""Per-host attachment state: `<run_dir>/file/<sr_uuid>/<vdi_uuid>.json` = {writable, active}.
+
+Rules: one writable attachment per VDI on a host (a second writable attach: VDIInUse 24);
+read-only attaches are always allowed except of a missing image; writable attaches of a
+read-only VDI, a hidden base, or a VDI other VDIs depend on are refused (VDIUnavailable 46):
+writing there would change what its children read. Detach of a VDI not attached is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from sm.errors import VDIInUse, VDIUnavailable
+
+if TYPE_CHECKING:
+    from .repo import FileRepo
+
+__all__ = ["activate", "attach", "deactivate", "detach"]
+
+log = logging.getLogger(__name__)
+
+
+def attach(repo: FileRepo, uuid: str, writable: bool) -> str:
+    """Record the attachment; returns the image path."""
+    with repo.vdi_lock(uuid, "vdi_attach"):
+        record = repo.get(uuid)
+        path = repo.path(record)
+        if not os.path.exists(path):
+            raise VDIUnavailable(f"the image of VDI {uuid} is missing: {path}")
+        if writable and (record.read_only or record.hidden or repo.children().get(uuid)):
+            raise VDIUnavailable(f"VDI {uuid} is read-only (a snapshot base or read-only VDI); "
+                                 "attach it read-only")
+        state = repo.attachment(uuid)
+        if state is not None and writable and state.get("writable"):
+            raise VDIInUse(f"VDI {uuid} is already attached writable on this host")
+        new = {"writable": bool(writable or (state or {}).get("writable")),
+               "active": bool((state or {}).get("active"))}
+        repo.set_attachment(uuid, new)
+        return path
+
+
+def detach(repo: FileRepo, uuid: str) -> None:
+    with repo.vdi_lock(uuid, "vdi_detach"):
+        if repo.attachment(uuid) is None:
+            log.info("vdi_detach: VDI %s is not attached on this host (nothing to do)", uuid)
+            return
+        repo.set_attachment(uuid, None)
+
+
+def activate(repo: FileRepo, uuid: str, writable: bool) -> None:
+    with repo.vdi_lock(uuid, "vdi_activate"):
+        state = repo.attachment(uuid)
+        if state is None:
+            raise VDIUnavailable(f"VDI {uuid} is not attached on this host")
+        if writable and not state.get("writable"):
+            raise VDIUnavailable(f"VDI {uuid} is attached read-only; cannot activate writable")
+        repo.set_attachment(uuid, {**state, "active": True})
+
+
+def deactivate(repo: FileRepo, uuid: str) -> None:
+    with repo.vdi_lock(uuid, "vdi_deactivate"):
+        state = repo.attachment(uuid)
+        if state is None or not state.get("active"):
+            log.info("vdi_deactivate: VDI %s is not active on this host", uuid)
+            return
+        repo.set_attachment(uuid, {**state, "active": False})

@@ -1,0 +1,76 @@
+"""Chain algebra over VDI records: children, depth, garbage (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+from sm.records import VdiRecord
+
+__all__ = [
+    "GC_GARBAGE",
+    "GC_KEY",
+    "PARENT_KEY",
+    "children_map",
+    "depth",
+    "is_garbage",
+    "with_gc_mark",
+    "with_parent",
+]
+
+PARENT_KEY = "vhd-parent"
+"""sm_config key naming a VHD VDI's parent (as the original drivers write it)."""
+GC_KEY = "gc"
+GC_GARBAGE = "garbage"
+"""sm_config `gc=garbage`: a hidden base no VDI depends on any more; a later collector may
+delete it. Every operation and scan tolerates such bases."""
+
+
+def children_map(records: Iterable[VdiRecord]) -> dict[str, list[str]]:
+    """parent uuid -> uuids of its children (sorted)."""
+    out: dict[str, list[str]] = {}
+    for r in records:
+        if r.parent:
+            out.setdefault(r.parent, []).append(r.uuid)
+    for kids in out.values():
+        kids.sort()
+    return out
+
+
+def depth(by_uuid: Mapping[str, VdiRecord], uuid: str) -> int:
+    """Number of images in the chain of `uuid` (1 for a VDI without parent). A parent without
+    a record ends the walk; a loop is cut (and counted once)."""
+    seen: set[str] = set()
+    current: str | None = uuid
+    while current and current not in seen:
+        seen.add(current)
+        record = by_uuid.get(current)
+        current = record.parent if record is not None else None
+    return len(seen)
+
+
+def is_garbage(record: VdiRecord, children: Mapping[str, list[str]]) -> bool:
+    """A hidden VHD base that no VDI depends on."""
+    return record.hidden and record.vdi_type == "vhd" and not children.get(record.uuid)
+
+
+def with_gc_mark(record: VdiRecord, garbage: bool) -> VdiRecord:
+    """The record with `gc=garbage` set or cleared (the same object if nothing changes)."""
+    if (record.sm_config.get(GC_KEY) == GC_GARBAGE) == garbage:
+        return record
+    sm_config = dict(record.sm_config)
+    if garbage:
+        sm_config[GC_KEY] = GC_GARBAGE
+    else:
+        sm_config.pop(GC_KEY, None)
+    return dataclasses.replace(record, sm_config=sm_config)
+
+
+def with_parent(record: VdiRecord, parent: str) -> VdiRecord:
+    """The record with `parent` and sm_config `vhd-parent` set (or cleared for "")."""
+    sm_config = dict(record.sm_config)
+    if parent:
+        sm_config[PARENT_KEY] = parent
+    else:
+        sm_config.pop(PARENT_KEY, None)
+    return dataclasses.replace(record, parent=parent, sm_config=sm_config)

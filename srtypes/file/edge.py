@@ -1,0 +1,46 @@
+"""Engine and OS errors become SM errors here, at the edge of the SR (one mapping).
+
+- `VhdNoSpaceError`, `OSError(ENOSPC/EDQUOT)` -> SRNoSpace (44)
+- `VhdFormatError`, `VhdChainError` -> VDILoad (65), with the engine's message (what/where)
+- `VhdUnsupportedError` -> VDISize (79) (sizes beyond what the format can address)
+- any other `VhdError` / `OSError(EIO)` -> EIO (200); other `OSError` -> the operation's own
+  error class (e.g. VDISnapshot 82), with the OS message.
+`SMError`s pass through untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
+
+from sm.errors import EIO, SMError, SRNoSpace, VDILoad, VDISize
+
+__all__ = ["engine_errors"]
+
+
+@contextlib.contextmanager
+def engine_errors(fallback: type[SMError], what: str = "") -> Iterator[None]:
+    prefix = f"{what}: " if what else ""
+    try:
+        yield
+    except SMError:
+        raise
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SRNoSpace(f"{prefix}{err}") from err
+        if err.errno == errno.EIO:
+            raise EIO(f"{prefix}{err}") from err
+        raise fallback(f"{prefix}{err}") from err
+    except Exception as err:
+        from sm import vhd
+
+        if not isinstance(err, vhd.VhdError):
+            raise
+        if isinstance(err, vhd.VhdNoSpaceError):
+            raise SRNoSpace(f"{prefix}{err}") from err
+        if isinstance(err, vhd.VhdFormatError | vhd.VhdChainError):
+            raise VDILoad(f"{prefix}{err}") from err
+        if isinstance(err, vhd.VhdUnsupportedError):
+            raise VDISize(f"{prefix}{err}") from err
+        raise EIO(f"{prefix}{err}") from err

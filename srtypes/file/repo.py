@@ -1,0 +1,154 @@
+"""One opened File SR: its layout, records, journal, locks and per-host attachment state.
+
+Every operation module (`vdiops`, `snapshot`, `revert`, `scan`) works on a `FileRepo`.
+Chain-changing operations run `with repo.chain_lock(purpose):`, which takes the SR lock and
+replays orphaned journal entries first, so an operation never starts on a half-done chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sm.errors import SRUnavailable, VDIMissing
+
+from .layout import SRLayout, is_uuid
+
+if TYPE_CHECKING:
+    from sm.journal import Entry, Journal
+    from sm.records import RecordStore, VdiRecord
+
+__all__ = ["FileRepo"]
+
+log = logging.getLogger(__name__)
+
+
+class FileRepo:
+    def __init__(self, layout: SRLayout) -> None:
+        self.layout = layout
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """The directory exists and holds this SR (SRUnavailable 47 otherwise)."""
+        lay = self.layout
+        if not lay.location.is_dir():
+            raise SRUnavailable(f"no such directory {lay.location}")
+        if not lay.has_sr():
+            raise SRUnavailable(f"{lay.location} holds no SR (no {lay.sr_record})")
+        sr = self.records.sr()
+        if lay.sr_uuid is not None and sr.uuid != lay.sr_uuid:
+            raise SRUnavailable(f"{lay.location} holds SR {sr.uuid}, not {lay.sr_uuid}")
+
+    @cached_property
+    def records(self) -> RecordStore:
+        from sm.records import RecordStore
+
+        return RecordStore(self.layout.meta)
+
+    @cached_property
+    def journal(self) -> Journal:
+        from sm.journal import Journal
+
+        return Journal(self.layout.journal_dir)
+
+    # -- locks and recovery ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def chain_lock(self, purpose: str) -> Iterator[None]:
+        """The SR lock (exclusive) with orphaned journal entries replayed first."""
+        from sm.locking import sr_lock
+
+        with sr_lock(self.layout.location, purpose=purpose):
+            self.recover()
+            yield
+
+    def vdi_lock(self, uuid: str, purpose: str) -> contextlib.AbstractContextManager[object]:
+        from sm.locking import vdi_lock
+
+        return vdi_lock(self.layout.location, uuid, purpose=purpose)
+
+    def recover(self) -> list[Entry]:
+        """Roll orphaned operations forward (caller holds the SR lock)."""
+        from . import revert, snapshot, vdiops
+
+        handlers: Mapping[str, Callable[[Entry], None]] = {
+            "vdi_snapshot": lambda e: snapshot.recover(self, e),
+            "vdi_clone": lambda e: snapshot.recover(self, e),
+            "vdi_revert": lambda e: revert.recover(self, e),
+            "vdi_delete": lambda e: vdiops.recover_delete(self, e),
+            "vdi_resize": lambda e: vdiops.recover_resize(self, e),
+        }
+        if not self.layout.journal_dir.is_dir() or not any(
+            n.endswith(".json") for n in os.listdir(self.layout.journal_dir)
+        ):
+            return []
+        done = self.journal.recover(handlers)
+        for entry in done:
+            log.warning("recovered %s %s (last step %s)", entry.op, entry.id,
+                        entry.last_step.name if entry.last_step else None)
+        return done
+
+    # -- VDIs --------------------------------------------------------------------------------
+
+    def get(self, uuid: str) -> VdiRecord:
+        record = self.records.find(uuid)
+        if record is None:
+            raise VDIMissing(f"no VDI {uuid} in SR {self.layout.sr_uuid}")
+        return record
+
+    def resolve(self, uuid: str, location: str | None) -> VdiRecord:
+        """A VDI by uuid, falling back to its location; VDIMissing (144)."""
+        record = self.records.find(uuid)
+        if record is None and location:
+            record = self.records.find_by_location(location)
+        if record is None:
+            raise VDIMissing(f"no VDI {uuid} (location {location}) in SR {self.layout.sr_uuid}")
+        return record
+
+    def path(self, record: VdiRecord) -> str:
+        """The image file of a record (built from its uuid, never from its location)."""
+        return self.layout.image(record.uuid, record.vdi_type)
+
+    def children(self) -> dict[str, list[str]]:
+        from .chain import children_map
+
+        return children_map(self.records.all())
+
+    # -- per-host attachment state -----------------------------------------------------------
+
+    def attachment(self, uuid: str) -> dict[str, Any] | None:
+        try:
+            raw = json.loads(self.layout.attachment(uuid).read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            log.warning("unreadable attachment state of %s; treating as attached", uuid)
+            return {"writable": True, "active": False}
+        return raw if isinstance(raw, dict) else None
+
+    def set_attachment(self, uuid: str, state: Mapping[str, Any] | None) -> None:
+        from sm import atomic
+
+        path = self.layout.attachment(uuid)
+        if state is None:
+            atomic.unlink(path, missing_ok=True, sync=False)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_atomic(path, json.dumps(dict(state), sort_keys=True).encode(), sync=False)
+
+    def attached_vdis(self) -> list[str]:
+        try:
+            names = os.listdir(self.layout.host_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and is_uuid(n[:-5]))
+
+    def host_dir(self) -> Path:
+        return self.layout.host_dir

@@ -1,0 +1,278 @@
+"""`FileSR`: the SMAPIv1 driver of the File SR (docs/file-sr.md).
+
+Handlers are thin: validate, take the right lock, call the operation module. Imports of the
+engine, records, journal and locking happen inside the handlers that need them, so that
+`bin/FileSR` starts fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar
+
+from sm.capabilities import Capability
+from sm.driver import AttachResult, Command, SRDriver, VdiRef
+from sm.errors import VDIUnavailable
+from sm.requests import SRRequest, VDIRequest
+
+if TYPE_CHECKING:
+    from sm.records import VdiRecord
+    from sm.requests import (
+        SRCreateRequest,
+        SRProbeRequest,
+        VDIAttachRequest,
+        VDICreateRequest,
+        VDIIntroduceRequest,
+        VDIResizeRequest,
+        VDIRevertRequest,
+        VDISnapshotRequest,
+    )
+    from sm.xmlrpc import Value
+
+    from .layout import SRLayout
+    from .repo import FileRepo
+
+__all__ = ["FileSR"]
+
+C = Capability
+
+
+@dataclass(frozen=True)
+class RecordList:
+    """`sm_vdi_list` result: an array of VDI record structs."""
+
+    records: tuple[VdiRecord, ...]
+
+    def to_wire(self) -> Value:
+        from .srops import record_to_wire
+
+        return [record_to_wire(r) for r in self.records]
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """`sm_vdi_get` result: one VDI record struct."""
+
+    record: VdiRecord
+
+    def to_wire(self) -> Value:
+        from .srops import record_to_wire
+
+        return record_to_wire(self.record)
+
+
+class FileSR(SRDriver):
+    """VDIs as VHD files (`<uuid>.vhd`, raw: `<uuid>.raw`) in the directory `location`."""
+
+    TYPE = "file"
+    NAME = "Local Path VHD"
+    DESCRIPTION = "SR plugin which represents disks as VHD files stored on a local path"
+    VENDOR = "sm project"
+    COPYRIGHT = "(C) sm contributors, LGPL-2.1-only"
+    DRIVER_VERSION = "1.0"
+    REQUIRED_API_VERSION = "1.0"
+    CAPABILITIES = frozenset({
+        C.SR_PROBE, C.SR_UPDATE, C.SR_SCAN, C.VDI_CREATE, C.VDI_DELETE, C.VDI_ATTACH,
+        C.VDI_DETACH, C.VDI_ACTIVATE, C.VDI_DEACTIVATE, C.VDI_UPDATE, C.VDI_INTRODUCE,
+        C.VDI_CLONE, C.VDI_SNAPSHOT, C.VDI_RESIZE, C.VDI_REVERT, C.VDI_GENERATE_CONFIG,
+        C.THIN_PROVISIONING,
+    })
+    CONFIGURATION = (("location", "local directory path (required)"),)
+    EXTRA_COMMANDS = MappingProxyType({
+        "sm_vdi_list": Command(SRRequest, "sm_vdi_list"),
+        "sm_vdi_get": Command(VDIRequest, "sm_vdi_get"),
+    })
+    CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
+        "vdi_snapshot": ("journaled", "renamed", "hidden", "leaf", "snap", "records"),
+        "vdi_clone": ("journaled", "renamed", "hidden", "leaf", "snap", "records"),
+        "vdi_revert": ("journaled", "renamed", "hidden", "snapleaf", "leaf", "switched",
+                       "records"),
+        "vdi_delete": ("journaled", "file", "records"),
+        "vdi_resize": ("journaled", "file", "records"),
+    })
+    """Crash points per command: `sm.faults.crash_point(f"{command}:{step}")` is hit after
+    each step. `vdi_revert`'s renamed/hidden/snapleaf are hit only when the snapshot has data
+    of its own; `vdi_snapshot`/`vdi_clone` of a VDI that already has children skip
+    renamed/hidden/leaf."""
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @cached_property
+    def layout(self) -> SRLayout:
+        from .layout import SRLayout, location_from_config
+
+        return SRLayout(location_from_config(self.context.device_config),
+                        self.context.sr_uuid, self.context.run_dir)
+
+    @cached_property
+    def repo(self) -> FileRepo:
+        from .repo import FileRepo
+
+        return FileRepo(self.layout)
+
+    def _open(self) -> FileRepo:
+        self.repo.check()
+        return self.repo
+
+    @contextlib.contextmanager
+    def _live(self, vdi_uuid: str) -> Iterator[None]:
+        """Around a chain change of `vdi_uuid`: pause an active data path, resume it after.
+        No data path yet: nothing to do (the NBD server plugs in here)."""
+        yield
+
+    # -- SR commands -------------------------------------------------------------------------
+
+    def sr_create(self, request: SRCreateRequest) -> None:
+        from . import srops
+
+        srops.create(self.layout, request.sr_uuid)
+
+    def sr_delete(self, request: SRRequest) -> None:
+        from . import srops
+
+        srops.delete(self.repo)
+
+    def sr_attach(self, request: SRRequest) -> None:
+        from . import srops
+
+        srops.attach(self.repo)
+
+    def sr_detach(self, request: SRRequest) -> None:
+        from . import srops
+
+        srops.detach(self.repo)
+
+    def sr_scan(self, request: SRRequest) -> None:
+        from .scan import scan
+
+        scan(self._open())
+
+    def sr_update(self, request: SRRequest) -> None:
+        from . import srops
+
+        srops.update(self.repo)
+
+    def sr_probe(self, request: SRProbeRequest) -> str:
+        from . import srops
+
+        return srops.probe(self.layout)
+
+    def sr_content_type(self, request: SRRequest) -> str:
+        return "vhd"  # as the original: the SR's VDI type
+
+    # -- VDI commands ------------------------------------------------------------------------
+
+    def vdi_create(self, request: VDICreateRequest) -> VdiRef:
+        from . import vdiops
+
+        repo = self._open()
+        with repo.chain_lock("vdi_create"):
+            uuid = vdiops.create(repo, request)
+        return VdiRef(uuid, uuid)
+
+    def vdi_delete(self, request: VDIRequest) -> None:
+        from . import vdiops
+
+        repo = self._open()
+        with repo.chain_lock("vdi_delete"):
+            vdiops.delete(repo, request.vdi_uuid)
+
+    def vdi_update(self, request: VDIRequest) -> None:
+        from sm.locking import sr_lock
+
+        from . import vdiops
+
+        repo = self._open()
+        with sr_lock(self.layout.location, shared=True, purpose="vdi_update"):
+            vdiops.update(repo, request.vdi_uuid)
+
+    def vdi_introduce(self, request: VDIIntroduceRequest) -> VdiRef:
+        from . import vdiops
+
+        repo = self._open()
+        with repo.chain_lock("vdi_introduce"):
+            uuid = vdiops.introduce(repo, request)
+        return VdiRef(uuid, uuid)
+
+    def vdi_snapshot(self, request: VDISnapshotRequest) -> VdiRef:
+        return self._snapshot(request)
+
+    def vdi_clone(self, request: VDISnapshotRequest) -> VdiRef:
+        return self._snapshot(request)
+
+    def _snapshot(self, request: VDISnapshotRequest) -> VdiRef:
+        from . import snapshot
+
+        repo = self._open()
+        with repo.chain_lock(request.command), self._live(request.vdi_uuid):
+            uuid = snapshot.run(repo, request.command, request.vdi_uuid,
+                                request.driver_params)
+        return VdiRef(uuid, uuid)
+
+    def vdi_revert(self, request: VDIRevertRequest) -> None:
+        from . import revert
+
+        repo = self._open()
+        with repo.chain_lock("vdi_revert"):
+            snap, target = revert.resolve(repo, request)
+            with self._live(target.uuid):
+                revert.run(repo, snap, target)
+
+    def vdi_resize(self, request: VDIResizeRequest) -> VdiRef:
+        from . import vdiops
+
+        repo = self._open()
+        with repo.chain_lock("vdi_resize"), self._live(request.vdi_uuid):
+            record = vdiops.resize(repo, request.vdi_uuid, request.new_size)
+        return VdiRef(record.uuid, record.location)
+
+    def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:
+        from . import attach
+
+        path = attach.attach(self._open(), request.vdi_uuid, request.writable)
+        return AttachResult(params=path, xenstore_data={"storage-type": "file"})
+
+    def vdi_detach(self, request: VDIRequest) -> None:
+        from . import attach
+
+        attach.detach(self.repo, request.vdi_uuid)
+
+    def vdi_activate(self, request: VDIAttachRequest) -> None:
+        from . import attach
+
+        attach.activate(self._open(), request.vdi_uuid, request.writable)
+
+    def vdi_deactivate(self, request: VDIRequest) -> None:
+        from . import attach
+
+        attach.deactivate(self.repo, request.vdi_uuid)
+
+    def vdi_generate_config(self, request: VDIRequest) -> str:
+        import os
+
+        from sm import xmlrpc
+
+        repo = self._open()
+        record = repo.get(request.vdi_uuid)
+        if not os.path.exists(repo.path(record)):
+            raise VDIUnavailable(f"the image of VDI {record.uuid} is missing")
+        call: dict[str, Value] = {
+            "device_config": dict(self.context.device_config),
+            "sr_uuid": request.sr_uuid, "vdi_uuid": record.uuid,
+            "command": "vdi_attach_from_config",
+        }
+        return xmlrpc.dumps_call("vdi_attach_from_config", [call])
+
+    # -- extension commands ------------------------------------------------------------------
+
+    def sm_vdi_list(self, request: SRRequest) -> RecordList:
+        """Every VDI record of the SR (hidden bases included)."""
+        return RecordList(tuple(self._open().records.all()))
+
+    def sm_vdi_get(self, request: VDIRequest) -> RecordResult:
+        """The record of one VDI (VDIMissing 144 if none)."""
+        return RecordResult(self._open().resolve(request.vdi_uuid, request.vdi_location))

@@ -1,0 +1,161 @@
+"""SR-level commands of the File SR: create, delete, attach, detach, probe, update."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import os
+import shutil
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sm.errors import (
+    FileSRCreate,
+    FileSRDelete,
+    FileSRRmDir,
+    SRExists,
+    SRInUse,
+    SRNotEmpty,
+    SRUnavailable,
+)
+
+from .layout import IMAGE_NAME
+
+if TYPE_CHECKING:
+    from sm.records import VdiRecord
+    from sm.xmlrpc import Value
+
+    from .layout import SRLayout
+    from .repo import FileRepo
+
+__all__ = ["attach", "create", "delete", "detach", "probe", "record_to_wire", "update"]
+
+log = logging.getLogger(__name__)
+
+
+def create(layout: SRLayout, sr_uuid: str) -> None:
+    from sm.locking import sr_lock
+    from sm.records import RecordStore, SrRecord
+
+    loc = layout.location
+    try:
+        if loc.exists():
+            if not loc.is_dir():
+                raise FileSRCreate(f"{loc} exists and is not a directory")
+            if layout.has_sr():
+                raise SRExists(f"{loc} already holds an SR")
+            if any(name != ".sm" for name in os.listdir(loc)):
+                raise FileSRCreate(f"{loc} is not empty")
+        else:
+            try:
+                loc.mkdir(mode=0o755)
+            except FileExistsError as err:
+                raise SRExists(f"{loc} appeared while creating the SR") from err
+        with sr_lock(loc, purpose="sr_create"):
+            if layout.has_sr():
+                raise SRExists(f"{loc} already holds an SR")
+            store = RecordStore(layout.meta)
+            created = datetime.now(UTC).replace(microsecond=0).isoformat()
+            store.put_sr(SrRecord(uuid=sr_uuid, type="file", created=created))
+    except OSError as err:
+        raise FileSRCreate(f"cannot create the SR in {loc}: {err}") from err
+
+
+def delete(repo: FileRepo) -> None:
+    lay = repo.layout
+    if not lay.location.exists():
+        log.info("sr_delete: %s does not exist (nothing to do)", lay.location)
+        return
+    repo.check()
+    with repo.chain_lock("sr_delete"):
+        records = repo.records.all()
+        visible = [r.uuid for r in records if not r.hidden]
+        if visible:
+            raise SRNotEmpty(f"the SR still holds {len(visible)} VDI(s), e.g. {visible[0]}")
+        known = {r.uuid for r in records}
+        stray = [n for n in os.listdir(lay.location)
+                 if (m := IMAGE_NAME.match(n)) and m.group(1) not in known]
+        if stray:
+            raise SRNotEmpty(f"the SR holds images without records (sr_scan adopts them): "
+                             f"{stray[0]}")
+        if repo.attached_vdis():
+            raise SRInUse("VDIs of this SR are attached on this host")
+        for name in os.listdir(lay.location):
+            if IMAGE_NAME.match(name) or name.startswith(".tmp-") or name.endswith(
+                    ".revert.vhd"):
+                try:
+                    os.unlink(lay.location / name)
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    raise FileSRDelete(f"cannot remove {name}: {err}") from err
+    try:
+        shutil.rmtree(lay.meta)
+    except OSError as err:
+        raise FileSRDelete(f"cannot remove {lay.meta}: {err}") from err
+    shutil.rmtree(lay.host_dir, ignore_errors=True)
+    try:
+        lay.location.rmdir()
+    except OSError as err:
+        if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise FileSRRmDir(f"cannot remove {lay.location}: {err}") from err
+        log.info("sr_delete: %s keeps files that are not the SR's", lay.location)
+
+
+def attach(repo: FileRepo) -> None:
+    repo.check()
+    with repo.chain_lock("sr_attach"):
+        pass  # replaying the journal is all the SR needs
+    repo.layout.host_dir.mkdir(parents=True, exist_ok=True)
+    repo.layout.attached_marker.touch()
+
+
+def detach(repo: FileRepo) -> None:
+    busy = repo.attached_vdis()
+    if busy:
+        raise SRInUse(f"{len(busy)} VDI(s) of this SR are attached on this host, e.g. {busy[0]}")
+    with contextlib.suppress(FileNotFoundError):
+        repo.layout.attached_marker.unlink()
+
+
+def probe(layout: SRLayout) -> str:
+    """`<SRlist>` holding the SR found at the location (empty if none)."""
+    uuid = None
+    if layout.has_sr():
+        from sm.records import RecordStore
+
+        with contextlib.suppress(Exception):
+            found = RecordStore(layout.meta).find_sr()
+            uuid = found.uuid if found is not None else None
+    if uuid is None:
+        return '<?xml version="1.0" ?>\n<SRlist/>\n'
+    return ('<?xml version="1.0" ?>\n<SRlist>\n\t<SR>\n'
+            f"\t\t<UUID>{uuid}</UUID>\n\t</SR>\n</SRlist>\n")
+
+
+def update(repo: FileRepo) -> None:
+    from .scan import sr_stats
+
+    repo.check()
+    stats = sr_stats(repo)
+    with repo.records.transaction(purpose="sr_update") as txn:
+        sr = txn.sr()
+        if sr is None:
+            raise SRUnavailable("the SR record vanished")
+        txn.put_sr(dataclasses.replace(sr, sm_config={**sr.sm_config, **stats}))
+
+
+def record_to_wire(record: VdiRecord) -> Value:
+    """A VDI record as an XML-RPC struct (sizes as decimal strings: XML-RPC ints are 32-bit)."""
+    return {
+        "uuid": record.uuid, "location": record.location, "name_label": record.name_label,
+        "name_description": record.name_description, "type": record.type,
+        "vdi_type": record.vdi_type, "read_only": record.read_only, "hidden": record.hidden,
+        "managed": record.managed, "is_a_snapshot": record.is_a_snapshot,
+        "snapshot_of": record.snapshot_of, "snapshot_time": record.snapshot_time,
+        "virtual_size": str(record.virtual_size),
+        "physical_utilisation": str(record.physical_utilisation), "parent": record.parent,
+        "sm_config": dict(record.sm_config), "other_config": dict(record.other_config),
+    }
