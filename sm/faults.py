@@ -34,7 +34,10 @@ def crash_point(name: str) -> None:
     target = os.environ.get(CRASH_VAR)
     if target is None:
         return
-    wanted, _, nth = target.partition(":")
+    # "name" or "name:N"; names may contain ":" themselves ("vdi_snapshot:renamed").
+    wanted, _, nth = target.rpartition(":")
+    if not nth.isdigit():
+        wanted, nth = target, ""
     if wanted != name:
         return
     count = _hits.get(name, 0) + 1
