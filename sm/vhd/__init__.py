@@ -29,11 +29,13 @@ from .ops import (
     snapshot,
 )
 from .records import DEFAULT_BLOCK_SIZE, MAX_CHAIN_DEPTH, MAX_VIRTUAL_SIZE, DiskType
+from .repair import repair
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE", "MAX_CHAIN_DEPTH", "MAX_VIRTUAL_SIZE", "AllocationMap", "Backing",
     "Disk", "DiskType", "FileBacking", "FileStorage", "ImageAllocation", "Storage",
     "VhdChainError", "VhdError", "VhdFormatError", "VhdInfo", "VhdNoSpaceError",
     "VhdUnsupportedError", "allocation_map", "chain", "check", "coalesce", "create", "info",
-    "open_chain", "physical_size", "reparent", "resize", "set_hidden", "set_uuid", "snapshot",
+    "open_chain", "physical_size", "repair", "reparent", "resize", "set_hidden", "set_uuid",
+    "snapshot",
 ]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-
 from .backing import DEFAULT_STORAGE, Storage
 from .chain import find_parent
 from .errors import VhdError
 from .image import Image
-from .layout import metadata_extents
+from .layout import bat_problems, metadata_extents
 from .records import SECTOR, UNUSED, DiskType, DynamicHeader, Footer
 
 
@@ -17,10 +15,12 @@ def check(path: str, *, bitmaps: bool = False, parents: bool = True,
     st = storage or DEFAULT_STORAGE
     problems: list[str] = []
     try:
-        img = Image.open(path, storage=st)
+        img = Image.open(path, storage=st, lenient=True)
     except (VhdError, OSError) as err:
         return [str(err)]
     try:
+        if img.batmap_error is not None:
+            problems.append(str(img.batmap_error))
         _check_footers(img, problems)
         if img.header is not None:
             _check_blocks(img, problems, bitmaps)
@@ -41,7 +41,7 @@ def _check_footers(img: Image, problems: list[str]) -> None:
         except VhdError as err:
             problems.append(f"{where}: {err}")
             continue
-        if f.disk_type != img.disk_type or f.uuid != img.footer.uuid:
+        if f != img.footer:
             problems.append(f"{img.path}: {where} at {off} disagrees with the primary footer")
     try:
         DynamicHeader.unpack(b.pread(1024, img.footer.data_offset),
@@ -58,24 +58,15 @@ def _check_blocks(img: Image, problems: list[str], bitmaps: bool) -> None:
         bmx = (img.batmap_hdr_off,
                img.batmap_hdr.batmap_offset + img.batmap_hdr.batmap_size * SECTOR)
     extents = metadata_extents(img.footer.data_offset, hdr, bmx)
-    span = img.bm_size + img.block_size
     cap = img.backing.capacity()
     limit = cap if cap is not None else img.backing.size()
-    blocks = sorted((e * SECTOR, i) for i, e in enumerate(img.bat) if e != UNUSED)
+    blocks = [i for i, e in enumerate(img.bat) if e != UNUSED]
     for name, start, end in extents:
         for other, ostart, oend in extents:
             if (name < other) and start < oend and ostart < end:
                 problems.append(f"{img.path}: {name} [{start},{end}) overlaps {other}")
-    for off, blk in blocks:
-        if off + span > limit:
-            problems.append(f"{img.path}: block {blk} at {off} lies beyond the end ({limit})")
-        for name, start, end in extents:
-            if off < end and start < off + span:
-                problems.append(f"{img.path}: block {blk} at {off} overlaps {name} "
-                                f"[{start},{end})")
-    for (a, ba), (b, bb) in itertools.pairwise(blocks):
-        if a + span > b:
-            problems.append(f"{img.path}: blocks {ba} at {a} and {bb} at {b} overlap")
+    for blk, _, what in bat_problems(extents, img.bat, img.block_size, limit):
+        problems.append(f"{img.path}: bat[{blk}]: {what}")
     if img.batmap is not None:
         for blk in range(len(img.bat)):
             if img.batmap[blk // 8] & (0x80 >> (blk % 8)):
@@ -85,12 +76,9 @@ def _check_blocks(img: Image, problems: list[str], bitmaps: bool) -> None:
                     problems.append(f"{img.path}: batmap marks block {blk} full but its "
                                     f"bitmap is not")
     if bitmaps:
-        for _, blk in blocks:
+        for blk in blocks:
+            # bits past the virtual size (qemu sets them in the last block) mean nothing
             bits = img.bitmap(blk)
-            beyond = bits >> -(-(img.size - blk * img.block_size) // SECTOR) if (
-                img.size < (blk + 1) * img.block_size) else 0
-            if beyond:
-                problems.append(f"{img.path}: block {blk} has bits set beyond the virtual size")
             if img.batmap is not None and img.full(bits) and not (
                     img.batmap[blk // 8] & (0x80 >> (blk % 8))):
                 problems.append(f"{img.path}: block {blk} is full but its batmap bit is clear")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from . import bitmap as bm
 from .backing import DEFAULT_STORAGE, Backing, Storage
 from .errors import VhdError, VhdFormatError, VhdNoSpaceError
-from .layout import batmap_sectors, end_of_data, metadata_extents, next_block_start
+from .layout import bat_problems, batmap_sectors, end_of_data, metadata_extents, next_block_start
 from .records import (
     BATMAP_COOKIE,
     CREATOR_TAP,
@@ -32,6 +32,10 @@ from .records import (
 log = logging.getLogger(__name__)
 
 
+def _reason(err: VhdFormatError, path: str) -> str:
+    return str(err).removeprefix(f"{path}: ")
+
+
 def has_batmap_by_creator(footer: Footer) -> bool:
     return footer.creator_app == CREATOR_TAP and footer.creator_version >= 0x00010002
 
@@ -44,6 +48,8 @@ class Image:
         self.backing = backing
         self.footer = footer
         self.writable = writable
+        self.lenient = False
+        self.batmap_error: VhdFormatError | None = None
         self.header: DynamicHeader | None = None
         self.bat: array[int] = array("I")
         self.batmap_hdr_off = 0
@@ -56,16 +62,24 @@ class Image:
 
     # -- opening -----------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str, *, writable: bool = False, storage: Storage | None = None) -> Image:
+    def open(cls, path: str, *, writable: bool = False, storage: Storage | None = None,
+             strict: bool = False, lenient: bool = False) -> Image:
+        """Open and validate; nothing is written while loading. Any open refuses BAT entries
+        overlapping metadata or each other. A writable or ``strict`` open also refuses a
+        damaged footer or footer copy (a read-only one falls back to the good copy).
+        ``lenient`` (check and repair only) loads despite both and despite a bad batmap
+        checksum (kept in ``batmap_error``)."""
         backing = (storage or DEFAULT_STORAGE).open(path, writable)
         try:
-            return cls._load(path, backing, writable)
+            return cls._load(path, backing, (writable or strict) and not lenient, writable,
+                             lenient)
         except BaseException:
             backing.close()
             raise
 
     @classmethod
-    def _load(cls, path: str, backing: Backing, writable: bool) -> Image:
+    def _load(cls, path: str, backing: Backing, strict: bool, writable: bool,
+              lenient: bool) -> Image:
         head = backing.pread(SECTOR, 0)
         copy_err: VhdFormatError | None = None
         copy: Footer | None = None
@@ -75,7 +89,8 @@ class Image:
             copy_err = err
         if copy is not None and copy.disk_type != DiskType.FIXED:
             img = cls(path, backing, copy, writable)
-            img._load_dynamic(copy, copy_is_good=True)
+            img.lenient = lenient
+            img._load_dynamic(copy, copy_is_good=True, strict=strict)
             return img
         size = backing.capacity() or backing.size()
         if size < SECTOR:
@@ -87,6 +102,7 @@ class Image:
             assert copy_err is not None
             raise copy_err
         img = cls(path, backing, tail, writable)
+        img.lenient = lenient
         if tail.disk_type == DiskType.FIXED:
             if tail.current_size + SECTOR > size:
                 raise VhdFormatError(
@@ -94,8 +110,13 @@ class Image:
                     field="footer.current_size", offset=size - SECTOR + 48, path=path)
             img.eod = tail.current_size
             return img
+        assert copy_err is not None
+        if strict:
+            raise VhdFormatError(f"footer copy at offset 0 is bad ({_reason(copy_err, path)}); "
+                                 "`repair` rewrites it from the trailing footer",
+                                 field="footer copy", offset=0, path=path) from copy_err
         log.warning("%s: footer copy at offset 0 is bad, using the trailing footer", path)
-        img._load_dynamic(tail, copy_is_good=False)
+        img._load_dynamic(tail, copy_is_good=False, strict=strict)
         return img
 
     @staticmethod
@@ -106,7 +127,7 @@ class Image:
         except VhdFormatError:
             return None
 
-    def _load_dynamic(self, footer: Footer, *, copy_is_good: bool) -> None:
+    def _load_dynamic(self, footer: Footer, *, copy_is_good: bool, strict: bool) -> None:
         path, b = self.path, self.backing
         if footer.data_offset == NO_OFFSET or footer.data_offset % SECTOR:
             raise VhdFormatError(f"bad data offset {footer.data_offset:#x}",
@@ -135,30 +156,38 @@ class Image:
         if self.batmap_hdr is not None:
             bmx = (self.batmap_hdr_off,
                    self.batmap_hdr.batmap_offset + self.batmap_hdr.batmap_size * SECTOR)
-        self.eod = end_of_data(metadata_extents(footer.data_offset, hdr, bmx), self.bat,
-                               hdr.block_size)
+        extents = metadata_extents(footer.data_offset, hdr, bmx)
+        self.eod = end_of_data(extents, self.bat, hdr.block_size)
         cap = b.capacity()
         size = cap if cap is not None else b.size()
+        if not self.lenient:
+            for blk, _, what in bat_problems(extents, self.bat, hdr.block_size, size)[:1]:
+                raise VhdFormatError(f"bat[{blk}]: {what}", field=f"bat[{blk}]",
+                                     offset=hdr.table_offset + 4 * blk, path=path)
         if size < self.eod:
             raise VhdFormatError(f"image truncated: data ends at {self.eod}, size is {size}",
                                  field="bat", offset=hdr.table_offset, path=path)
         self._clean_tail = cap is None and size <= self.eod + SECTOR
-        trailer_ok = False
         try:
             tail = Footer.unpack(b.pread(SECTOR, self.eod), base=self.eod, path=path)
-            trailer_ok = tail.disk_type == footer.disk_type
-            if trailer_ok:
-                self.footer = tail
+            if tail.disk_type != footer.disk_type:
+                raise VhdFormatError(f"trailing footer says disk type {tail.disk_type}, the "
+                                     f"copy {footer.disk_type}", field="footer.disk_type",
+                                     offset=self.eod + 60, path=path)
         except VhdFormatError as err:
             if not copy_is_good:
                 raise
+            if strict:
+                raise VhdFormatError(f"trailing footer at {self.eod} is bad ({_reason(err, path)})"
+                                     "; `repair` rewrites it from the copy at offset 0",
+                                     field="footer", offset=self.eod, path=path) from err
             log.warning("%s: trailing footer bad (%s); using the copy at offset 0", path, err)
-        if self.writable:
-            if not trailer_ok:
-                b.pwrite(self.footer.pack(), self.eod)
-                self._clean_tail = cap is None and b.size() <= self.eod + SECTOR
-            if not copy_is_good:
-                b.pwrite(self.footer.pack(), 0)
+            return
+        if strict and copy_is_good and tail != footer:
+            raise VhdFormatError("footer copy at offset 0 disagrees with the trailing footer; "
+                                 "`repair` rewrites it from the trailing footer",
+                                 field="footer copy", offset=0, path=path)
+        self.footer = tail
 
     def _load_batmap(self, footer: Footer) -> None:
         assert self.header is not None
@@ -176,7 +205,12 @@ class Image:
             raise VhdFormatError(f"batmap too small ({bh.batmap_size} sectors)",
                                  field="batmap.batmap_size", offset=off + 16, path=self.path)
         data = self.backing.pread(bh.batmap_size * SECTOR, bh.batmap_offset)
-        bh.verify(data, base=off, path=self.path)
+        try:
+            bh.verify(data, base=off, path=self.path)
+        except VhdFormatError as err:
+            if not self.lenient:
+                raise
+            self.batmap_error = err
         self.batmap_hdr_off, self.batmap_hdr, self.batmap = off, bh, bytearray(data)
 
     # -- queries -----------------------------------------------------------------------

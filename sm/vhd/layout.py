@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 
 from .records import PLAT_NONE, SECTOR, UNUSED, DynamicHeader, bitmap_bytes
@@ -44,6 +45,36 @@ def end_of_data(extents: Iterable[tuple[str, int, int]], bat: array[int], block_
     if used:
         end = max(end, max(used) * SECTOR + bitmap_bytes(block_size) + block_size)
     return end
+
+
+def bat_problems(
+    extents: list[tuple[str, int, int]], bat: array[int], block_size: int, limit: int
+) -> list[tuple[int, int, str]]:
+    """(block, byte offset, what) for every used BAT entry whose range (bitmap + data) overlaps
+    a metadata extent or another block, or ends past ``limit`` (the file size or capacity).
+    Sorting the entries is the only cost: no block is read."""
+    span = bitmap_bytes(block_size) + block_size
+    order = sorted((i for i, e in enumerate(bat) if e != UNUSED), key=bat.__getitem__)
+    if not order:
+        return []
+    starts = [bat[i] * SECTOR for i in order]
+    found: list[tuple[int, int, str]] = []
+    for name, start, end in extents:
+        # blocks starting in (start - span, end) overlap [start, end)
+        for k in range(bisect_right(starts, start - span), bisect_left(starts, end)):
+            off = starts[k]
+            found.append((order[k], off, f"block {order[k]} range [{off},{off + span}) "
+                                         f"overlaps {name} [{start},{end})"))
+    for k in range(1, len(starts)):
+        a, b = starts[k - 1], starts[k]
+        if b - a < span:
+            found.append((order[k], b, f"block {order[k]} range [{b},{b + span}) overlaps "
+                                       f"block {order[k - 1]} at {a}"))
+    for k in range(bisect_right(starts, limit - span), len(starts)):
+        off = starts[k]
+        found.append((order[k], off, f"block {order[k]} range [{off},{off + span}) lies "
+                                     f"beyond the end of the image ({limit}): truncated"))
+    return found
 
 
 def next_block_start(eod: int, block_size: int) -> int:

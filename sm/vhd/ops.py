@@ -327,7 +327,7 @@ def coalesce(child: str, *, progress: Progress | None = None,
              storage: Storage | None = None) -> None:
     """Copy every sector present in ``child`` into its parent; the child is not modified."""
     st = storage or DEFAULT_STORAGE
-    src = Image.open(child, storage=st)
+    src = Image.open(child, storage=st, strict=True)  # nothing comes from a damaged file
     try:
         if src.disk_type != DiskType.DIFFERENCING:
             raise VhdUnsupportedError("only a differencing disk can be coalesced", path=child)

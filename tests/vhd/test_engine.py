@@ -245,7 +245,7 @@ def test_hidden_and_uuid(tmp_path: Path) -> None:
     assert vhd.check(p) == []
 
 
-def test_bad_trailing_footer_uses_backup_and_repairs(tmp_path: Path) -> None:
+def test_bad_trailing_footer_uses_backup_and_repair_fixes_it(tmp_path: Path) -> None:
     p = str(tmp_path / "a.vhd")
     vhd.create(p, 4 * MiB)
     with vhd.open_chain(p, writable=True) as d:
@@ -258,9 +258,15 @@ def test_bad_trailing_footer_uses_backup_and_repairs(tmp_path: Path) -> None:
     with vhd.open_chain(p) as d:  # read-only: backup used, nothing written
         assert d.read(0, 4) == b"xxxx"
     assert Path(p).read_bytes()[-512:] == b"\xee" * 512
+    with pytest.raises(vhd.VhdFormatError) as exc:  # writable: refused, nothing written
+        vhd.open_chain(p, writable=True)
+    assert exc.value.field == "footer" and exc.value.offset == size - 512
+    assert Path(p).read_bytes()[-512:] == b"\xee" * 512
+    assert vhd.repair(p) == [f"rewrote the trailing footer at {size - 512} from the copy at 0"]
+    assert vhd.check(p, bitmaps=True) == []
+    assert vhd.repair(p) == []
     with vhd.open_chain(p, writable=True) as d:
-        pass
-    assert vhd.check(p) == []
+        assert d.read(0, 4) == b"xxxx"
 
 
 def test_corrupt_header_is_typed_and_untouched(tmp_path: Path) -> None:
