@@ -156,6 +156,9 @@ def _forward(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
         if not os.path.exists(sp):
             vhd.snapshot(pp, sp, uuid=uuidlib.UUID(d["snapshot"]))
         _step(entry, "snapleaf")
+    else:  # the points are still hit, so a crash test can name every step on every path
+        for name in ("renamed", "hidden", "snapleaf"):
+            crash_point(f"vdi_revert:{name}")
     if not entry.has_step("switched"):
         tmp = lay.temp_image(d["target"], "revert")
         atomic.unlink(tmp, missing_ok=True, sync=False)

@@ -111,6 +111,8 @@ def _forward(repo: FileRepo, command: str, d: Mapping[str, Any], entry: Entry) -
     xp, bp, sp = lay.image(d["vdi"]), lay.image(d["base"]), lay.image(d["new"])
     if d["direct"]:
         parent_file = xp
+        for name in ("renamed", "hidden", "leaf"):  # hit anyway: every point on every path
+            crash_point(f"{command}:{name}")
     else:
         if not os.path.exists(bp):
             if not os.path.exists(xp):

@@ -95,9 +95,9 @@ class FileSR(SRDriver):
         "vdi_resize": ("journaled", "file", "records"),
     })
     """Crash points per command: `sm.faults.crash_point(f"{command}:{step}")` is hit after
-    each step. `vdi_revert`'s renamed/hidden/snapleaf are hit only when the snapshot has data
-    of its own; `vdi_snapshot`/`vdi_clone` of a VDI that already has children skip
-    renamed/hidden/leaf."""
+    each step, on every path: a step that a particular request does not need (revert's
+    renamed/hidden/snapleaf when the snapshot has no data of its own; snapshot's
+    renamed/hidden/leaf of a VDI that already has children) still hits its point."""
 
     # -- plumbing ----------------------------------------------------------------------------
 
