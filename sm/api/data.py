@@ -1,0 +1,64 @@
+"""Reading and writing VDI data: the one place that knows how an attached VDI is reached.
+
+Until the NBD data path is wired in, `vdi_attach`'s `params` (a path to the leaf image) is
+opened in this process through the VHD engine (`sm.vhd.open_chain`); a `.raw` image is a plain
+file. Replace `open_attached` to change the data path; nothing else touches data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from sm.errors import SMError, VDIUnavailable
+
+__all__ = ["DataHandle", "open_attached"]
+
+
+class DataHandle(Protocol):
+    size: int
+
+    def read(self, offset: int, length: int) -> bytes: ...
+    def write(self, offset: int, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+
+
+class _RawFile:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def write(self, offset: int, data: bytes) -> None:
+        os.pwrite(self.fd, data, offset)
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+
+
+@contextlib.contextmanager
+def open_attached(attach: Mapping[str, Any], writable: bool) -> Iterator[DataHandle]:
+    """The data of an attached VDI, from the `vdi_attach` result."""
+    params = attach.get("params")
+    if not isinstance(params, str) or not params:
+        raise VDIUnavailable("the driver gave no local data path (params) for this VDI")
+    if params.endswith(".raw"):
+        fd = os.open(params, os.O_RDWR if writable else os.O_RDONLY)
+        try:
+            yield _RawFile(fd)
+        finally:
+            os.close(fd)
+        return
+    from sm import vhd
+
+    try:
+        with vhd.open_chain(params, writable=writable) as disk:
+            yield disk
+            if writable:
+                disk.flush()
+    except vhd.VhdError as err:
+        raise SMError(f"{params}: {err}") from err

@@ -1,0 +1,421 @@
+"""`StorageManager`: the one entry class of the API (see docs/api.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from sm import locking
+from sm.errors import InvalidArg, SMError, SRExists, VDIMissing
+
+from . import revert as revert_ops
+from . import trees
+from .client import SRClient
+from .config import (
+    DEFAULT_SR_NAME,
+    SETTING_DEFAULTS,
+    SETTINGS,
+    Paths,
+    Registry,
+    SrConfig,
+    validate_setting,
+)
+from .data import open_attached
+from .models import SR, VDI, RevertResult, SnapshotTree
+from .state import State
+from .transport import Transport, make
+
+__all__ = ["StorageManager"]
+
+DeleteScope = Literal["one", "with-children", "children-only"]
+
+
+def _bool(value: Any) -> bool:
+    return value is True or str(value).lower() in ("true", "1")
+
+
+class StorageManager:
+    """SRs from the registry, VDIs through SMAPIv1 drivers, state in SQLite.
+
+    `config` overrides the registry file (else `SM_CONFIG`, else the defaults in
+    `sm.api.config`); `environ` replaces `os.environ` for every lookup; `transport` forces a
+    transport (else the `transport` setting: `inproc` or `exec`).
+    """
+
+    def __init__(self, config: str | os.PathLike[str] | None = None, *,
+                 environ: Mapping[str, str] | None = None,
+                 transport: Transport | None = None) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+        self.paths = Paths.from_env(config, self.environ)
+        self.registry = Registry(self.paths)
+        self._transport = transport
+        self._attached: set[str] = set()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @functools.cached_property
+    def state(self) -> State:
+        return State(self.paths.state_dir)
+
+    def close(self) -> None:
+        if "state" in self.__dict__:
+            self.state.close()
+
+    def __enter__(self) -> StorageManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @functools.cached_property
+    def driver_environ(self) -> dict[str, str]:
+        """The environment drivers run with: state and run directories default to ours."""
+        env = dict(self.environ)
+        env.setdefault("SM_STATE_DIR", str(self.paths.state_dir))
+        if os.geteuid() != 0:
+            env.setdefault("SM_RUN_DIR", str(self.paths.state_dir / "run"))
+        return env
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = make(self.setting("transport"), self.driver_environ)
+        return self._transport
+
+    @contextlib.contextmanager
+    def _locked(self, purpose: str) -> Iterator[None]:
+        """One mutating API operation at a time per state directory; repairs first."""
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
+        with locking.lock(self.paths.state_dir / "api.lock", purpose=purpose):
+            self._repair()
+            yield
+
+    def _repair(self) -> None:
+        for entry in self.state.journal():
+            revert_ops.recover(self, entry)
+
+    def repair(self) -> int:
+        """Finish or undo operations of this layer interrupted by a crash; how many."""
+        with locking.lock(self.paths.state_dir / "api.lock", purpose="repair"):
+            pending = len(self.state.journal())
+            self._repair()
+            return pending
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def setting(self, key: str) -> str:
+        """Environment `SM_<KEY>` > `sm settings set` (SQLite) > registry file > default."""
+        if key not in SETTINGS:
+            raise InvalidArg(f"unknown setting {key!r}")
+        value = (self.environ.get(f"SM_{key.upper()}") or self.state.setting(key)
+                 or self.registry.file_setting(key) or SETTING_DEFAULTS[key])
+        validate_setting(key, value)
+        return value
+
+    def settings(self) -> dict[str, str]:
+        return {key: self.setting(key) for key in SETTINGS}
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        """Store a setting in SQLite (None: remove it)."""
+        if value is not None:
+            validate_setting(key, value)
+        elif key not in SETTINGS:
+            raise InvalidArg(f"unknown setting {key!r}")
+        self.state.set_setting(key, value)
+        if key == "transport":
+            self._transport = None
+
+    # -- SRs ----------------------------------------------------------------------------------
+
+    def _embedded(self) -> SrConfig | None:
+        if self.registry.find(DEFAULT_SR_NAME) is not None:
+            return None
+        sr_uuid = self.state.setting("_default_sr_uuid")
+        if sr_uuid is None:
+            sr_uuid = str(uuidlib.uuid4())
+            self.state.set_setting("_default_sr_uuid", sr_uuid)
+        return SrConfig(DEFAULT_SR_NAME, "file", sr_uuid,
+                        {"location": str(self.paths.default_sr_dir)}, embedded=True)
+
+    def _configs(self) -> list[SrConfig]:
+        embedded = self._embedded()
+        return [*self.registry.srs(), *([embedded] if embedded else [])]
+
+    def _config(self, name: str | None) -> SrConfig:
+        wanted = name or self.setting("default_sr")
+        for sr in self._configs():
+            if wanted in (sr.name, sr.uuid):
+                return sr
+        raise InvalidArg(f"no SR {wanted!r} (see `sm sr list`)")
+
+    def _client(self, sr: SrConfig) -> SRClient:
+        client = SRClient(sr, self.transport)
+        if sr.uuid not in self._attached:
+            if sr.embedded and self.state.setting("_default_sr_created") != sr.uuid:
+                self._create_embedded(client)
+            client.sr_attach()
+            self._attached.add(sr.uuid)
+        return client
+
+    def _create_embedded(self, client: SRClient) -> None:
+        Path(client.sr.device_config["location"]).mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(SRExists):
+            client.sr_create()
+        self.state.set_setting("_default_sr_created", client.sr.uuid)
+
+    @staticmethod
+    def _public(sr: SrConfig) -> SR:
+        return SR(sr.name, sr.type, sr.uuid, dict(sr.device_config), sr.embedded)
+
+    def srs(self) -> list[SR]:
+        """Every SR the registry declares, plus the embedded default."""
+        return [self._public(sr) for sr in self._configs()]
+
+    def sr(self, name: str | None = None) -> SR:
+        """One SR by name or uuid (None: the `default_sr` setting)."""
+        return self._public(self._config(name))
+
+    def sr_info(self, name: str | None = None) -> dict[str, Any]:
+        """The SR, its driver's `sr_get_driver_info` and a VDI count."""
+        sr = self._config(name)
+        client = self._client(sr)
+        vdis = self.vdis(sr.name)
+        return {**self._public(sr).to_dict(), "driver": client.driver_info,
+                "vdis": len(vdis),
+                "virtual_size": sum(v.virtual_size for v in vdis),
+                "physical_utilisation": sum(v.physical_utilisation for v in vdis)}
+
+    def sr_create(self, name: str, type: str, device_config: Mapping[str, str], *,
+                  uuid: str | None = None, size: int = 0) -> SR:
+        """Create a new SR with its driver (`sr_create`) and declare it in the registry."""
+        sr = SrConfig(name, type.lower(), str(uuidlib.UUID(uuid)) if uuid else str(uuidlib.uuid4()),
+                      dict(device_config))
+        self._check_new(sr)
+        with self._locked("sr create"):
+            SRClient(sr, self.transport).sr_create(size)
+            self.registry.add(sr)
+        return self.sr(name)
+
+    def sr_attach(self, name: str, type: str, device_config: Mapping[str, str], *,
+                  uuid: str) -> SR:
+        """Declare an existing SR in the registry and attach it (`sr_attach`)."""
+        sr = SrConfig(name, type.lower(), str(uuidlib.UUID(uuid)), dict(device_config))
+        self._check_new(sr)
+        with self._locked("sr attach"):
+            SRClient(sr, self.transport).sr_attach()
+            self.registry.add(sr)
+        return self.sr(name)
+
+    def _check_new(self, sr: SrConfig) -> None:
+        for known in self._configs():
+            if sr.name == known.name or sr.uuid == known.uuid:
+                raise InvalidArg(f"an SR named {known.name!r} (uuid {known.uuid}) exists")
+
+    def sr_detach(self, name: str) -> None:
+        """`sr_detach`, then forget the SR in the registry (its contents stay)."""
+        sr = self._config(name)
+        with self._locked("sr detach"):
+            SRClient(sr, self.transport).sr_detach()
+            if not sr.embedded:
+                self.registry.remove(sr)
+
+    def sr_delete(self, name: str) -> None:
+        """`sr_delete` (refused while VDIs exist), then forget the SR and its state."""
+        sr = self._config(name)
+        with self._locked("sr delete"):
+            client = self._client(sr)
+            client.sr_delete()
+            self.state.forget_sr(sr.uuid)
+            if sr.embedded:
+                self.state.set_setting("_default_sr_created", None)
+                self.state.set_setting("_default_sr_uuid", None)
+            else:
+                self.registry.remove(sr)
+
+    def sr_scan(self, name: str | None = None) -> list[VDI]:
+        sr = self._config(name)
+        with self._locked("sr scan"):
+            self._client(sr).sr_scan()
+        return self.vdis(sr.name)
+
+    # -- VDIs ---------------------------------------------------------------------------------
+
+    def _present(self, sr: SrConfig, records: list[dict[str, Any]]) -> list[VDI]:
+        backings = self.state.backings(sr.uuid)
+        out = []
+        for rec in records:
+            uuid, location = str(rec["uuid"]), str(rec["location"])
+            name, desc = str(rec.get("name_label", "")), str(rec.get("name_description", ""))
+            b = backings.get(uuid)
+            if b is not None:
+                if not b.live:
+                    continue  # an old backing waiting for deletion (see revert)
+                ident = self.state.identity(sr.uuid, b.public)
+                if ident is not None:
+                    uuid, location = ident.uuid, ident.location
+                    name, desc = ident.name_label, ident.name_description
+
+            def public(ref: Any) -> str:
+                known = backings.get(str(ref or ""))
+                return known.public if known else str(ref or "")
+
+            out.append(VDI(
+                sr=sr.uuid, uuid=uuid, location=location, name_label=name, name_description=desc,
+                virtual_size=int(rec.get("virtual_size") or 0),
+                physical_utilisation=int(rec.get("physical_utilisation") or 0),
+                type=str(rec.get("type", "user")), read_only=_bool(rec.get("read_only")),
+                hidden=_bool(rec.get("hidden")) or not _bool(rec.get("managed", True)),
+                is_a_snapshot=_bool(rec.get("is_a_snapshot")),
+                snapshot_of=public(rec.get("snapshot_of")),
+                snapshot_time=str(rec.get("snapshot_time", "")),
+                parent=public(rec.get("parent")), backing=str(rec["uuid"]),
+                backing_location=str(rec["location"]),
+                sm_config=dict(rec.get("sm_config") or {})))
+        return out
+
+    def _maybe_repair(self) -> None:
+        if self.state.journal():
+            with self._locked("repair"):
+                pass
+
+    def vdis(self, sr: str | None = None, *, hidden: bool = False) -> list[VDI]:
+        """The VDIs of an SR as this layer presents them (hidden bases only if asked)."""
+        self._maybe_repair()
+        cfg = self._config(sr)
+        found = self._present(cfg, self._client(cfg).records())
+        return [v for v in found if hidden or not v.hidden]
+
+    def vdi(self, ref: str, sr: str | None = None) -> VDI:
+        """A VDI by public uuid, location or (unique) name-label."""
+        return self._find(self.vdis(sr, hidden=True), ref)
+
+    @staticmethod
+    def _find(vdis: list[VDI], ref: str) -> VDI:
+        matchers: list[Callable[[VDI], bool]] = [
+            lambda v: v.uuid == ref.lower(),
+            lambda v: v.location == ref,
+            lambda v: v.name_label == ref and not v.hidden and not v.is_a_snapshot,
+        ]
+        for match in matchers:
+            found = [v for v in vdis if match(v)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise InvalidArg(f"{ref!r} names {len(found)} VDIs; use a uuid")
+        raise VDIMissing(f"no VDI {ref!r}")
+
+    def vdi_create(self, size: int, name_label: str = "", name_description: str = "", *,
+                   sr: str | None = None) -> VDI:
+        cfg = self._config(sr)
+        with self._locked("vdi create"):
+            uuid, _ = self._client(cfg).vdi_create(size, name_label, name_description)
+        return self.vdi(uuid, cfg.name)
+
+    def vdi_resize(self, ref: str, size: int, *, sr: str | None = None) -> VDI:
+        cfg = self._config(sr)
+        with self._locked("vdi resize"):
+            vdi = self.vdi(ref, cfg.name)
+            self._client(cfg).vdi_resize(vdi.ref, size)
+        return self.vdi(vdi.uuid, cfg.name)
+
+    def vdi_clone(self, ref: str, *, sr: str | None = None) -> VDI:
+        cfg = self._config(sr)
+        with self._locked("vdi clone"):
+            uuid, _ = self._client(cfg).vdi_clone(self.vdi(ref, cfg.name).ref)
+        return self.vdi(uuid, cfg.name)
+
+    def vdi_snapshot(self, ref: str, name: str = "", description: str = "", *,
+                     sr: str | None = None) -> VDI:
+        """Snapshot a VDI; the snapshot joins its tree as a child of the current snapshot and
+        becomes current. `name` defaults to the snapshot time."""
+        cfg = self._config(sr)
+        with self._locked("vdi snapshot"):
+            vdi = self.vdi(ref, cfg.name)
+            uuid, _ = self._client(cfg).vdi_snapshot(vdi.ref)
+            trees.add(self.state, vdi, (cfg.uuid, uuid),
+                      name or time.strftime("%Y-%m-%dT%H:%M:%S"), description)
+        return self.vdi(uuid, cfg.name)
+
+    def vdi_tree(self, ref: str, *, sr: str | None = None) -> SnapshotTree:
+        """The snapshot tree of a VDI (libvirt model), current snapshot marked."""
+        cfg = self._config(sr)
+        return trees.build(self.state, self.vdi(ref, cfg.name))
+
+    def vdi_revert(self, ref: str, snapshot: str, *, sr: str | None = None,
+                   safety: bool = False) -> RevertResult:
+        """Make VDI `ref` read what `snapshot` (uuid or tree name) reads, keeping its uuid,
+        name-label, name-description and location. In place (`vdi_revert`) when the SR type
+        advertises VDI_REVERT and it does not answer 38; otherwise by clone with the identity
+        handed over (see docs/api.md). `safety`: snapshot the VDI first, removed on success."""
+        cfg = self._config(sr)
+        with self._locked("vdi revert"):
+            vdis = self.vdis(cfg.name, hidden=True)
+            target = self._find(vdis, ref)
+            snap = trees.resolve_snapshot(self.state, vdis, target, snapshot)
+            return revert_ops.revert(self, cfg, target, snap, safety=safety)
+
+    def vdi_delete(self, ref: str, *, sr: str | None = None, scope: DeleteScope = "one",
+                   metadata_only: bool = False) -> list[str]:
+        """Delete a VDI, or a snapshot as libvirt does: `one` (its children get its parent),
+        `with-children`, `children-only`; `metadata_only` keeps the volumes and only edits the
+        tree. Deleting a VDI (not a snapshot) with `with-children` deletes its snapshots too.
+        Returns the uuids removed."""
+        cfg = self._config(sr)
+        with self._locked("vdi delete"):
+            vdis = self.vdis(cfg.name, hidden=True)
+            vdi = self._find(vdis, ref)
+            client = self._client(cfg)
+            if self.state.snapshot((cfg.uuid, vdi.uuid)) is not None:
+                return trees.delete(self.state, client, vdis, (cfg.uuid, vdi.uuid), scope,
+                                    metadata_only)
+            if scope != "one" or metadata_only:
+                if scope == "with-children":
+                    removed = trees.delete_all(self.state, client, vdis, vdi)
+                else:
+                    raise InvalidArg(f"{vdi.uuid} is not a snapshot in a tree")
+            else:
+                removed = []
+            client.vdi_delete(vdi.ref)
+            self.state.forget_vdi(cfg.uuid, vdi.uuid)
+            return [*removed, vdi.uuid]
+
+    # -- data ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _data(self, ref: str, sr: str | None, writable: bool) -> Iterator[Any]:
+        cfg = self._config(sr)
+        vdi = self.vdi(ref, cfg.name)
+        client = self._client(cfg)
+        attach = client.vdi_attach(vdi.ref, writable)
+        try:
+            with open_attached(attach, writable) as handle:
+                yield handle
+        finally:
+            client.vdi_detach(vdi.ref)
+
+    def vdi_read(self, ref: str, offset: int = 0, length: int | None = None, *,
+                 sr: str | None = None) -> bytes:
+        """Bytes of the VDI's virtual disk (length None: to the end)."""
+        with self._data(ref, sr, False) as disk:
+            if length is None:
+                length = max(0, disk.size - offset)
+            if offset < 0 or offset + length > disk.size:
+                raise InvalidArg(f"range {offset}+{length} is outside the disk ({disk.size})")
+            data: bytes = disk.read(offset, length)
+            return data
+
+    def vdi_write(self, ref: str, offset: int, data: bytes, *, sr: str | None = None) -> None:
+        with self._locked("vdi write"), self._data(ref, sr, True) as disk:
+            if offset < 0 or offset + len(data) > disk.size:
+                raise InvalidArg(f"range {offset}+{len(data)} is outside the disk ({disk.size})")
+            disk.write(offset, data)
+
+
+def errors_as_text(err: SMError) -> str:
+    return f"{err.name} ({err.code}): {err.message or err.description}"

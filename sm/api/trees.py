@@ -1,0 +1,123 @@
+"""Snapshot trees, the libvirt model: each snapshot knows its parent snapshot (the VDI's
+current snapshot when it was taken), the VDI knows its current snapshot.
+
+Deleting is always a sequence of single-node removals in post-order (children before their
+parent), each of which gives the node's children its parent and, if the node was current,
+makes its parent current. So:
+
+- `one`: the node; its children move up; current moves up if it was the node;
+- `with-children`: the subtree; current, if inside, ends on the node's parent;
+- `children-only`: the subtree below the node; current, if inside, ends on the node.
+
+`metadata_only` edits the tree and leaves the snapshot volumes in the SR.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sm.errors import InvalidArg, VDIMissing
+
+from .models import VDI, SnapshotTree, TreeNode
+from .state import Key, SnapshotNode, State
+
+if TYPE_CHECKING:
+    from .client import SRClient
+
+__all__ = ["add", "build", "delete", "delete_all", "postorder", "resolve_snapshot"]
+
+
+def children_map(nodes: Iterable[SnapshotNode]) -> dict[Key | None, list[Key]]:
+    out: dict[Key | None, list[Key]] = {}
+    for node in nodes:
+        out.setdefault(node.parent, []).append(node.key)
+    return out
+
+
+def postorder(nodes: Iterable[SnapshotNode], root: Key) -> list[Key]:
+    """`root` and its descendants, every child before its parent."""
+    kids = children_map(nodes)
+    out: list[Key] = []
+    stack: list[tuple[Key, bool]] = [(root, False)]
+    while stack:
+        key, expanded = stack.pop()
+        if expanded:
+            out.append(key)
+            continue
+        stack.append((key, True))
+        stack.extend((child, False) for child in reversed(kids.get(key, [])))
+    return out
+
+
+def add(state: State, vdi: VDI, snap: Key, name: str, description: str) -> None:
+    vdi_key = (vdi.sr, vdi.uuid)
+    state.add_snapshot(SnapshotNode(snap[0], snap[1], vdi.sr, vdi.uuid, state.current(vdi_key),
+                                    name, description, time.time()))
+
+
+def build(state: State, vdi: VDI) -> SnapshotTree:
+    nodes, current = state.tree((vdi.sr, vdi.uuid))
+    kids = children_map(nodes)
+    by_key = {n.key: n for n in nodes}
+
+    def make(key: Key) -> TreeNode:
+        n = by_key[key]
+        return TreeNode(n.uuid, n.sr, n.name, n.description, n.created, key == current,
+                        tuple(make(k) for k in kids.get(key, [])))
+
+    roots = [n.key for n in nodes if n.parent is None or n.parent not in by_key]
+    return SnapshotTree(vdi, current[1] if current else None, tuple(make(k) for k in roots))
+
+
+def resolve_snapshot(state: State, vdis: list[VDI], target: VDI, ref: str) -> VDI:
+    """A snapshot of `target` by uuid or by its name in the tree."""
+    nodes, _ = state.tree((target.sr, target.uuid))
+    named = [n.uuid for n in nodes if n.name == ref]
+    if len(named) > 1:
+        raise InvalidArg(f"{len(named)} snapshots of {target.uuid} are called {ref!r}")
+    wanted = named[0] if named else ref.lower()
+    for vdi in vdis:
+        if vdi.uuid == wanted or vdi.backing == wanted:
+            if not vdi.is_a_snapshot and vdi.uuid not in {n.uuid for n in nodes}:
+                raise InvalidArg(f"{ref} is not a snapshot")
+            return vdi
+    raise VDIMissing(f"no snapshot {ref!r} of {target.uuid}")
+
+
+def _remove(state: State, client: SRClient, vdis: list[VDI], key: Key,
+            metadata_only: bool) -> None:
+    if not metadata_only:
+        vdi = next((v for v in vdis if v.uuid == key[1]), None)
+        if vdi is not None:
+            try:
+                client.vdi_delete(vdi.ref)
+            except VDIMissing:
+                pass
+    state.remove_snapshot(key)
+
+
+def delete(state: State, client: SRClient, vdis: list[VDI], key: Key, scope: str,
+           metadata_only: bool) -> list[str]:
+    node = state.snapshot(key)
+    if node is None:
+        raise VDIMissing(f"{key[1]} is not in a snapshot tree")
+    nodes, _ = state.tree((node.vdi_sr, node.vdi))
+    order = [key] if scope == "one" else postorder(nodes, key)
+    if scope == "children-only":
+        order = order[:-1]
+    for k in order:
+        _remove(state, client, vdis, k, metadata_only)
+    return [k[1] for k in order]
+
+
+def delete_all(state: State, client: SRClient, vdis: list[VDI], vdi: VDI) -> list[str]:
+    """Every snapshot in the tree of `vdi` (leaves first)."""
+    nodes, _ = state.tree((vdi.sr, vdi.uuid))
+    order: list[Key] = []
+    for root in [n.key for n in nodes if n.parent is None]:
+        order += postorder(nodes, root)
+    for k in order:
+        _remove(state, client, vdis, k, False)
+    return [k[1] for k in order]
