@@ -257,6 +257,17 @@ def check(ctx: click.Context, path: str, bitmaps: bool, no_parents: bool, as_jso
 
 
 @vhd.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def repair(path: str) -> None:
+    """Fix what a crash leaves (a bad footer or footer copy, a stale batmap); refuse the rest."""
+    done = engine.repair(path)
+    for what in done:
+        click.echo(f"{path}: {what}")
+    if not done:
+        click.echo(f"{path}: nothing to repair")
+
+
+@vhd.command()
 @click.argument("child", type=click.Path(exists=True, dir_okay=False))
 @_progress_option
 def coalesce(child: str, progress: bool | None) -> None:

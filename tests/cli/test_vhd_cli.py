@@ -143,6 +143,22 @@ def test_check_clean_and_damaged(runner: CliRunner, tmp_path: Path) -> None:
     assert result.exit_code == 1 and json.loads(result.stdout)["ok"] is False
 
 
+def test_repair(runner: CliRunner, tmp_path: Path) -> None:
+    path = str(tmp_path / "a.vhd")
+    sm(runner, "create", path, "--size", "4M")
+    sm(runner, "write", path, "--offset", "0", input=b"x" * 4096)
+    assert "nothing to repair" in sm(runner, "repair", path)
+    flip(path, os.path.getsize(path) - 512 + 70)  # trailing footer checksum
+    refused = runner.invoke(vhd, ["write", path, "--offset", "0"], input=b"y" * 512)
+    assert refused.exit_code == 1 and "footer" in refused.stderr
+    assert "rewrote the trailing footer" in sm(runner, "repair", path)
+    assert "ok" in sm(runner, "check", path, "--bitmaps")
+    flip(path, 512 + 100)  # dynamic header checksum: not repairable
+    result = runner.invoke(vhd, ["repair", path])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ")
+    assert "header" in result.stderr
+
+
 def test_engine_error_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
     bad = tmp_path / "bad.vhd"
     bad.write_bytes(b"not a vhd" * 100)
