@@ -12,8 +12,12 @@ from sm import __version__
 @click.group()
 @click.version_option(__version__, prog_name="sm")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr.")
-def cli(verbose: int) -> None:
+@click.option("--config", type=click.Path(dir_okay=False), envvar="SM_CONFIG",
+              help="SR registry file (default: ~/.config/sm/srs.yaml or /etc/sm/srs.yaml).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, config: str | None) -> None:
     """sm: a storage manager for VHD-based storage repositories."""
+    ctx.obj = {"config": config}
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(
         level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
@@ -28,6 +32,11 @@ def _register() -> None:
     from sm.cli import driver
 
     cli.add_command(driver.driver)
+    from sm.cli import settings, sr, vdi
+
+    cli.add_command(sr.sr)
+    cli.add_command(vdi.vdi)
+    cli.add_command(settings.settings)
 
 
 def main() -> None:

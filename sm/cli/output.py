@@ -1,0 +1,79 @@
+"""Output and error handling shared by `sm sr`, `sm vdi` and `sm settings`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from sm.api import StorageManager
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+sr_option = click.option("--sr", "sr", metavar="SR", default=None,
+                         help="SR name or uuid (default: the default_sr setting).")
+
+
+class ApiGroup(click.Group):
+    """Turns `SMError`s into `Error: Name (code): message` on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sm.errors import SMError
+
+        try:
+            return super().invoke(ctx)
+        except SMError as err:
+            raise click.ClickException(f"{err.name} ({err.code}): "
+                                       f"{err.message or err.description}") from err
+
+
+@contextmanager
+def manager(ctx: click.Context) -> Iterator[StorageManager]:
+    from sm.api import StorageManager
+
+    root = ctx.find_root()
+    config = (root.obj or {}).get("config") if isinstance(root.obj, dict) else None
+    with StorageManager(config) as sm:
+        yield sm
+
+
+def pass_manager(func: Callable[..., None]) -> Callable[..., None]:
+    """Decorate a command: it receives the StorageManager as its first argument."""
+
+    @click.pass_context
+    def wrapper(ctx: click.Context, /, *args: Any, **kwargs: Any) -> None:
+        with manager(ctx) as sm:
+            func(sm, *args, **kwargs)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def fields(pairs: Sequence[tuple[str, object]]) -> None:
+    width = max(len(k) for k, _ in pairs)
+    for key, value in pairs:
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+def human(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
