@@ -13,7 +13,7 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from sm.errors import SRScan
+from sm.errors import SMError, SRScan
 
 from .chain import children_map, is_garbage, with_gc_mark, with_parent
 from .layout import IMAGE_NAME
@@ -115,7 +115,7 @@ def scan(repo: FileRepo) -> dict[str, list[str]]:
                 continue
             try:
                 final[uuid] = adopt_record(lay, uuid, ext)
-            except SRScan as err:
+            except SMError as err:  # unreadable image: leave it alone, keep scanning
                 log.warning("sr_scan: not adopting %s.%s: %s", uuid, ext, err)
                 continue
             adopted.append(uuid)

@@ -32,13 +32,17 @@ class FileSRClient:
         self.sr_uuid = sr_uuid or str(uuidlib.uuid4())
         self.environ = {"SM_RUN_DIR": str(run_dir), "SM_STATE_DIR": str(run_dir / "state")}
 
-    def struct(self, command: str, args: list[Any] | None = None, *,
-               vdi: str | None = None, **extra: Any) -> dict[str, Any]:
+    def struct(
+        self, command: str, args: list[Any] | None = None, *, vdi: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {
-            "command": command, "args": args or [], "host_ref": "OpaqueRef:host",
+            "command": command,
+            "args": args or [],
+            "host_ref": "OpaqueRef:host",
             "session_ref": "OpaqueRef:session",
             "device_config": {"location": str(self.location), "SRmaster": "true"},
-            "sr_uuid": self.sr_uuid, "sr_ref": "OpaqueRef:sr",
+            "sr_uuid": self.sr_uuid,
+            "sr_ref": "OpaqueRef:sr",
         }
         if vdi is not None:
             params.update(vdi_uuid=vdi, vdi_location=vdi, vdi_ref="OpaqueRef:vdi")
@@ -49,8 +53,9 @@ class FileSRClient:
         xml = xmlrpc.client.dumps((dict(params),), methodname=command)
         return dispatch.run(FileSR, xml, environ=self.environ)
 
-    def call(self, command: str, args: list[Any] | None = None, *, vdi: str | None = None,
-             **extra: Any) -> Any:
+    def call(
+        self, command: str, args: list[Any] | None = None, *, vdi: str | None = None, **extra: Any
+    ) -> Any:
         response = self.raw(command, self.struct(command, args, vdi=vdi, **extra))
         try:
             (value,), _ = xmlrpc.client.loads(response)
