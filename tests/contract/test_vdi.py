@@ -165,3 +165,46 @@ def test_records_survive_reattach(sr: SRHarness) -> None:
     assert after == before
     assert after[snap]["snapshot_of"] == vdi
     sr.call("sr_attach")
+
+
+def test_generated_config_attaches(sr: SRHarness) -> None:
+    """vdi_generate_config returns a request document that the toolstack later hands back to
+    the driver as is (`vdi_attach_from_config`, used for HA statefiles and redo logs): it must
+    attach the VDI."""
+    if not sr.require("VDI_GENERATE_CONFIG", "vdi_generate_config", vdi=sr.vdi_create(MiB)):
+        return
+    vdi = sr.vdi_create(2 * MiB)
+    sr.write(vdi, [(0, b"statefile")])
+    config = sr.call("vdi_generate_config", vdi=vdi)
+    assert isinstance(config, str) and "<methodCall>" in config
+    attached = sr.transport.send(config).value("vdi_attach_from_config")
+    assert isinstance(attached, dict) and (attached.get("params") or attached.get("params_nbd"))
+    handle = sr.config.open_data(attached, False)
+    try:
+        assert handle.read(0, 9) == b"statefile"
+    finally:
+        handle.close()
+
+
+def test_introduce(sr: SRHarness) -> None:
+    """vdi_introduce makes an image already on the SR (put there by an administrator) a VDI."""
+    if sr.config.adopt is None:
+        pytest.skip(f"{sr.config.name}: no way for a test to drop an image into the SR")
+    data = rand(9, 70_000)
+    uuid = sr.config.adopt(sr.device_config, 2 * MiB, [(4096, data)])
+    if not sr.require("VDI_INTRODUCE", "vdi_introduce", new_uuid=uuid, vdi_location=uuid,
+                      vdi_sm_config={}):  # fmt: skip
+        sr.config.remove(sr.device_config, uuid) if sr.config.remove else None
+        return
+    result = sr.call("vdi_introduce", new_uuid=uuid, vdi_location=uuid, vdi_sm_config={})
+    assert result["uuid"] == uuid
+    sr.locations[uuid] = result["location"]
+    sr.model[uuid] = bytearray(2 * MiB)
+    sr.model[uuid][4096 : 4096 + len(data)] = data
+    sr.assert_content(uuid)
+    assert sr.record(uuid)["hidden"] in (False, "false")
+    # introducing it again: it exists
+    before = sr.tree()
+    err = sr.fault("vdi_introduce", new_uuid=uuid, vdi_location=uuid, vdi_sm_config={})
+    assert err.code == 43, err
+    assert sr.tree() == before

@@ -22,8 +22,8 @@ from tests.contract.harness import SRHarness
 from tests.smapi import Process, SMFault, dumps
 
 MiB = 1 << 20
-WORKERS = 5
-OPS_PER_WORKER = 4
+WORKERS = 6
+OPS_PER_WORKER = 5
 VDIS = 3
 ALLOWED_FAULTS = {37}
 
@@ -61,7 +61,8 @@ def _worker(sr: SRHarness, exe: Process, seed: int, vdis: list[str], snaps: list
         out.append(call)
 
 
-def test_concurrent_snapshot_clone_revert(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", [0, 100, 200])
+def test_concurrent_snapshot_clone_revert(tmp_path: Path, seed: int) -> None:
     reason = FILE.unavailable()
     if reason:
         pytest.skip(reason)
@@ -81,7 +82,7 @@ def test_concurrent_snapshot_clone_revert(tmp_path: Path) -> None:
     assert isinstance(exe, Process)
     calls: list[Call] = []
     threads = [
-        threading.Thread(target=_worker, args=(sr, exe, w, vdis, snaps, calls))
+        threading.Thread(target=_worker, args=(sr, exe, seed + w, vdis, snaps, calls))
         for w in range(WORKERS)
     ]
     for t in threads:
