@@ -1,0 +1,62 @@
+"""Fixtures for the sm.api tests: an isolated SM_HOME, the test SR types of tests/plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sm import registry
+from sm.api import StorageManager
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = ROOT / "tests" / "plugins"
+SM = ROOT / ".venv" / "bin" / "sm"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plugins() -> Iterator[None]:
+    """The test SR types, found through the real `sm.srtypes` entry-point group."""
+    if str(PLUGINS) not in sys.path:
+        sys.path.insert(0, str(PLUGINS))
+    registry.reload()
+    yield
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An environment isolating config, state and the default SR under tmp_path."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
+    out.update({
+        "SM_HOME": str(tmp_path / "home"),
+        "SM_RUN_DIR": str(tmp_path / "run"),
+        "SM_DRIVER_PATH": str(PLUGINS / "bin"),
+        "PYTHONPATH": os.pathsep.join([str(PLUGINS), str(ROOT)]),
+        "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    return out
+
+
+@pytest.fixture
+def manager(env: dict[str, str]) -> Iterator[StorageManager]:
+    with StorageManager(environ=env) as sm:
+        yield sm
+
+
+def new_sr(sm: StorageManager, srtype: str, tmp_path: Path, name: str | None = None) -> str:
+    name = name or srtype
+    location = tmp_path / f"sr-{name}"
+    location.mkdir()
+    sm.sr_create(name, srtype, {"location": str(location)})
+    return name
+
+
+def run_sm(env: dict[str, str], *args: str, extra: dict[str, str] | None = None,
+           stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """The installed `sm` command, as a user runs it."""
+    return subprocess.run([str(SM), *args], env={**env, **(extra or {})}, input=stdin,
+                          capture_output=True, timeout=120, check=False)
