@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from sm.records import VdiRecord
+if TYPE_CHECKING:
+    from sm.records import VdiRecord
 
 __all__ = [
     "GC_GARBAGE",

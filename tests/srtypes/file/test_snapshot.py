@@ -129,3 +129,23 @@ def test_snapshot_of_attached_vdi_works(sr: FileSRClient) -> None:
     assert sr.record(s)["snapshot_of"] == x
     sr.call("vdi_deactivate", vdi=x)
     sr.call("vdi_detach", vdi=x)
+
+
+def test_chain_algebra() -> None:
+    from sm.records import VdiRecord
+    from srtypes.file.chain import children_map, depth, is_garbage, with_gc_mark, with_parent
+
+    a = "aaaaaaaa-0000-4000-8000-000000000001"
+    b = "aaaaaaaa-0000-4000-8000-000000000002"
+    c = "aaaaaaaa-0000-4000-8000-000000000003"
+    base = VdiRecord(uuid=a, location=a, hidden=True)
+    leaf = with_parent(VdiRecord(uuid=b, location=b), a)
+    other = VdiRecord(uuid=c, location=c, hidden=True)
+    records = {r.uuid: r for r in (base, leaf, other)}
+    kids = children_map(records.values())
+    assert kids == {a: [b]}
+    assert depth(records, b) == 2 and depth(records, a) == 1
+    assert not is_garbage(base, kids) and is_garbage(other, kids)
+    assert with_gc_mark(other, True).sm_config == {"gc": "garbage"}
+    assert with_gc_mark(base, False) is base
+    assert leaf.sm_config == {"vhd-parent": a}
