@@ -55,7 +55,7 @@ class StorageManager:
         self.paths = Paths.from_env(config, self.environ)
         self.registry = Registry(self.paths)
         self._transport = transport
-        self._attached: set[str] = set()
+        self._clients: dict[str, SRClient] = {}
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -130,6 +130,7 @@ class StorageManager:
         self.state.set_setting(key, value)
         if key == "transport":
             self._transport = None
+            self._clients.clear()
 
     # -- SRs ----------------------------------------------------------------------------------
 
@@ -155,12 +156,14 @@ class StorageManager:
         raise InvalidArg(f"no SR {wanted!r} (see `sm sr list`)")
 
     def _client(self, sr: SrConfig) -> SRClient:
-        client = SRClient(sr, self.transport)
-        if sr.uuid not in self._attached:
+        """The SR's client, attached (`sr_attach`) once per manager."""
+        client = self._clients.get(sr.uuid)
+        if client is None or client.transport is not self.transport:
+            client = SRClient(sr, self.transport)
             if sr.embedded and self.state.setting("_default_sr_created") != sr.uuid:
                 self._create_embedded(client)
             client.sr_attach()
-            self._attached.add(sr.uuid)
+            self._clients[sr.uuid] = client
         return client
 
     def _create_embedded(self, client: SRClient) -> None:
