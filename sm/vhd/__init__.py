@@ -9,6 +9,7 @@ from .allocmap import AllocationMap, ImageAllocation, allocation_map
 from .backing import Backing, FileBacking, FileStorage, Storage
 from .chain import Disk, VhdInfo, open_chain
 from .check import check
+from .coalesce import coalesce
 from .errors import (
     VhdChainError,
     VhdError,
@@ -18,7 +19,6 @@ from .errors import (
 )
 from .ops import (
     chain,
-    coalesce,
     create,
     info,
     physical_size,

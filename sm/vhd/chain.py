@@ -178,9 +178,11 @@ class Disk:
             if img.block_size != self._images[0].block_size:
                 raise VhdError("images with different block sizes in one chain",
                                path=img.path)
-            if blk * img.spb >= -(-img.size // SECTOR):
+            last = -(-img.size // SECTOR) - blk * img.spb
+            if last <= 0:
                 continue
-            have = img.bitmap(blk) & want
+            # sectors past an image's virtual size are not in it (a fixed disk's footer is)
+            have = img.bitmap(blk) & want & bm.mask(0, last)
             if not have:
                 continue
             if have == want and not pieces:

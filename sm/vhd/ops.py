@@ -1,5 +1,5 @@
-"""Image-level operations: create, snapshot, info, chain, resize, hidden, uuid, reparent,
-coalesce."""
+"""Image-level operations: create, snapshot, info, chain, resize, hidden, uuid, reparent
+(coalesce lives in ``coalesce.py``)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 
-from . import bitmap as bm
 from .backing import DEFAULT_STORAGE, Storage
 from .chain import VhdInfo, find_parent, image_info, open_images
 from .errors import VhdChainError, VhdError, VhdNoSpaceError, VhdUnsupportedError
-from .fastcopy import copy_backing_range
 from .geometry import chs
 from .image import Image
 from .layout import ALIGN, bat_bytes, batmap_sectors, pad
@@ -250,8 +248,12 @@ def _grow_fixed(img: Image, new: Footer) -> None:
     if cap is not None and new.current_size + SECTOR > cap:
         raise VhdNoSpaceError(f"fixed disk needs {new.current_size + SECTOR} bytes of {cap}",
                               path=img.path)
-    b.pwrite(new.pack(), new.current_size)  # new footer first: readers look at the end
-    b.pwrite(bytes(SECTOR), old)
+    if new.current_size - old <= 64 * 1024 * 1024:
+        # one write: a crash cannot leave the old footer inside the grown data
+        b.pwrite(bytes(new.current_size - old) + new.pack(), old)
+    else:
+        b.pwrite(new.pack(), new.current_size)  # new footer first: readers look at the end
+        b.pwrite(bytes(SECTOR), old)
     img.eod = new.current_size
     img.footer = new
 
@@ -260,7 +262,7 @@ def _relocate_bat(img: Image, entries: int) -> None:
     """Move BAT + batmap to the end of data; the header write (one sector) commits."""
     assert img.header is not None
     b = img.backing
-    start = pad(img.eod, ALIGN)
+    start = pad(img.eod + SECTOR, ALIGN)  # the old trailing footer stays valid until then
     bat = img.bat + type(img.bat)("I", [UNUSED] * (entries - len(img.bat)))
     map_off = start + bat_bytes(entries) + SECTOR
     old_map = bytes(img.batmap or b"")
@@ -321,64 +323,3 @@ def reparent(child: str, new_parent: str, *, expect_uuid: uuidlib.UUID | None = 
             img.flush()
     finally:
         img.close()
-
-
-def coalesce(child: str, *, progress: Progress | None = None,
-             storage: Storage | None = None) -> None:
-    """Copy every sector present in ``child`` into its parent; the child is not modified."""
-    st = storage or DEFAULT_STORAGE
-    src = Image.open(child, storage=st, strict=True)  # nothing comes from a damaged file
-    try:
-        if src.disk_type != DiskType.DIFFERENCING:
-            raise VhdUnsupportedError("only a differencing disk can be coalesced", path=child)
-        dst = Image.open(find_parent(src, st), writable=True, storage=st)
-        try:
-            assert src.header is not None
-            if dst.footer.uuid != src.header.parent_uuid:
-                raise VhdChainError(f"parent {dst.path} has uuid {dst.footer.uuid}, expected "
-                                    f"{src.header.parent_uuid}", path=child)
-            if dst.block_size != src.block_size:
-                raise VhdUnsupportedError("parent and child block sizes differ", path=child)
-            if src.size > dst.size:
-                grow_image(dst, src.size)
-            _coalesce_blocks(src, dst, progress)
-            dst.flush()
-        finally:
-            dst.close()
-    finally:
-        src.close()
-
-
-def _coalesce_blocks(src: Image, dst: Image, progress: Progress | None) -> None:
-    bs = src.block_size
-    blocks = [i for i, e in enumerate(src.bat) if e != UNUSED]
-    total, done = len(blocks) * bs, 0
-    for blk in blocks:
-        bits = src.bitmap(blk)
-        soff = src.data_offset(blk)
-        assert soff is not None
-        if bits:
-            doff = dst.data_offset(blk)
-            if src.full(bits):
-                if doff is None:
-                    def fill(off: int, soff: int = soff) -> None:
-                        copy_backing_range(src.backing, soff, dst.backing, off, bs)
-                    dst.allocate_with(blk, bits, fill)
-                else:
-                    copy_backing_range(src.backing, soff, dst.backing, doff, bs)
-                    if dst.header is not None:
-                        dst.set_bits(blk, bits)
-            else:
-                if doff is None:
-                    dst.allocate_with(blk, 0, lambda off: None)
-                    doff = dst.data_offset(blk)
-                    assert doff is not None
-                for start, cnt in bm.runs(bits):
-                    copy_backing_range(src.backing, soff + start * SECTOR, dst.backing,
-                                       doff + start * SECTOR, cnt * SECTOR)
-                if dst.header is not None:
-                    dst.set_bits(blk, bits)
-        done += bs
-        if progress is not None:
-            progress(done, total)
-

@@ -1,0 +1,188 @@
+"""Coalesce: copy every sector present in a child into its parent.
+
+Crash-safe order, with the parent's allocation batched: every block the parent lacks gets its
+place beyond the old end of data up front; then data, bitmaps and a footer after every new
+block are written; fsync; then the BAT in one write and the batmap (header and map together
+when adjacent); fsync. Until the BAT write nothing new is reachable, and any subset of BAT
+sectors that reaches the disk publishes complete blocks each followed by a valid trailing
+footer, so a crash leaves the parent valid (at worst with leaked space). The child is only
+read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import bitmap as bm
+from .backing import DEFAULT_STORAGE, Storage
+from .chain import find_parent
+from .errors import VhdChainError, VhdError, VhdNoSpaceError, VhdUnsupportedError
+from .fastcopy import copy_backing_range
+from .image import Image
+from .layout import next_block_start
+from .ops import grow_image
+from .records import SECTOR, UNUSED, BatmapHeader, DiskType, bat_pack
+
+Progress = Callable[[int, int], None]
+
+
+def coalesce(child: str, *, progress: Progress | None = None,
+             storage: Storage | None = None) -> None:
+    """Copy every sector present in ``child`` into its parent; the child is not modified."""
+    st = storage or DEFAULT_STORAGE
+    src = Image.open(child, storage=st, strict=True)  # nothing comes from a damaged file
+    try:
+        if src.disk_type != DiskType.DIFFERENCING:
+            raise VhdUnsupportedError("only a differencing disk can be coalesced", path=child)
+        dst = Image.open(find_parent(src, st), writable=True, storage=st)
+        try:
+            assert src.header is not None
+            if dst.footer.uuid != src.header.parent_uuid:
+                raise VhdChainError(f"parent {dst.path} has uuid {dst.footer.uuid}, expected "
+                                    f"{src.header.parent_uuid}", path=child)
+            if dst.block_size != src.block_size:
+                raise VhdUnsupportedError("parent and child block sizes differ", path=child)
+            if src.size > dst.size:
+                grow_image(dst, src.size)
+            with dst.lock:
+                _Merge(src, dst, progress).run()
+            dst.flush()
+        finally:
+            dst.close()
+    finally:
+        src.close()
+
+
+class _Merge:
+    def __init__(self, src: Image, dst: Image, progress: Progress | None) -> None:
+        self.src, self.dst, self.progress = src, dst, progress
+        self.bs, self.bms = src.block_size, dst.bm_size
+        self.full = bm.mask(0, src.spb)
+        self.new: dict[int, int] = {}  # block -> bitmap offset of its new place in dst
+        self.filled: list[int] = []  # blocks of dst that end up full
+
+    def src_bits(self, blk: int) -> int:
+        # the batmap says "full" without reading the bitmap
+        m = self.src.batmap
+        if m is not None and blk // 8 < len(m) and m[blk // 8] & (0x80 >> (blk % 8)):
+            return self.full
+        return self.src.bitmap(blk)
+
+    def run(self) -> None:
+        src, dst = self.src, self.dst
+        # in the child's physical order, so new parent blocks mirror its layout
+        blocks = sorted((i for i, e in enumerate(src.bat) if e != UNUSED),
+                        key=src.bat.__getitem__)
+        if dst.header is not None:
+            self.plan(blocks)
+        total, done = len(blocks) * self.bs, 0
+        for blk in blocks:
+            bits = self.src_bits(blk)
+            if bits:
+                self.copy_block(blk, bits)
+            done += self.bs
+            if self.progress is not None:
+                self.progress(done, total)
+        if self.new:
+            dst.backing.fsync()  # blocks and footers durable before the BAT points at them
+            self.publish()
+        self.write_batmap()
+
+    def plan(self, blocks: list[int]) -> None:
+        dst = self.dst
+        pos = dst.eod
+        for blk in blocks:
+            if blk < len(dst.bat) and dst.bat[blk] != UNUSED:
+                continue
+            if blk >= len(dst.bat):
+                raise VhdError(f"block {blk} beyond the BAT", path=dst.path)
+            # a sector after the old end and after each block stays free for a footer
+            start = next_block_start(pos + SECTOR, self.bs)
+            self.new[blk] = start
+            pos = start + self.bms + self.bs
+        cap = dst.backing.capacity()
+        if self.new and cap is not None and pos + SECTOR > cap:
+            raise VhdNoSpaceError(f"no room for {len(self.new)} blocks: needs {pos + SECTOR} "
+                                  f"bytes of {cap}", path=dst.path)
+
+    def copy_block(self, blk: int, bits: int) -> None:
+        src, dst, bs, bms = self.src, self.dst, self.bs, self.bms
+        soff = src.data_offset(blk)
+        assert soff is not None
+        start = self.new.get(blk)
+        if start is not None:
+            doff = start + bms
+            if bits == self.full:
+                copy_backing_range(src.backing, soff, dst.backing, doff, bs)
+            elif dst.disk_type == DiskType.DYNAMIC:
+                # unset sectors of a dynamic disk must read as zeros even to readers that
+                # ignore bitmaps, and the space past the end of data may hold stale bytes
+                buf = bytearray(bs)
+                for s0, cnt in bm.runs(bits):
+                    buf[s0 * SECTOR:(s0 + cnt) * SECTOR] = src.backing.pread(
+                        cnt * SECTOR, soff + s0 * SECTOR)
+                dst.backing.pwrite(buf, doff)
+            else:
+                self.copy_runs(bits, soff, doff)
+            dst.backing.pwrite(bm.to_disk(bits, bms), start)
+            dst.backing.pwrite(dst.footer.pack(), doff + bs)
+        else:
+            have = dst.data_offset(blk)
+            assert have is not None
+            if bits == self.full:
+                copy_backing_range(src.backing, soff, dst.backing, have, bs)
+            else:
+                self.copy_runs(bits, soff, have)
+            if dst.header is None:
+                return
+            old = dst.bitmap(blk)
+            if old | bits == old:
+                return
+            bits |= old
+            dst.backing.pwrite(bm.to_disk(bits, bms), have - bms)
+        if bits == self.full:
+            self.filled.append(blk)
+
+    def copy_runs(self, bits: int, soff: int, doff: int) -> None:
+        for s0, cnt in bm.runs(bits):
+            copy_backing_range(self.src.backing, soff + s0 * SECTOR, self.dst.backing,
+                               doff + s0 * SECTOR, cnt * SECTOR)
+
+    def publish(self) -> None:
+        """Write the changed span of the BAT in one write."""
+        dst = self.dst
+        assert dst.header is not None
+        for blk, start in self.new.items():
+            dst.bat[blk] = start // SECTOR
+        lo, hi = min(self.new), max(self.new) + 1
+        # whole sectors, so the write needs no read of the sector around it
+        lo -= lo % (SECTOR // 4)
+        hi = min(len(dst.bat), -(-hi // (SECTOR // 4)) * (SECTOR // 4))
+        dst.backing.pwrite(bat_pack(dst.bat[lo:hi]), dst.header.table_offset + 4 * lo)
+        last = max(self.new.values())
+        dst.eod = max(dst.eod, last + self.bms + self.bs)
+
+    def write_batmap(self) -> None:
+        dst = self.dst
+        if dst.batmap is None or dst.batmap_hdr is None or not self.filled:
+            return
+        m = dst.batmap
+        lo = hi = -1
+        for blk in self.filled:
+            byte = blk // 8
+            if byte < len(m) and not m[byte] & (0x80 >> (blk % 8)):
+                m[byte] |= 0x80 >> (blk % 8)
+                lo = byte if lo < 0 else min(lo, byte)
+                hi = max(hi, byte + 1)
+        if lo < 0:
+            return
+        hoff, moff = dst.batmap_hdr_off, dst.batmap_hdr.batmap_offset
+        hdr = BatmapHeader.for_map(moff, bytes(m))
+        if moff == hoff + SECTOR:
+            # header and map in one write: no moment where the checksum disagrees
+            hi = -(-hi // SECTOR) * SECTOR
+            dst.backing.pwrite(hdr.pack() + m[:hi], hoff)
+        else:
+            dst.backing.pwrite(m[lo:hi], moff + lo)
+            dst.backing.pwrite(hdr.pack(), hoff)
+        dst.batmap_hdr = hdr
