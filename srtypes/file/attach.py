@@ -17,7 +17,7 @@ from sm.errors import VDIInUse, VDIUnavailable
 if TYPE_CHECKING:
     from .repo import FileRepo
 
-__all__ = ["activate", "attach", "deactivate", "detach"]
+__all__ = ["activate", "attach", "attach_from_config", "deactivate", "detach"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,19 @@ def attach(repo: FileRepo, uuid: str, writable: bool) -> str:
         new = {"writable": bool(writable or (state or {}).get("writable")),
                "active": bool((state or {}).get("active"))}
         repo.set_attachment(uuid, new)
+        return path
+
+
+def attach_from_config(repo: FileRepo, uuid: str) -> str:
+    with repo.vdi_lock(uuid, "vdi_attach_from_config"):
+        record = repo.get(uuid)
+        path = repo.path(record)
+        if not os.path.exists(path):
+            raise VDIUnavailable(f"the image of VDI {uuid} is missing: {path}")
+        if record.read_only or record.hidden:
+            raise VDIUnavailable(f"VDI {uuid} is read-only")
+        state = repo.attachment(uuid) or {}
+        repo.set_attachment(uuid, {"writable": True, "active": bool(state.get("active"))})
         return path
 
 

@@ -85,6 +85,8 @@ class FileSR(SRDriver):
     EXTRA_COMMANDS = MappingProxyType({
         "sm_vdi_list": Command(SRRequest, "sm_vdi_list"),
         "sm_vdi_get": Command(VDIRequest, "sm_vdi_get"),
+        "vdi_attach_from_config": Command(VDIRequest, "vdi_attach_from_config",
+                                          C.VDI_GENERATE_CONFIG),
     })
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "vdi_snapshot": ("journaled", "renamed", "hidden", "leaf", "snap", "records"),
@@ -266,6 +268,15 @@ class FileSR(SRDriver):
             "command": "vdi_attach_from_config",
         }
         return xmlrpc.dumps_call("vdi_attach_from_config", [call])
+
+    def vdi_attach_from_config(self, request: VDIRequest) -> AttachResult:
+        """The document `vdi_generate_config` returned, handed back by a toolstack that lost
+        its own state (HA statefile, redo log): attach writable. Idempotent, and no VDIInUse
+        for an existing attachment (this is the recovery path)."""
+        from . import attach
+
+        path = attach.attach_from_config(self._open(), request.vdi_uuid)
+        return AttachResult(params=path, xenstore_data={"storage-type": "file"})
 
     # -- extension commands ------------------------------------------------------------------
 

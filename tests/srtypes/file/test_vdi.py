@@ -202,3 +202,18 @@ def test_records_survive_another_host(sr: FileSRClient, tmp_path) -> None:
     other.call("sr_attach")
     assert other.records() == sr.records()
     assert other.record(s)["snapshot_of"] == x
+
+
+def test_attach_from_generated_config(sr: FileSRClient) -> None:
+    from sm import dispatch
+    from srtypes.file import FileSR
+
+    x = sr.create_vdi()
+    sr.write(x, 0, b"statefile")
+    config = sr.call("vdi_generate_config", vdi=x)
+    (result,), _ = xmlrpc.client.loads(dispatch.run(FileSR, config, environ=sr.environ))
+    assert result["params"] == str(sr.location / f"{x}.vhd")
+    with vhd.open_chain(result["params"]) as disk:
+        assert disk.read(0, 9) == b"statefile"
+    dispatch.run(FileSR, config, environ=sr.environ)  # idempotent
+    sr.call("vdi_detach", vdi=x)
