@@ -129,6 +129,8 @@ class Disk:
         self.size = images[0].size
         self.depth = len(images)
         self.paths = [i.path for i in images]
+        self._next = 0  # end of the last read: a read starting there is sequential
+        self._hinted = 0  # blocks below this one have been announced to the kernel
 
     @property
     def images(self) -> list[Image]:
@@ -150,6 +152,11 @@ class Disk:
         self._check_range(offset, length)
         if length == 0:
             return b""
+        if offset == self._next:
+            self._read_ahead(offset, 2 * length)
+        else:
+            self._hinted = 0
+        self._next = offset + length
         first = offset // SECTOR
         last = -(-(offset + length) // SECTOR)
         data = self._read_sectors(first, last - first)
@@ -169,6 +176,27 @@ class Disk:
             sector += n
             count -= n
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_ahead(self, offset: int, length: int) -> None:
+        """Sequential reads: tell the kernel which block of which image comes next, so the
+        reads of the (interleaved, per-block) images overlap instead of waiting one by one."""
+        leaf = self._images[0]
+        bs = leaf.block_size
+        end = min(-(-(offset + length) // bs), -(-self.size // bs))
+        blk = max(self._hinted, offset // bs)
+        self._hinted = max(self._hinted, end)
+        for b in range(blk, end):
+            want = bm.mask(0, leaf.spb)
+            for img in self._images:
+                off = img.data_offset(b)
+                if off is None or img.block_size != bs:
+                    continue
+                have = img.bitmap(b) & want
+                if have:
+                    _will_need(img, off, bs)
+                    want &= ~have
+                    if not want:
+                        break
 
     def _read_block(self, blk: int, s0: int, n: int) -> list[bytes]:
         want = bm.mask(s0, n)
@@ -238,6 +266,16 @@ class Disk:
         for img in self._images:
             img.close()
         self._images = []
+
+
+def _will_need(img: Image, off: int, n: int) -> None:
+    raw = img.backing.raw_range(off, n) if hasattr(img.backing, "raw_range") else None
+    if raw is None or not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        os.posix_fadvise(raw[0], raw[1], n, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
 
 
 def open_chain(path: str, *, writable: bool = False, storage: Storage | None = None) -> Disk:
