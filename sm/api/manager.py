@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sm import locking
-from sm.errors import InvalidArg, SMError, SRExists, VDIMissing
+from sm.errors import InvalidArg, SRExists, VDIMissing
 
 from . import revert as revert_ops
 from . import trees
@@ -28,16 +28,13 @@ from .config import (
 )
 from .data import open_attached
 from .models import SR, VDI, RevertResult, SnapshotTree
+from .present import present
 from .state import State
 from .transport import Transport, make
 
 __all__ = ["StorageManager"]
 
 DeleteScope = Literal["one", "with-children", "children-only"]
-
-
-def _bool(value: Any) -> bool:
-    return value is True or str(value).lower() in ("true", "1")
 
 
 class StorageManager:
@@ -249,39 +246,6 @@ class StorageManager:
 
     # -- VDIs ---------------------------------------------------------------------------------
 
-    def _present(self, sr: SrConfig, records: list[dict[str, Any]]) -> list[VDI]:
-        backings = self.state.backings(sr.uuid)
-        out = []
-        for rec in records:
-            uuid, location = str(rec["uuid"]), str(rec["location"])
-            name, desc = str(rec.get("name_label", "")), str(rec.get("name_description", ""))
-            b = backings.get(uuid)
-            if b is not None:
-                if not b.live:
-                    continue  # an old backing waiting for deletion (see revert)
-                ident = self.state.identity(sr.uuid, b.public)
-                if ident is not None:
-                    uuid, location = ident.uuid, ident.location
-                    name, desc = ident.name_label, ident.name_description
-
-            def public(ref: Any) -> str:
-                known = backings.get(str(ref or ""))
-                return known.public if known else str(ref or "")
-
-            out.append(VDI(
-                sr=sr.uuid, uuid=uuid, location=location, name_label=name, name_description=desc,
-                virtual_size=int(rec.get("virtual_size") or 0),
-                physical_utilisation=int(rec.get("physical_utilisation") or 0),
-                type=str(rec.get("type", "user")), read_only=_bool(rec.get("read_only")),
-                hidden=_bool(rec.get("hidden")) or not _bool(rec.get("managed", True)),
-                is_a_snapshot=_bool(rec.get("is_a_snapshot")),
-                snapshot_of=public(rec.get("snapshot_of")),
-                snapshot_time=str(rec.get("snapshot_time", "")),
-                parent=public(rec.get("parent")), backing=str(rec["uuid"]),
-                backing_location=str(rec["location"]),
-                sm_config=dict(rec.get("sm_config") or {})))
-        return out
-
     def _maybe_repair(self) -> None:
         if self.state.journal():
             with self._locked("repair"):
@@ -291,19 +255,20 @@ class StorageManager:
         """The VDIs of an SR as this layer presents them (hidden bases only if asked)."""
         self._maybe_repair()
         cfg = self._config(sr)
-        found = self._present(cfg, self._client(cfg).records())
+        found = present(self.state, cfg.uuid, self._client(cfg).records())
         return [v for v in found if hidden or not v.hidden]
 
     def vdi(self, ref: str, sr: str | None = None) -> VDI:
-        """A VDI by public uuid, location or (unique) name-label."""
+        """A VDI by public uuid, location, (unique) name-label or snapshot name."""
         return self._find(self.vdis(sr, hidden=True), ref)
 
-    @staticmethod
-    def _find(vdis: list[VDI], ref: str) -> VDI:
+    def _find(self, vdis: list[VDI], ref: str) -> VDI:
+        named = self.state.snapshots_named(ref)
         matchers: list[Callable[[VDI], bool]] = [
             lambda v: v.uuid == ref.lower(),
             lambda v: v.location == ref,
             lambda v: v.name_label == ref and not v.hidden and not v.is_a_snapshot,
+            lambda v: (v.sr, v.uuid) in named,
         ]
         for match in matchers:
             found = [v for v in vdis if match(v)]
@@ -418,7 +383,3 @@ class StorageManager:
             if offset < 0 or offset + len(data) > disk.size:
                 raise InvalidArg(f"range {offset}+{len(data)} is outside the disk ({disk.size})")
             disk.write(offset, data)
-
-
-def errors_as_text(err: SMError) -> str:
-    return f"{err.name} ({err.code}): {err.message or err.description}"

@@ -228,6 +228,10 @@ class State:
         cur = self._one("SELECT sr, uuid FROM current WHERE vdi_sr=? AND vdi=?", *vdi)
         return [_node(r) for r in rows], (None if cur is None else (cur["sr"], cur["uuid"]))
 
+    def snapshots_named(self, name: str) -> set[Key]:
+        return {(r["sr"], r["uuid"]) for r in self._all(
+            "SELECT sr, uuid FROM snapshots WHERE name=?", name)}
+
     def current(self, vdi: Key) -> Key | None:
         return self.tree(vdi)[1]
 
