@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from tests.contract.harness import SRHarness
 
@@ -43,7 +44,7 @@ def _setup(sr: SRHarness) -> tuple[str, str, str] | None:
     return vdi, s1, s2
 
 
-def _stable(rec: dict) -> dict:
+def _stable(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: rec.get(k) for k in STABLE}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_records_match_after_each_operation(sr: SRHarness) -> None:
     caps = sr.capabilities
     vdi = sr.vdi_create(3 * MiB, "r")
     sr.assert_consistent()
-    steps = []
+    steps: list[Callable[[], object]] = []
     if "VDI_SNAPSHOT" in caps:
         steps.append(lambda: sr.snapshot(vdi))
     if "VDI_CLONE" in caps:

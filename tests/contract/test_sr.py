@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.dom.minidom
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ MiB = 1 << 20
 UNKNOWN = "0badc0de-0000-4000-8000-000000000000"
 
 
-def _driver_info(config: SRTypeConfig, transport: InProcess | Process) -> dict:
+def _driver_info(config: SRTypeConfig, transport: InProcess | Process) -> dict[str, Any]:
     info = transport.call(request("sr_get_driver_info", device_config={}))
     assert isinstance(info, dict)
     return info
@@ -117,7 +118,7 @@ def test_missing_location_refused(blank_sr: SRHarness, command: str) -> None:
     assert not root.exists()
 
 
-def _plausible_args(command: str) -> tuple[list[str], dict]:
+def _plausible_args(command: str) -> tuple[list[str], dict[str, Any]]:
     args: dict[str, list[str]] = {
         "vdi_create": [str(MiB), "n", "d", "", "false", "", "", "false"],
         "vdi_attach": ["true"], "vdi_activate": ["true"],

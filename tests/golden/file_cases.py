@@ -202,12 +202,12 @@ def main() -> None:
         meta = {"executable": "bin/FileSR", "setup": names, "generator": "file_cases"}
         (d / "case.json").write_text(json.dumps(meta) + "\n")
     known = {GOLDEN / c / k for c, k in CASES}
-    for meta in GOLDEN.glob("*/file*/case.json"):
+    for found in GOLDEN.glob("*/file*/case.json"):
         if (
-            meta.parent not in known
-            and json.loads(meta.read_text()).get("generator") == "file_cases"
+            found.parent not in known
+            and json.loads(found.read_text()).get("generator") == "file_cases"
         ):
-            shutil.rmtree(meta.parent)
+            shutil.rmtree(found.parent)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,7 @@ def _scenario(tmp_path: Path) -> Scenario:
     return sc
 
 
-def _request(sc: Scenario, command: str) -> dict:
+def _request(sc: Scenario, command: str) -> dict[str, Any]:
     sr = sc.sr
     if command in ("vdi_snapshot", "vdi_clone"):
         sc.new_from, sc.new_is_snapshot = sc.a, command == "vdi_snapshot"
@@ -95,7 +96,7 @@ def _acceptable(sc: Scenario, uuid: str, got: bytes) -> bool:
     return False
 
 
-RECOVERY: dict[str, Callable[[Scenario], None]] = {
+RECOVERY: dict[str, Callable[[Scenario], object]] = {
     # the next attach replays the journal
     "attach": lambda sc: sc.sr.call("sr_attach"),
     # no attach: the next chain-changing operation (on another VDI) replays it first
