@@ -34,6 +34,8 @@ def _crash_points() -> list[tuple[str, str]]:
 
 
 CASES = _crash_points()
+# a second delete scenario: the deleted VDI has children, so it is hidden, not removed
+CASES += [("vdi_delete+base", step) for c, step in list(CASES) if c == "vdi_delete"]
 
 
 @dataclass
@@ -78,6 +80,13 @@ def _request(sc: Scenario, command: str) -> dict[str, Any]:
     if command == "vdi_delete":
         sc.after[sc.a] = None
         return sr.struct(command, vdi=sc.a)
+    if command == "vdi_delete+base":
+        # a type=single snapshot other VDIs sit on: delete hides it instead of removing it
+        single = sr.snapshot(sc.c, type="single")
+        sc.before[single] = bytes(sr.model[single])
+        sc.after = dict(sc.before)
+        sc.after[single] = None
+        return sr.struct("vdi_delete", vdi=single)
     if command == "vdi_resize":
         sc.grown = (sc.a, 12 * MiB)
         return sr.struct(command, [str(12 * MiB)], vdi=sc.a)
@@ -112,7 +121,8 @@ def test_crash_then_recover(tmp_path: Path, command: str, step: str, recovery: s
     sr = sc.sr
     struct = _request(sc, command)
     exe = sr.with_transport(process=True).transport
-    outcome = exe.send(dumps(struct, typed=False), env=crash_env(f"{command}:{step}"))
+    point = f"{command.partition('+')[0]}:{step}"
+    outcome = exe.send(dumps(struct, typed=False), env=crash_env(point))
     assert outcome.signal == 9, (
         f"the driver did not die at {command}:{step} (exit {outcome.returncode});\n"
         f"stdout: {outcome.stdout}\nstderr: {outcome.stderr}"
