@@ -178,6 +178,21 @@ CASES: dict[tuple[str, str], tuple[list[str], str]] = {
         call("vdi_revert", [""], vdi=S, driver_params={}),
     ),
     ("vdi_generate_config", "file"): (WITH_X, call("vdi_generate_config", vdi=X)),
+    # exactly the document vdi_generate_config returns, handed back as is
+    ("vdi_attach_from_config", "file"): (
+        WITH_X,
+        xmlrpc.client.dumps(
+            (
+                {
+                    "device_config": {"SRmaster": "true", "location": "{tmp}/sr"},
+                    "sr_uuid": SR,
+                    "vdi_uuid": X,
+                    "command": "vdi_attach_from_config",
+                },
+            ),
+            methodname="vdi_attach_from_config",
+        ),
+    ),
     ("sm_vdi_list", "file"): (WITH_S, call("sm_vdi_list")),
     ("sm_vdi_get", "file"): (WITH_S, call("sm_vdi_get", vdi=S)),
     ("sm_vdi_get", "file-missing"): (SR_READY, call("sm_vdi_get", vdi=X)),
