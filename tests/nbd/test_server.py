@@ -71,7 +71,8 @@ def test_outlives_the_starting_process(vhd: str, run_dir: str) -> None:
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from sm.nbd import server; "
             f"print(server.start({vdi!r}, {vhd!r}, writable=True, run_dir={run_dir!r}).pid)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=60)
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
     pid = int(proc.stdout)
     info = server.find(vdi, run_dir)
     try:
