@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.contract.harness import DataHandle, ImageFacts, SRHarness, SRTypeConfig
+from tests.nfs.conftest import ganesha  # noqa: F401  (the NFS entry's server)
 from tests.smapi import ROOT
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
@@ -141,7 +142,57 @@ FILE = SRTypeConfig(
     volatile=lambda rel: rel == ".sm/locks" or rel.startswith(".sm/locks/"),
 )
 
-SR_TYPES: list[SRTypeConfig] = [FILE]
+# -- NFS SR: a File SR on the shared nfs-ganesha test export, mounted by the test-only
+# BindMounter; every test gets a unique directory of the export as its serverpath ------------
+
+
+def _nfs_device_config(tmp: Path) -> dict[str, str]:
+    from tests.nfs.sr_support import nfs_device_config
+
+    return nfs_device_config()
+
+
+def _nfs_as_file(dconf: Mapping[str, str]) -> dict[str, str]:
+    from tests.nfs.sr_support import sr_dir
+
+    return {"location": str(sr_dir(dconf))}
+
+
+def _nfs_unavailable() -> str | None:
+    try:
+        import srtypes.nfs.sr  # noqa: F401
+    except ImportError as err:
+        return f"the NFS SR cannot be imported: {err}"
+    return None
+
+
+@pytest.fixture
+def nfs_server(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
+    from tests.nfs.sr_support import bind_env
+
+    yield from bind_env(request.getfixturevalue("ganesha"), monkeypatch, tmp_path)
+
+
+NFS = SRTypeConfig(
+    name="nfs",
+    driver="srtypes.nfs:NFSSR",
+    executable=ROOT / "bin" / "NFSSR",
+    make_device_config=_nfs_device_config,
+    open_data=_file_open_data,  # the attach result is a path below the mount point
+    images=lambda dconf: file_images(_nfs_as_file(dconf)),
+    check_image=_file_check,
+    storage_root=lambda dconf: Path(_nfs_as_file(dconf)["location"]),
+    chain_paths=_file_chain_paths,
+    adopt=lambda dconf, size, writes: file_adopt(_nfs_as_file(dconf), size, writes),
+    remove=lambda dconf, uuid: _file_remove(_nfs_as_file(dconf), uuid),
+    unavailable=_nfs_unavailable,
+    volatile=FILE.volatile,
+    fixture="nfs_server",
+)
+
+SR_TYPES: list[SRTypeConfig] = [FILE, NFS]
 """Every SR type the contract suite runs against (LVM and NFS add theirs here)."""
 
 
@@ -154,6 +205,8 @@ def srtype(request: pytest.FixtureRequest) -> SRTypeConfig:
     reason = config.unavailable()
     if reason:
         pytest.skip(f"SR type {config.name}: {reason}")
+    if config.fixture:
+        request.getfixturevalue(config.fixture)
     return config
 
 

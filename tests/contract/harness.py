@@ -69,6 +69,8 @@ class SRTypeConfig:
     unavailable: Callable[[], str | None] = lambda: None
     # volatile names under storage_root that may change on a refused request (lock files)
     volatile: Callable[[str], bool] = lambda rel: False
+    # a fixture the type needs (a server, its environment), requested before the SR is made
+    fixture: str | None = None
 
     def driver_class(self) -> Any:
         module, _, cls = self.driver.partition(":")
