@@ -1,5 +1,11 @@
-"""LVM+VHD ("LVHD") SR type: VG ``VG_XenStorage-<sr_uuid>``, LVs ``VHD-<uuid>`` / ``LV-<uuid>``.
+"""LVM+VHD ("LVHD") SR type: VG ``VG_XenStorage-<sr_uuid>``, LVs ``MGT``, ``VHD-<uuid>`` /
+``LV-<uuid>`` (docs/lvhd-sr.md).
 
-So far only the building blocks: :mod:`.lvm` (lvm2 commands; config in :mod:`.lvmconf`, reports
-in :mod:`.lvmreport`) and :mod:`.lvio` (LV data access). See docs/lvm.md.
+Building blocks: :mod:`.lvm` (lvm2 commands; config in :mod:`.lvmconf`, reports in
+:mod:`.lvmreport`), :mod:`.lvio` (LV data access), :mod:`.storage` (the engine's Storage over
+LVs), :mod:`.mgt` (records in the VG); the driver is :class:`LVHDSR` (:mod:`.sr`).
 """
+
+from .sr import LVHDSR
+
+__all__ = ["LVHDSR"]

@@ -1,0 +1,171 @@
+"""`LVHDSR`: the SMAPIv1 driver of the LVHD SR (docs/lvhd-sr.md).
+
+Handlers validate, take the SR lock (a file under the run directory) and call
+:mod:`.srops` / :mod:`.vdiops`. Heavy imports happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import cached_property
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from sm.capabilities import Capability
+from sm.driver import AttachResult, Command, SRDriver, VdiRef
+from sm.requests import SRRequest, VDIRequest
+
+if TYPE_CHECKING:
+    from sm.requests import (
+        SRCreateRequest,
+        SRProbeRequest,
+        VDIAttachRequest,
+        VDICreateRequest,
+    )
+
+    from .repo import LvhdRepo
+
+__all__ = ["LVHDSR"]
+
+C = Capability
+
+
+class LVHDSR(SRDriver):
+    """VDIs as VHD images in LVs `VHD-<uuid>` (raw: `LV-<uuid>`) of VG
+    `VG_XenStorage-<sr uuid>`; records in the LV `MGT`."""
+
+    TYPE = "lvhd"
+    NAME = "LVHD"
+    DESCRIPTION = "SR plugin which represents disks as VHD images on Logical Volumes"
+    VENDOR = "sm project"
+    COPYRIGHT = "(C) sm contributors, LGPL-2.1-only"
+    DRIVER_VERSION = "1.0"
+    REQUIRED_API_VERSION = "1.0"
+    CAPABILITIES = frozenset({
+        C.SR_PROBE, C.SR_UPDATE, C.SR_SCAN, C.VDI_CREATE, C.VDI_DELETE, C.VDI_ATTACH,
+        C.VDI_DETACH, C.VDI_ACTIVATE, C.VDI_DEACTIVATE, C.THIN_PROVISIONING,
+    })
+    CONFIGURATION = (
+        ("device", "comma-separated block devices (required)"),
+        ("allocation", "thin (default) or thick"),
+    )
+    EXTRA_COMMANDS = MappingProxyType({
+        "sm_vdi_list": Command(SRRequest, "sm_vdi_list"),
+        "sm_vdi_get": Command(VDIRequest, "sm_vdi_get"),
+    })
+
+    @cached_property
+    def repo(self) -> LvhdRepo:
+        from .repo import LvhdRepo
+
+        return LvhdRepo(self.context.sr_uuid or "", self.context.device_config,
+                        self.context.executor, self.context.run_dir)
+
+    def _open(self) -> LvhdRepo:
+        self.repo.check()
+        return self.repo
+
+    @contextlib.contextmanager
+    def _locked(self, purpose: str) -> Iterator[LvhdRepo]:
+        from sm import locking
+
+        repo = self._open()
+        repo.host_dir.mkdir(parents=True, exist_ok=True)
+        with locking.lock(repo.host_dir / "chain.lock", purpose=purpose):
+            yield repo
+
+    # -- SR commands -------------------------------------------------------------------------
+
+    def sr_create(self, request: SRCreateRequest) -> None:
+        from . import srops
+
+        repo = self.repo
+        allocation = repo.allocation()
+        repo.host_dir.mkdir(parents=True, exist_ok=True)
+        srops.create(repo, allocation)
+
+    def sr_delete(self, request: SRRequest) -> None:
+        from . import srops
+
+        srops.delete(self.repo)
+
+    def sr_attach(self, request: SRRequest) -> None:
+        from . import srops
+
+        with self._locked("sr_attach") as repo:
+            srops.attach(repo)
+
+    def sr_detach(self, request: SRRequest) -> None:
+        from . import srops
+
+        srops.detach(self.repo)
+
+    def sr_scan(self, request: SRRequest) -> None:
+        from . import srops
+
+        with self._locked("sr_scan") as repo:
+            srops.scan(repo)
+
+    def sr_update(self, request: SRRequest) -> None:
+        from . import srops
+
+        srops.update(self.repo)
+
+    def sr_probe(self, request: SRProbeRequest) -> str:
+        from . import srops
+
+        return srops.probe(self.repo)
+
+    def sr_content_type(self, request: SRRequest) -> str:
+        return "vhd"
+
+    # -- VDI commands ------------------------------------------------------------------------
+
+    def vdi_create(self, request: VDICreateRequest) -> VdiRef:
+        from . import vdiops
+
+        with self._locked("vdi_create") as repo:
+            uuid = vdiops.create(repo, request)
+        return VdiRef(uuid, uuid)
+
+    def vdi_delete(self, request: VDIRequest) -> None:
+        from . import vdiops
+
+        with self._locked("vdi_delete") as repo:
+            vdiops.delete(repo, request.vdi_uuid)
+
+    def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:
+        from . import vdiops
+
+        with self._locked("vdi_attach") as repo:
+            path = vdiops.attach(repo, request.vdi_uuid, request.writable)
+        return AttachResult(params=path, xenstore_data={"storage-type": "lvhd"})
+
+    def vdi_detach(self, request: VDIRequest) -> None:
+        from . import vdiops
+
+        with self._locked("vdi_detach") as repo:
+            vdiops.detach(repo, request.vdi_uuid)
+
+    def vdi_activate(self, request: VDIAttachRequest) -> None:
+        pass  # no device-mapper activation on these machines; attach did the work
+
+    def vdi_deactivate(self, request: VDIRequest) -> None:
+        pass
+
+    # -- extension commands ------------------------------------------------------------------
+
+    def sm_vdi_list(self, request: SRRequest) -> object:
+        from srtypes.file.sr import RecordList
+
+        return RecordList(tuple(self._open().read().vdis.values()))
+
+    def sm_vdi_get(self, request: VDIRequest) -> object:
+        from sm.errors import VDIMissing
+        from srtypes.file.sr import RecordResult
+
+        rec = self._open().read().vdis.get(request.vdi_uuid)
+        if rec is None:
+            raise VDIMissing(f"no VDI {request.vdi_uuid}")
+        return RecordResult(rec)

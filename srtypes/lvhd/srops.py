@@ -1,0 +1,149 @@
+"""SR-level commands of the LVHD SR: create, delete, attach, detach, probe, scan, update."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sm.errors import SRExists, SRInUse, SRNotEmpty
+from sm.records import SrRecord, VdiRecord
+
+from .lvm import VG_PREFIX, LvmError
+from .mgt import MGT_LV, MGT_SIZE, MgtError
+from .repo import LvhdRepo
+
+__all__ = ["attach", "create", "delete", "detach", "probe", "scan", "stats", "update"]
+
+log = logging.getLogger(__name__)
+IMAGE_LV = re.compile(r"^(VHD|LV)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+
+
+def create(repo: LvhdRepo, allocation: str) -> None:
+    lvm = repo.lvm
+    if repo.lvm.find_sr_vgs():
+        raise SRExists(f"the devices {','.join(repo.devices)} already hold an SR")
+    lvm.pvcreate(repo.devices)
+    try:
+        lvm.vgcreate(repo.vg, repo.devices)
+        lvm.lvcreate(repo.vg, MGT_LV, MGT_SIZE)
+        created = datetime.now(UTC).replace(microsecond=0).isoformat()
+        sr = SrRecord(uuid=repo.sr_uuid, type="lvhd", created=created,
+                      sm_config={"allocation": allocation})
+        with repo.mgt(writable=True) as store:
+            store.init(sr)
+    except BaseException:
+        with contextlib.suppress(LvmError):
+            lvm.vgremove(repo.vg)
+        with contextlib.suppress(LvmError):
+            lvm.pvremove(repo.devices)
+        raise
+
+
+def delete(repo: LvhdRepo) -> None:
+    if not repo.exists():
+        log.info("sr_delete: no VG %s (nothing to do)", repo.vg)
+        return
+    if attached_marker(repo).exists() and any(repo.host_dir.glob("attached-vdi-*")):
+        raise SRInUse("VDIs of this SR are attached on this host")
+    with contextlib.suppress(MgtError):
+        doc = repo.read()
+        visible = [r.uuid for r in doc.vdis.values() if not r.hidden]
+        if visible:
+            raise SRNotEmpty(f"the SR still holds {len(visible)} VDI(s), e.g. {visible[0]}")
+    known = {m.group(2) for lv in repo.lvm.lvs(repo.vg) if (m := IMAGE_LV.match(lv.name))}
+    with contextlib.suppress(MgtError):
+        stray = known - set(repo.read().vdis)
+        if stray:
+            raise SRNotEmpty(f"the SR holds images without records (sr_scan adopts them): "
+                             f"{sorted(stray)[0]}")
+    repo.lvm.vgremove(repo.vg)
+    repo.lvm.pvremove(repo.devices)
+    with contextlib.suppress(FileNotFoundError):
+        attached_marker(repo).unlink()
+
+
+def attached_marker(repo: LvhdRepo) -> Path:
+    return repo.host_dir / "attached"
+
+
+def attach(repo: LvhdRepo) -> None:
+    """Check the VG and MGT, then reconcile records with the LVs (repairs an interrupted
+    create/delete/inflate/deflate: see :func:`scan`)."""
+    repo.check()
+    repo.read()  # the SR is usable only with a readable MGT
+    repo.host_dir.mkdir(parents=True, exist_ok=True)
+    scan(repo)
+    (repo.host_dir / "attached").touch()
+
+
+def detach(repo: LvhdRepo) -> None:
+    busy = sorted(repo.host_dir.glob("attached-vdi-*"))
+    if busy:
+        raise SRInUse(f"{len(busy)} VDI(s) of this SR are attached on this host")
+    with contextlib.suppress(FileNotFoundError):
+        (repo.host_dir / "attached").unlink()
+
+
+def probe(repo: LvhdRepo) -> str:
+    """``<SRlist>`` of the SRs (VGs ``VG_XenStorage-<uuid>``) on the devices."""
+    uuids = sorted(vg.name[len(VG_PREFIX):] for vg in repo.lvm.find_sr_vgs())
+    if not uuids:
+        return '<?xml version="1.0" ?>\n<SRlist/>\n'
+    body = "".join(f"\t<SR>\n\t\t<UUID>{u}</UUID>\n\t</SR>\n" for u in uuids)
+    return f'<?xml version="1.0" ?>\n<SRlist>\n{body}</SRlist>\n'
+
+
+def scan(repo: LvhdRepo) -> None:
+    """Records follow the LVs: an image LV without a record is adopted (VHD header facts),
+    a record whose LV is gone is dropped, physical utilisation is the LV size."""
+    from sm import vhd
+
+    repo.check()
+    lvs = {lv.name: lv for lv in repo.lvm.lvs(repo.vg)}
+    with repo.transaction("sr_scan") as doc:
+        for uuid, rec in list(doc.vdis.items()):
+            lv = lvs.get(f"{'LV' if rec.vdi_type == 'raw' else 'VHD'}-{uuid}")
+            if lv is None:
+                log.warning("sr_scan: VDI %s has no LV; record dropped", uuid)
+                del doc.vdis[uuid]
+            elif rec.physical_utilisation != lv.size:
+                doc.vdis[uuid] = dataclasses.replace(rec, physical_utilisation=lv.size)
+        for name, lv in lvs.items():
+            m = IMAGE_LV.match(name)
+            if m is None or m.group(2) in doc.vdis:
+                continue
+            uuid, kind = m.group(2), m.group(1)
+            if kind == "LV":
+                rec = VdiRecord(uuid=uuid, location=uuid, vdi_type="raw",
+                                virtual_size=lv.size, physical_utilisation=lv.size)
+            else:
+                try:
+                    info = vhd.info(repo.storage.path(name), storage=repo.storage)
+                except (vhd.VhdError, OSError) as err:
+                    log.warning("sr_scan: %s is not a readable VHD: %s", name, err)
+                    continue
+                parent = str(info.parent_uuid) if info.parent_uuid else ""
+                rec = VdiRecord(uuid=uuid, location=uuid, virtual_size=info.virtual_size,
+                                physical_utilisation=lv.size, hidden=info.hidden,
+                                parent=parent)
+            doc.vdis[uuid] = rec
+
+
+def stats(repo: LvhdRepo) -> dict[str, str]:
+    vg = repo.lvm.vgs(repo.vg)
+    doc = repo.read()
+    virtual = sum(r.virtual_size for r in doc.vdis.values() if not r.hidden)
+    return {"physical_size": str(vg.size), "physical_utilisation": str(vg.size - vg.free),
+            "free_space": str(vg.free), "virtual_allocation": str(virtual),
+            "allocation": repo.allocation(doc)}
+
+
+def update(repo: LvhdRepo) -> None:
+    repo.check()
+    values = stats(repo)
+    with repo.transaction("sr_update") as doc:
+        doc.sr = dataclasses.replace(doc.sr, sm_config={**doc.sr.sm_config, **values})

@@ -1,0 +1,154 @@
+"""VDI commands of the LVHD SR: create, delete, attach/detach with inflate/deflate.
+
+Provisioning: a VHD leaf's LV is *inflated* to :func:`~.repo.full_vhd_size` of its virtual
+size while attached writable (always, on thick SRs) and *deflated* to the image's physical
+size (rounded up to extents) when detached on a thin SR. Free space is checked before any
+change, so a request that does not fit fails with SRNoSpace (44) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import uuid as uuidlib
+from typing import TYPE_CHECKING
+
+from sm.errors import InvalidArg, VDICreate, VDIExists, VDIInUse, VDIMissing, VDISize
+from sm.faults import crash_point
+
+from .lvm import LvmError
+from .repo import LvhdRepo, full_vhd_size, lv_name, metadata_size
+
+if TYPE_CHECKING:
+    from sm.records import VdiRecord
+    from sm.requests import VDICreateRequest
+
+__all__ = ["attach", "create", "deflate", "delete", "detach", "inflate"]
+
+log = logging.getLogger(__name__)
+SECTOR = 512
+
+
+def _get(repo: LvhdRepo, uuid: str) -> VdiRecord:
+    rec = repo.read().vdis.get(uuid)
+    if rec is None:
+        raise VDIMissing(f"no VDI {uuid} in SR {repo.sr_uuid}")
+    return rec
+
+
+def create(repo: LvhdRepo, request: VDICreateRequest) -> str:
+    from sm import vhd
+    from sm.records import VDI_TYPES, VdiRecord
+
+    raw = request.sm_config.get("type") == "raw"
+    size = -(-request.size // SECTOR) * SECTOR
+    if size <= 0:
+        raise VDISize(f"invalid size {request.size}")
+    if not raw and size > vhd.MAX_VIRTUAL_SIZE:
+        raise VDISize(f"{request.size} bytes is more than a VHD can hold")
+    if request.vdi_type not in VDI_TYPES:
+        raise InvalidArg(f"unknown vdi_type {request.vdi_type[:40]!r}")
+    uuid = request.vdi_uuid or str(uuidlib.uuid4())
+    kind = "raw" if raw else "vhd"
+    name = lv_name(uuid, kind)
+    doc = repo.read()
+    if uuid in doc.vdis or repo.lvm.lv_exists(repo.vg, name):
+        raise VDIExists(f"VDI {uuid} already exists in SR {repo.sr_uuid}")
+    thick = repo.allocation(doc) == "thick"
+    lv_size = size if raw else (full_vhd_size(size) if thick else metadata_size(size))
+    repo.need_space(lv_size, f"VDI {uuid}")
+    info = repo.lvm.lvcreate(repo.vg, name, lv_size)
+    try:
+        if not raw:
+            vhd.create(repo.storage.path(name), size, uuid=uuidlib.UUID(uuid),
+                       storage=repo.storage)
+        record = VdiRecord(
+            uuid=uuid, location=uuid, name_label=request.name_label,
+            name_description=request.name_description, type=request.vdi_type,
+            vdi_type=kind, read_only=request.read_only,
+            is_a_snapshot=request.is_a_snapshot, snapshot_of=request.snapshot_of.lower(),
+            virtual_size=size, physical_utilisation=info.size,
+            sm_config={**request.sm_config, "vdi_type": kind},
+        )
+        with repo.transaction("vdi_create") as txn:
+            txn.vdis[uuid] = record
+    except BaseException as err:
+        with contextlib.suppress(LvmError):
+            repo.lvm.lvremove(repo.vg, name)
+        if isinstance(err, (vhd.VhdError, OSError)):
+            raise VDICreate(f"cannot write the image of {uuid}: {err}") from err
+        raise
+    return uuid
+
+
+def delete(repo: LvhdRepo, uuid: str) -> None:
+    doc = repo.read()
+    rec = doc.vdis.get(uuid)
+    if rec is None:
+        log.info("vdi_delete: no VDI %s (nothing to do)", uuid)
+        return
+    if (repo.host_dir / f"attached-vdi-{uuid}").exists():
+        raise VDIInUse(f"VDI {uuid} is attached")
+    if any(r.parent == uuid for r in doc.vdis.values()):
+        raise VDIInUse(f"VDI {uuid} has children (snapshot deletion is not supported yet)")
+    name = lv_name(uuid, rec.vdi_type)
+    if repo.lvm.lv_exists(repo.vg, name):
+        repo.lvm.lvremove(repo.vg, name)
+    crash_point("vdi_delete:lv")
+    with repo.transaction("vdi_delete") as txn:
+        txn.vdis.pop(uuid, None)
+
+
+def resize_lv(repo: LvhdRepo, rec: VdiRecord, size: int, why: str) -> int:
+    """Resize the VDI's LV to ``size`` (rounded to extents) and record the new size."""
+    name = lv_name(rec.uuid, rec.vdi_type)
+    current = repo.lvm.lv(repo.vg, name).size
+    extent = repo.extent()
+    target = -(-size // extent) * extent
+    if target == current:
+        return current
+    if target > current:
+        repo.need_space(target - current, f"{why} of VDI {rec.uuid}")
+    crash_point(f"{why}:begin")
+    new = repo.lvm.lvresize(repo.vg, name, target)
+    crash_point(f"{why}:resized")
+    with repo.transaction(why) as txn:
+        cur = txn.vdis.get(rec.uuid)
+        if cur is not None:
+            txn.vdis[rec.uuid] = dataclasses.replace(cur, physical_utilisation=new)
+    return new
+
+
+def inflate(repo: LvhdRepo, rec: VdiRecord) -> int:
+    return resize_lv(repo, rec, full_vhd_size(rec.virtual_size), "inflate")
+
+
+def deflate(repo: LvhdRepo, rec: VdiRecord) -> int:
+    from sm import vhd
+
+    path = repo.path(rec)
+    used = vhd.physical_size(path, storage=repo.storage)
+    return resize_lv(repo, rec, used, "deflate")
+
+
+def attach(repo: LvhdRepo, uuid: str, writable: bool) -> str:
+    """Inflate a writable VHD leaf, mark it attached; return its image path."""
+    rec = _get(repo, uuid)
+    if writable and rec.read_only:
+        raise VDIInUse(f"VDI {uuid} is read-only")
+    if writable and rec.vdi_type == "vhd" and not rec.hidden:
+        inflate(repo, rec)
+    repo.host_dir.mkdir(parents=True, exist_ok=True)
+    (repo.host_dir / f"attached-vdi-{uuid}").write_text("rw" if writable else "ro")
+    return repo.path(rec)
+
+
+def detach(repo: LvhdRepo, uuid: str) -> None:
+    """Deflate a thin VHD leaf to its physical size, unmark it."""
+    marker = repo.host_dir / f"attached-vdi-{uuid}"
+    rec = repo.read().vdis.get(uuid)
+    if rec is not None and rec.vdi_type == "vhd" and repo.allocation(repo.read()) == "thin":
+        deflate(repo, rec)
+    with contextlib.suppress(FileNotFoundError):
+        marker.unlink()
