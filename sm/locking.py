@@ -29,7 +29,6 @@ import json
 import os
 import random
 import re
-import socket
 import sys
 import threading
 import time
@@ -68,7 +67,7 @@ def _holder_line(purpose: str) -> bytes:
     cmd = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
     info = {
         "pid": os.getpid(),
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,  # socket.gethostname(), without importing socket
         "cmd": cmd[:100],
         "purpose": purpose[:200],
         "since": time.time(),

@@ -28,13 +28,11 @@ import dataclasses
 import json
 import os
 import re
-import secrets
 import shutil
 import time
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -90,6 +88,8 @@ def _check_time(obj: object, name: str) -> None:
     value = getattr(obj, name)
     _check_str(obj, name)
     if value:
+        from datetime import datetime  # lazy: a driver process rarely validates times
+
         try:
             datetime.fromisoformat(value)
         except ValueError:
@@ -495,7 +495,7 @@ class Transaction:
             for name, data in files.items():
                 atomic.write_atomic(store._target(name), data)
             return
-        txn = store._txn_dir / f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        txn = store._txn_dir / f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
         txn.mkdir()
         for name, data in files.items():
             atomic.write_atomic(txn / name, data)
