@@ -339,10 +339,15 @@ def copy_out(
     seekable regular file."""
     sparse = _is_regular_file(out)
     zeros = bytes(CHUNK)
+    buf = bytearray(CHUNK)  # one buffer for all chunks: no per-chunk allocation or join
     done = 0
     while done < length:
         n = min(CHUNK, length - done)
-        data = disk.read(offset + done, n)
+        if n == CHUNK and (offset + done) % 512 == 0:
+            disk.readinto(offset + done, buf)
+            data: bytes | bytearray = buf
+        else:
+            data = disk.read(offset + done, n)
         if sparse and data == zeros[:n]:
             out.seek(n, os.SEEK_CUR)
         else:

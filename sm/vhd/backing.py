@@ -64,6 +64,17 @@ class FileBacking:
             got += len(more)
         return b"".join(parts)
 
+    def preadinto(self, view: memoryview, off: int) -> int:
+        """Read into ``view`` (optional Backing extension, used by ``Disk.readinto``); returns
+        the byte count, short only at the end of the file."""
+        got = 0
+        while got < len(view):
+            n = os.preadv(self.fd, [view[got:]], off + got)
+            if not n:
+                break
+            got += n
+        return got
+
     def pwrite(self, data: bytes | bytearray | memoryview, off: int) -> None:
         view = memoryview(data)
         while view:

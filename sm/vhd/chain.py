@@ -131,6 +131,7 @@ class Disk:
         self.paths = [i.path for i in images]
         self._next = 0  # end of the last read: a read starting there is sequential
         self._hinted = 0  # blocks below this one have been announced to the kernel
+        self._advised = False  # kernel read-ahead switched off (chains only)
 
     @property
     def images(self) -> list[Image]:
@@ -165,6 +166,41 @@ class Disk:
             return data
         return data[skip: skip + length]
 
+    def readinto(self, offset: int, buf: bytearray | memoryview) -> None:
+        """Read ``len(buf)`` bytes at ``offset`` into ``buf``, without intermediate copies;
+        ``offset`` and ``len(buf)`` must be multiples of the sector size."""
+        view = memoryview(buf).cast("B")
+        length = len(view)
+        self._check_range(offset, length)
+        if offset % SECTOR or length % SECTOR:
+            raise VhdError(f"readinto of {offset}+{length}: not sector aligned",
+                           path=self.paths[0])
+        if length == 0:
+            return
+        if offset == self._next:
+            self._read_ahead(offset, 2 * length)
+        else:
+            self._hinted = 0
+        self._next = offset + length
+        sector = offset // SECTOR
+        count = length // SECTOR
+        spb = self._images[0].spb
+        pos = 0
+        while count:
+            blk, s0 = divmod(sector, spb)
+            n = min(spb - s0, count)
+            for start, cnt, img in self._plan(blk, s0, n):
+                piece = view[pos + (start - s0) * SECTOR: pos + (start - s0 + cnt) * SECTOR]
+                if img is None:
+                    piece[:] = bytes(len(piece))
+                else:
+                    off = img.data_offset(blk)
+                    assert off is not None
+                    _preadinto(img, piece, off + start * SECTOR)
+            pos += n * SECTOR
+            sector += n
+            count -= n
+
     def _read_sectors(self, sector: int, count: int) -> bytes:
         leaf = self._images[0]
         spb = leaf.spb
@@ -172,33 +208,45 @@ class Disk:
         while count:
             blk, s0 = divmod(sector, spb)
             n = min(spb - s0, count)
-            parts.extend(self._read_block(blk, s0, n))
+            for start, cnt, img in self._plan(blk, s0, n):
+                if img is None:
+                    parts.append(bytes(cnt * SECTOR))
+                else:
+                    off = img.data_offset(blk)
+                    assert off is not None
+                    parts.append(img.backing.pread(cnt * SECTOR, off + start * SECTOR))
             sector += n
             count -= n
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_ahead(self, offset: int, length: int) -> None:
         """Sequential reads: tell the kernel which block of which image comes next, so the
-        reads of the (interleaved, per-block) images overlap instead of waiting one by one."""
+        reads of the (interleaved, per-block) images overlap instead of waiting one by one.
+        In a chain, the kernel's own read-ahead is switched off: it would read the blocks of a
+        parent that its children hide (2/3 of the base in a 3-deep chain of even thirds)."""
         leaf = self._images[0]
         bs = leaf.block_size
         end = min(-(-(offset + length) // bs), -(-self.size // bs))
         blk = max(self._hinted, offset // bs)
+        if not self._advised and len(self._images) > 1:
+            self._advised = True
+            for img in self._images:
+                _advise(img, os.POSIX_FADV_RANDOM if hasattr(os, "POSIX_FADV_RANDOM") else 0)
         self._hinted = max(self._hinted, end)
         for b in range(blk, end):
-            want = bm.mask(0, leaf.spb)
             for img in self._images:
                 off = img.data_offset(b)
                 if off is None or img.block_size != bs:
                     continue
-                have = img.bitmap(b) & want
-                if have:
-                    _will_need(img, off, bs)
-                    want &= ~have
-                    if not want:
-                        break
+                # bitmap and data in one hint: no bitmap read (one synchronous I/O) here
+                bms = img.bm_size if img.header is not None else 0
+                _will_need(img, off - bms, bs + bms)
+                if img.known_full(b):
+                    break
 
-    def _read_block(self, blk: int, s0: int, n: int) -> list[bytes]:
+    def _plan(self, blk: int, s0: int, n: int) -> list[tuple[int, int, Image | None]]:
+        """Where sectors s0 .. s0+n-1 of block ``blk`` come from: (first sector, count,
+        image or None for zeros), in ascending order."""
         want = bm.mask(s0, n)
         # (start sector, count, image index or -1 for zeros)
         pieces: list[tuple[int, int, int]] = []
@@ -214,9 +262,7 @@ class Disk:
             if not have:
                 continue
             if have == want and not pieces:
-                off = img.data_offset(blk)
-                assert off is not None
-                return [img.backing.pread(n * SECTOR, off + s0 * SECTOR)]
+                return [(s0, n, img)]
             for start, cnt in bm.runs(have):
                 pieces.append((start, cnt, idx))
             want &= ~have
@@ -225,16 +271,8 @@ class Disk:
         for start, cnt in bm.runs(want):
             pieces.append((start, cnt, -1))
         pieces.sort()
-        out: list[bytes] = []
-        for start, cnt, idx in pieces:
-            if idx < 0:
-                out.append(bytes(cnt * SECTOR))
-            else:
-                img = self._images[idx]
-                off = img.data_offset(blk)
-                assert off is not None
-                out.append(img.backing.pread(cnt * SECTOR, off + start * SECTOR))
-        return out
+        return [(start, cnt, self._images[idx] if idx >= 0 else None)
+                for start, cnt, idx in pieces]
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         if not self._writable:
@@ -266,6 +304,32 @@ class Disk:
         for img in self._images:
             img.close()
         self._images = []
+
+
+def _preadinto(img: Image, view: memoryview, off: int) -> None:
+    """Fill ``view`` from the image's bytes at ``off`` (zeros past the end of the file)."""
+    fill = getattr(img.backing, "preadinto", None)
+    if fill is not None:
+        got = fill(view, off)
+    else:
+        got = _copy_into(view, img.backing.pread(len(view), off))
+    if got < len(view):
+        view[got:] = bytes(len(view) - got)
+
+
+def _copy_into(view: memoryview, data: bytes) -> int:
+    view[: len(data)] = data
+    return len(data)
+
+
+def _advise(img: Image, advice: int) -> None:
+    raw = img.backing.raw_range(0, 0) if hasattr(img.backing, "raw_range") else None
+    if raw is None or not advice or not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        os.posix_fadvise(raw[0], 0, 0, advice)
+    except OSError:
+        pass
 
 
 def _will_need(img: Image, off: int, n: int) -> None:

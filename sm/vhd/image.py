@@ -268,6 +268,18 @@ class Image:
         self._bitmaps[blk] = bits
         return bits
 
+    def known_full(self, blk: int) -> bool:
+        """Block ``blk`` is known to be full without reading its bitmap (batmap bit or cached
+        bitmap); a hint only: False may still be a full block."""
+        if self.header is None:
+            return True
+        bits = self._bitmaps.get(blk)
+        if bits is not None:
+            return self.full(bits)
+        byte = blk >> 3
+        return self.batmap is not None and byte < len(self.batmap) and bool(
+            self.batmap[byte] & (0x80 >> (blk & 7)))
+
     def full(self, bits: int) -> bool:
         return bits == bm.mask(0, self.spb)
 

@@ -112,6 +112,10 @@ def test_write_read_roundtrip(runner: CliRunner, tmp_path: Path) -> None:
     sm(runner, "read", leaf, "--output", str(out))
     assert out.read_bytes() == bytes(expected)
     assert sm_bytes(runner, "read", leaf, "--offset", "1000", "--length", "5") == payload[:5]
+    # into a file: sector-aligned ranges (readinto) and unaligned ones, at an offset
+    for off, n in ((512, 2 * MiB), (1000, 3 * MiB + 7)):
+        sm(runner, "read", leaf, "--offset", str(off), "--length", str(n), "-o", str(out))
+        assert out.read_bytes() == bytes(expected[off:off + n])
 
 
 def sm_bytes(runner: CliRunner, *args: str) -> bytes:

@@ -135,6 +135,17 @@ def test_chain_read_and_pyvhdi(tmp_path: Path) -> None:
     assert files[2].read_buffer_at_offset(len(model), 0) == bytes(model)
 
 
+def test_readinto_and_extents_match_read(tmp_path: Path) -> None:
+    paths, model = _chain(tmp_path)
+    with vhd.open_chain(paths[2]) as d:
+        buf = bytearray(b"\xff" * (3 * MiB))  # stale bytes must be overwritten, zeros too
+        for off in (0, 512, 2 * MiB - 4096, d.size - len(buf)):
+            d.readinto(off, buf)
+            assert buf == model[off:off + len(buf)]
+        with pytest.raises(vhd.VhdError):
+            d.readinto(100, bytearray(512))
+
+
 def test_locators_as_vhd_util_writes_them(tmp_path: Path) -> None:
     base, child = str(tmp_path / "b.vhd"), str(tmp_path / "c.vhd")
     vhd.create(base, 4 * MiB)
