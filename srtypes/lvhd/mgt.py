@@ -48,9 +48,11 @@ class MetaDoc:
     sr: SrRecord
     vdis: dict[str, VdiRecord] = field(default_factory=dict)
     generation: int = 0
+    journal: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Multi-step operations in flight, by id (replayed at sr_attach)."""
 
     def to_json(self) -> bytes:
-        body = {"sr": self.sr.to_dict(),
+        body = {"sr": self.sr.to_dict(), "journal": self.journal,
                 "vdis": {u: r.to_dict() for u, r in sorted(self.vdis.items())}}
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
@@ -59,7 +61,7 @@ class MetaDoc:
         body: dict[str, Any] = json.loads(raw)
         sr = SrRecord.from_dict(body["sr"], path="MGT")
         vdis = {u: VdiRecord.from_dict(r, path=f"MGT/{u}") for u, r in body["vdis"].items()}
-        return cls(sr, vdis, generation)
+        return cls(sr, vdis, generation, dict(body.get("journal", {})))
 
 
 def _decode_slot(head: bytes, read_body: Any) -> tuple[int, bytes] | None:

@@ -7,14 +7,16 @@ Handlers validate, take the SR lock (a file under the run directory) and call
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.requests import SRRequest, VDIRequest
+
+from .snapshot import STEPS
 
 if TYPE_CHECKING:
     from sm.requests import (
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
         SRProbeRequest,
         VDIAttachRequest,
         VDICreateRequest,
+        VDISnapshotRequest,
     )
 
     from .repo import LvhdRepo
@@ -44,12 +47,17 @@ class LVHDSR(SRDriver):
     REQUIRED_API_VERSION = "1.0"
     CAPABILITIES = frozenset({
         C.SR_PROBE, C.SR_UPDATE, C.SR_SCAN, C.VDI_CREATE, C.VDI_DELETE, C.VDI_ATTACH,
-        C.VDI_DETACH, C.VDI_ACTIVATE, C.VDI_DEACTIVATE, C.THIN_PROVISIONING,
+        C.VDI_DETACH, C.VDI_ACTIVATE, C.VDI_DEACTIVATE, C.VDI_SNAPSHOT, C.VDI_CLONE,
+        C.THIN_PROVISIONING,
     })
     CONFIGURATION = (
         ("device", "comma-separated block devices (required)"),
         ("allocation", "thin (default) or thick"),
     )
+    CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
+        "vdi_snapshot": STEPS, "vdi_clone": STEPS, "vdi_delete": ("lv",),
+        "inflate": ("begin", "resized"), "deflate": ("begin", "resized"),
+    })
     EXTRA_COMMANDS = MappingProxyType({
         "sm_vdi_list": Command(SRRequest, "sm_vdi_list"),
         "sm_vdi_get": Command(VDIRequest, "sm_vdi_get"),
@@ -134,6 +142,19 @@ class LVHDSR(SRDriver):
 
         with self._locked("vdi_delete") as repo:
             vdiops.delete(repo, request.vdi_uuid)
+
+    def vdi_snapshot(self, request: VDISnapshotRequest) -> VdiRef:
+        return self._snapshot(request)
+
+    def vdi_clone(self, request: VDISnapshotRequest) -> VdiRef:
+        return self._snapshot(request)
+
+    def _snapshot(self, request: VDISnapshotRequest) -> VdiRef:
+        from . import snapshot
+
+        with self._locked(request.command) as repo:
+            uuid = snapshot.run(repo, request.command, request.vdi_uuid)
+        return VdiRef(uuid, uuid)
 
     def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:
         from . import vdiops

@@ -76,8 +76,19 @@ def attach(repo: LvhdRepo) -> None:
     repo.check()
     repo.read()  # the SR is usable only with a readable MGT
     repo.host_dir.mkdir(parents=True, exist_ok=True)
+    recover(repo)
     scan(repo)
     (repo.host_dir / "attached").touch()
+
+
+def recover(repo: LvhdRepo) -> None:
+    """Replay the journal entries left in MGT by interrupted operations."""
+    from . import snapshot
+
+    for data in list(repo.read().journal.values()):
+        log.info("sr_attach: replaying %s of %s", data.get("op"), data.get("vdi"))
+        if data.get("op") in ("vdi_snapshot", "vdi_clone"):
+            snapshot.recover(repo, data)
 
 
 def detach(repo: LvhdRepo) -> None:

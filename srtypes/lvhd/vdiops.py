@@ -90,14 +90,27 @@ def delete(repo: LvhdRepo, uuid: str) -> None:
         return
     if (repo.host_dir / f"attached-vdi-{uuid}").exists():
         raise VDIInUse(f"VDI {uuid} is attached")
+    if rec.hidden:
+        raise VDIInUse(f"VDI {uuid} is a hidden base")
     if any(r.parent == uuid for r in doc.vdis.values()):
-        raise VDIInUse(f"VDI {uuid} has children (snapshot deletion is not supported yet)")
-    name = lv_name(uuid, rec.vdi_type)
-    if repo.lvm.lv_exists(repo.vg, name):
-        repo.lvm.lvremove(repo.vg, name)
-    crash_point("vdi_delete:lv")
+        raise VDIInUse(f"VDI {uuid} has children")
+    # the leaf, then every hidden base left without children (no coalesce yet)
+    doomed = [rec]
+    remaining = {u: r for u, r in doc.vdis.items() if u != uuid}
+    parent = remaining.get(rec.parent)
+    while parent is not None and parent.hidden and not any(
+            r.parent == parent.uuid for r in remaining.values()):
+        doomed.append(parent)
+        del remaining[parent.uuid]
+        parent = remaining.get(parent.parent)
+    for victim in doomed:
+        name = lv_name(victim.uuid, victim.vdi_type)
+        if repo.lvm.lv_exists(repo.vg, name):
+            repo.lvm.lvremove(repo.vg, name)
+        crash_point("vdi_delete:lv")
     with repo.transaction("vdi_delete") as txn:
-        txn.vdis.pop(uuid, None)
+        for victim in doomed:
+            txn.vdis.pop(victim.uuid, None)
 
 
 def resize_lv(repo: LvhdRepo, rec: VdiRecord, size: int, why: str) -> int:

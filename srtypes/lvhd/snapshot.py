@@ -1,0 +1,179 @@
+"""`vdi_snapshot` / `vdi_clone` on LVs: the File SR's layout with LV renames, journaled in MGT.
+
+Snapshot (or clone) of a leaf VDI X, new uuids B (base) and S (the new VDI):
+
+    journaled  intent {kind, vdi X, base B, new S, direct, time} in MGT's journal
+    deflated   VHD-X shrunk to its physical size (a base never grows again)
+    renamed    lvrename VHD-X -> VHD-B; tag ``sm_ro`` (bases are read-only)
+    hidden     VHD-B: footer uuid B, hidden flag
+    leaf       VHD-X = new LV + empty child of B (inflated if X is attached writable / thick)
+    snap       VHD-S = new LV + empty child of B
+    records    one MGT write: B (hidden base), X (parent B), S; the journal entry removed
+
+A VDI that already has children is not renamed ("direct": the new VDI is a child of it).
+Free space for both new LVs is checked before the journal is written (SRNoSpace 44).
+Recovery (:func:`recover`, at sr_attach): nothing renamed yet -> drop the entry (a deflate is
+harmless); otherwise roll forward, each step checking before it acts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid as uuidlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sm.errors import MetadataError, VDIMissing, VDISnapshot, VDIType
+from sm.faults import crash_point
+
+from .repo import LvhdRepo, full_vhd_size, metadata_size
+
+__all__ = ["RO_TAG", "STEPS", "recover", "run"]
+
+STEPS = ("journaled", "deflated", "renamed", "hidden", "leaf", "snap", "records")
+RO_TAG = "sm_ro"
+
+
+def _lv(uuid: str) -> str:
+    return f"VHD-{uuid}"
+
+
+def leaf_size(repo: LvhdRepo, uuid: str, virtual: int, thick: bool) -> int:
+    """LV size of a new leaf: full if thick or attached writable here, else metadata only."""
+    marker = repo.host_dir / f"attached-vdi-{uuid}"
+    rw = marker.exists() and marker.read_text() == "rw"
+    return full_vhd_size(virtual) if thick or rw else metadata_size(virtual)
+
+
+def run(repo: LvhdRepo, command: str, vdi_uuid: str) -> str:
+    kind = "snapshot" if command == "vdi_snapshot" else "clone"
+    doc = repo.read()
+    x = doc.vdis.get(vdi_uuid)
+    if x is None:
+        raise VDIMissing(f"no VDI {vdi_uuid} in SR {repo.sr_uuid}")
+    if x.vdi_type != "vhd":
+        raise VDIType(f"VDI {x.uuid} is a raw VDI: raw VDIs cannot be snapshotted or cloned")
+    if x.hidden:
+        raise VDISnapshot(f"VDI {x.uuid} is a hidden base, not a VDI that can be {kind}ed")
+    direct = any(r.parent == x.uuid for r in doc.vdis.values())
+    thick = repo.allocation(doc) == "thick"
+    need = leaf_size(repo, "", x.virtual_size, thick)
+    if not direct:
+        need += leaf_size(repo, x.uuid, x.virtual_size, thick)
+    repo.need_space(need, f"{kind} of VDI {x.uuid}")
+    base, new = str(uuidlib.uuid4()), str(uuidlib.uuid4())
+    data = {"op": command, "kind": kind, "vdi": x.uuid, "base": base, "new": new,
+            "direct": direct, "thick": thick,
+            "time": datetime.now(UTC).replace(microsecond=0).isoformat()}
+    with repo.transaction(command) as txn:
+        txn.journal[new] = data
+    crash_point(f"{command}:journaled")
+    try:
+        _forward(repo, data)
+    except (OSError, ValueError) as err:
+        raise VDISnapshot(f"{kind} of {x.uuid}: {err}") from err
+    return new
+
+
+def recover(repo: LvhdRepo, data: Mapping[str, Any]) -> None:
+    lvm = repo.lvm
+    started = (lvm.lv_exists(repo.vg, _lv(data["new"])) if data["direct"]
+               else lvm.lv_exists(repo.vg, _lv(data["base"])))
+    if not started:
+        with repo.transaction("recover") as txn:
+            txn.journal.pop(data["new"], None)
+        return
+    _forward(repo, data)
+
+
+def _valid_child(repo: LvhdRepo, uuid: str, parent: str) -> bool:
+    from sm import vhd
+
+    try:
+        info = vhd.info(repo.storage.path(_lv(uuid)), storage=repo.storage)
+    except (vhd.VhdError, OSError):
+        return False
+    return str(info.uuid) == uuid and str(info.parent_uuid) == parent
+
+
+def _child(repo: LvhdRepo, uuid: str, parent: str, size: int) -> None:
+    """LV ``VHD-<uuid>`` holding an empty child of ``VHD-<parent>`` (idempotent)."""
+    from sm import vhd
+
+    if not repo.lvm.lv_exists(repo.vg, _lv(uuid)):
+        repo.lvm.lvcreate(repo.vg, _lv(uuid), size)
+    if not _valid_child(repo, uuid, parent):
+        vhd.snapshot(repo.storage.path(_lv(parent)), repo.storage.path(_lv(uuid)),
+                     uuid=uuidlib.UUID(uuid), storage=repo.storage)
+
+
+def _forward(repo: LvhdRepo, d: Mapping[str, Any]) -> None:
+    from sm import vhd
+
+    from .vdiops import resize_lv
+
+    op, lvm, vg = d["op"], repo.lvm, repo.vg
+    doc = repo.read()
+    x = doc.vdis[d["vdi"]]
+    parent = x.uuid
+    if d["direct"]:
+        for name in ("deflated", "renamed", "hidden", "leaf"):
+            crash_point(f"{op}:{name}")
+    else:
+        if not lvm.lv_exists(vg, _lv(d["base"])):
+            if not lvm.lv_exists(vg, _lv(x.uuid)):
+                raise MetadataError(f"{op} of {x.uuid}: neither VHD-{x.uuid} nor base exists")
+            used = vhd.physical_size(repo.path(x), storage=repo.storage)
+            resize_lv(repo, x, used, "deflate")
+            crash_point(f"{op}:deflated")
+            lvm.lvrename(vg, _lv(x.uuid), _lv(d["base"]))
+        else:
+            crash_point(f"{op}:deflated")
+        if RO_TAG not in lvm.lv(vg, _lv(d["base"])).tags:
+            lvm.lv_addtag(vg, _lv(d["base"]), RO_TAG)
+        crash_point(f"{op}:renamed")
+        bp = repo.storage.path(_lv(d["base"]))
+        info = vhd.info(bp, storage=repo.storage)
+        if str(info.uuid) != d["base"]:
+            vhd.set_uuid(bp, uuidlib.UUID(d["base"]), storage=repo.storage)
+        if not info.hidden:
+            vhd.set_hidden(bp, True, storage=repo.storage)
+        crash_point(f"{op}:hidden")
+        _child(repo, x.uuid, d["base"], leaf_size(repo, x.uuid, x.virtual_size, d["thick"]))
+        crash_point(f"{op}:leaf")
+        parent = d["base"]
+    _child(repo, d["new"], parent, leaf_size(repo, "", x.virtual_size, d["thick"]))
+    crash_point(f"{op}:snap")
+    sizes = {lv.name: lv.size for lv in lvm.lvs(vg)}
+    with repo.transaction(op) as txn:
+        _records(txn.vdis, d, sizes)
+        txn.journal.pop(d["new"], None)
+    crash_point(f"{op}:records")
+
+
+def _records(vdis: dict[str, Any], d: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    from sm.records import VdiRecord
+    from srtypes.file.chain import with_parent
+
+    if d["new"] in vdis:
+        return
+    x = vdis[d["vdi"]]
+    snap = d["kind"] == "snapshot"
+    parent = x.uuid
+    if not d["direct"]:
+        parent = d["base"]
+        vdis[d["base"]] = dataclasses.replace(
+            x, uuid=d["base"], location=d["base"], name_label="base copy",
+            name_description="", read_only=True, hidden=True, managed=False,
+            is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
+            physical_utilisation=sizes.get(_lv(d["base"]), 0))
+        vdis[x.uuid] = with_parent(dataclasses.replace(
+            x, physical_utilisation=sizes.get(_lv(x.uuid), 0)), d["base"])
+    vdis[d["new"]] = with_parent(VdiRecord(
+        uuid=d["new"], location=d["new"], name_label=x.name_label,
+        name_description=x.name_description, type=x.type, vdi_type="vhd",
+        read_only=x.read_only, is_a_snapshot=snap, snapshot_of=x.uuid if snap else "",
+        snapshot_time=d["time"] if snap else "", virtual_size=x.virtual_size,
+        physical_utilisation=sizes.get(_lv(d["new"]), 0),
+        sm_config={"vdi_type": "vhd"}), parent)
