@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Generator
+import signal
+import time
+import uuid
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +45,58 @@ def pytest_runtest_makereport(
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def _tagged_nbdkits(tag: str) -> list[int]:
+    pids = []
+    needle = f"SM_TEST_TAG={tag}".encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{name}/comm", "rb") as f:
+                if f.read().strip() != b"nbdkit":
+                    continue
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    pids.append(int(name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _stop_nbd_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every nbdkit a test started (a File SR attach starts one) is stopped at its end: the
+    servers inherit SM_TEST_TAG and outlive the driver by design."""
+    tag = uuid.uuid4().hex
+    saved = {k: os.environ.get(k) for k in ("SM_TEST_TAG", "SM_DATA_PATH")}
+    os.environ["SM_TEST_TAG"] = tag
+    # File SR attaches serve over NBD only in the tests marked `nbd` (tests/nbd).
+    if request.node.get_closest_marker("nbd") is None:
+        os.environ["SM_DATA_PATH"] = "none"
+    else:
+        os.environ.pop("SM_DATA_PATH", None)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = _tagged_nbdkits(tag)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 5
+            while pids and time.monotonic() < deadline:
+                pids = [p for p in pids if _alive(p)]
+                time.sleep(0.01)

@@ -4,6 +4,9 @@ Rules: one writable attachment per VDI on a host (a second writable attach: VDII
 read-only attaches are always allowed except of a missing image; writable attaches of a
 read-only VDI, a hidden base, or a VDI other VDIs depend on are refused (VDIUnavailable 46):
 writing there would change what its children read. Detach of a VDI not attached is a no-op.
+
+The data path (`datapath`): attach starts the VDI's nbdkit server, activate resumes it,
+deactivate pauses it, detach stops it; all under the VDI lock.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from typing import TYPE_CHECKING
 
 from sm.errors import VDIInUse, VDIUnavailable
 
+from . import datapath
+
 if TYPE_CHECKING:
+    from sm.nbd.server import ServerInfo
+
     from .repo import FileRepo
 
 __all__ = ["activate", "attach", "attach_from_config", "deactivate", "detach"]
@@ -22,8 +29,9 @@ __all__ = ["activate", "attach", "attach_from_config", "deactivate", "detach"]
 log = logging.getLogger(__name__)
 
 
-def attach(repo: FileRepo, uuid: str, writable: bool) -> str:
-    """Record the attachment; returns the image path."""
+def attach(repo: FileRepo, uuid: str, writable: bool) -> tuple[str, ServerInfo | None]:
+    """Record the attachment and start the data path; returns the image path and the
+    server (None without nbdkit)."""
     with repo.vdi_lock(uuid, "vdi_attach"):
         record = repo.get(uuid)
         path = repo.path(record)
@@ -35,13 +43,14 @@ def attach(repo: FileRepo, uuid: str, writable: bool) -> str:
         state = repo.attachment(uuid)
         if state is not None and writable and state.get("writable"):
             raise VDIInUse(f"VDI {uuid} is already attached writable on this host")
+        info = datapath.start(repo, uuid, path, writable)
         new = {"writable": bool(writable or (state or {}).get("writable")),
                "active": bool((state or {}).get("active"))}
         repo.set_attachment(uuid, new)
-        return path
+        return path, info
 
 
-def attach_from_config(repo: FileRepo, uuid: str) -> str:
+def attach_from_config(repo: FileRepo, uuid: str) -> tuple[str, ServerInfo | None]:
     with repo.vdi_lock(uuid, "vdi_attach_from_config"):
         record = repo.get(uuid)
         path = repo.path(record)
@@ -50,12 +59,14 @@ def attach_from_config(repo: FileRepo, uuid: str) -> str:
         if record.read_only or record.hidden:
             raise VDIUnavailable(f"VDI {uuid} is read-only")
         state = repo.attachment(uuid) or {}
+        info = datapath.start(repo, uuid, path, True)
         repo.set_attachment(uuid, {"writable": True, "active": bool(state.get("active"))})
-        return path
+        return path, info
 
 
 def detach(repo: FileRepo, uuid: str) -> None:
     with repo.vdi_lock(uuid, "vdi_detach"):
+        datapath.stop(repo, uuid)  # also a server a crashed attach left behind
         if repo.attachment(uuid) is None:
             log.info("vdi_detach: VDI %s is not attached on this host (nothing to do)", uuid)
             return
@@ -70,6 +81,7 @@ def activate(repo: FileRepo, uuid: str, writable: bool) -> None:
         if writable and not state.get("writable"):
             raise VDIUnavailable(f"VDI {uuid} is attached read-only; cannot activate writable")
         repo.set_attachment(uuid, {**state, "active": True})
+        datapath.activate(repo, uuid, repo.path(repo.get(uuid)), bool(state.get("writable")))
 
 
 def deactivate(repo: FileRepo, uuid: str) -> None:
@@ -78,4 +90,5 @@ def deactivate(repo: FileRepo, uuid: str) -> None:
         if state is None or not state.get("active"):
             log.info("vdi_deactivate: VDI %s is not active on this host", uuid)
             return
+        datapath.deactivate(repo, uuid)
         repo.set_attachment(uuid, {**state, "active": False})

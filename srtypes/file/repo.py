@@ -67,6 +67,10 @@ class FileRepo:
 
         with sr_lock(self.layout.location, purpose=purpose):
             self.recover()
+            if self.attached_vdis():
+                from .datapath import resume_orphans
+
+                resume_orphans(self)
             yield
 
     def vdi_lock(self, uuid: str, purpose: str) -> contextlib.AbstractContextManager[object]:

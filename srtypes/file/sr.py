@@ -122,9 +122,12 @@ class FileSR(SRDriver):
 
     @contextlib.contextmanager
     def _live(self, vdi_uuid: str) -> Iterator[None]:
-        """Around a chain change of `vdi_uuid`: pause an active data path, resume it after.
-        No data path yet: nothing to do (the NBD server plugs in here)."""
-        yield
+        """Around a chain change of `vdi_uuid`: pause a running data path, resume it on the
+        leaf after (`datapath.live`)."""
+        from .datapath import live
+
+        with live(self.repo, vdi_uuid):
+            yield
 
     # -- SR commands -------------------------------------------------------------------------
 
@@ -235,8 +238,9 @@ class FileSR(SRDriver):
     def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:
         from . import attach
 
-        path = attach.attach(self._open(), request.vdi_uuid, request.writable)
-        return AttachResult(params=path, xenstore_data={"storage-type": "file"})
+        path, info = attach.attach(self._open(), request.vdi_uuid, request.writable)
+        return AttachResult(params=path, params_nbd=info.params_nbd if info else None,
+                            xenstore_data={"storage-type": "file"})
 
     def vdi_detach(self, request: VDIRequest) -> None:
         from . import attach
@@ -275,8 +279,9 @@ class FileSR(SRDriver):
         for an existing attachment (this is the recovery path)."""
         from . import attach
 
-        path = attach.attach_from_config(self._open(), request.vdi_uuid)
-        return AttachResult(params=path, xenstore_data={"storage-type": "file"})
+        path, info = attach.attach_from_config(self._open(), request.vdi_uuid)
+        return AttachResult(params=path, params_nbd=info.params_nbd if info else None,
+                            xenstore_data={"storage-type": "file"})
 
     # -- extension commands ------------------------------------------------------------------
 

@@ -86,7 +86,9 @@ def served() -> Iterator[Served]:
     d = short_dir("smnbds-")
     leaf = f"{d}/leaf.vhd"
     sm.vhd.create(leaf, SIZE)
-    info = server.start(str(uuid.uuid4()), leaf, writable=True, run_dir=f"{d}/run")
+    with pytest.MonkeyPatch.context() as mp:  # not one test's server (tests/conftest.py)
+        mp.setenv("SM_TEST_TAG", "session")
+        info = server.start(str(uuid.uuid4()), leaf, writable=True, run_dir=f"{d}/run")
     try:
         yield Served(info, leaf, f"{d}/run")
     finally:

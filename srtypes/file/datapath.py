@@ -1,0 +1,186 @@
+"""The File SR's data path: one nbdkit server per attached VDI (`sm.nbd.server`).
+
+    vdi_attach      start (or find) the server, read-only or writable
+    vdi_activate    resume it (restart it if a crash lost it)
+    vdi_deactivate  pause it: drained, flushed, chain closed; clients stay connected
+    vdi_detach      stop it
+    _live(vdi)      pause around a chain change, resume on the leaf in a `finally`
+
+Servers live in `nbd_dir(run_dir)`: `<run_dir>/nbd` if a socket path there fits in 107 bytes,
+else `/tmp/sm-nbd-<hash of run_dir>` (deterministic, so later driver calls find them).
+Without nbdkit installed (or with SM_DATA_PATH=none), attach hands out `params` only.
+
+Recovery: a driver that dies inside `_live` leaves the server paused (chain closed, requests
+held), so journal replay under the SR lock never races a write. `resume_orphans` (run after
+every replay, under the SR lock) resumes every server whose VDI is still marked active: a
+server paused by `vdi_deactivate` has `active` false and stays paused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sm.nbd.server import ServerInfo
+
+    from .repo import FileRepo
+
+__all__ = ["activate", "available", "deactivate", "live", "nbd_dir", "resume_orphans",
+           "start", "stop"]
+
+log = logging.getLogger(__name__)
+
+_SOCK_NAME_LEN = len("00000000-0000-0000-0000-000000000000.sock") + 1
+RAW_OPENER = "sm.nbd.rawdisk:open_raw"
+
+
+def nbd_dir(run_dir: Path) -> str:
+    """Where the servers of a host (run directory) live; socket paths stay < 108 bytes."""
+    preferred = os.path.join(os.path.abspath(run_dir), "nbd")
+    if len(preferred.encode()) + _SOCK_NAME_LEN <= 107:
+        return preferred
+    digest = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
+    return f"/tmp/sm-nbd-{digest}"
+
+
+def available() -> bool:
+    """nbdkit is installed and the data path is not switched off (`SM_DATA_PATH=none`: attach
+    hands out `params` only; the test suite sets it outside the data-path tests)."""
+    if os.environ.get("SM_DATA_PATH", "nbd") == "none":
+        return False
+    return shutil.which("nbdkit") is not None
+
+
+def _dir(repo: FileRepo) -> str:
+    return nbd_dir(repo.layout.host_dir.parent.parent)
+
+
+def find(repo: FileRepo, uuid: str) -> ServerInfo | None:
+    from sm.nbd import server
+
+    return server.find(uuid, _dir(repo))
+
+
+def start(repo: FileRepo, uuid: str, path: str, writable: bool) -> ServerInfo | None:
+    """Start or find the server of `uuid` (None without nbdkit). A read-only attach shares a
+    running writable server; a writable attach over a read-only server is VDIInUse (24)."""
+    from sm.errors import VDIInUse, VDIUnavailable
+    from sm.nbd import server
+
+    if not available():
+        log.warning("nbdkit is not installed: VDI %s attached without params_nbd", uuid)
+        return None
+    existing = find(repo, uuid)
+    if existing is not None:
+        if existing.writable or not writable:
+            return existing
+        raise VDIInUse(f"VDI {uuid} is attached read-only on this host; detach it first")
+    opener = RAW_OPENER if path.endswith(".raw") else None
+    for attempt in range(3):
+        try:
+            return server.start(uuid, path, writable=writable, run_dir=_dir(repo),
+                                opener=opener)
+        except VDIUnavailable as err:
+            # Rarely (under load, from a forked test process) nbdkit is killed by a signal
+            # while loading its plugin, before it logs anything: try again.
+            if attempt == 2 or "exited at start" not in str(err) or not os.path.exists(path):
+                raise
+            log.warning("VDI %s: nbdkit died at start (%s); retrying", uuid, err)
+    raise AssertionError("unreachable")
+
+
+def stop(repo: FileRepo, uuid: str) -> None:
+    from sm.nbd import server
+
+    server.stop(uuid, run_dir=_dir(repo))
+
+
+def activate(repo: FileRepo, uuid: str, path: str, writable: bool) -> None:
+    from sm.nbd import server
+
+    if not available():
+        return
+    info = find(repo, uuid)
+    if info is None:  # killed or host crash: serve again (clients reconnect)
+        log.warning("VDI %s: data path lost; restarting it", uuid)
+        start(repo, uuid, path, writable)
+        return
+    server.resume(info, run_dir=_dir(repo))
+
+
+def deactivate(repo: FileRepo, uuid: str) -> None:
+    from sm.nbd import server
+
+    info = find(repo, uuid)
+    if info is not None:
+        server.pause(info)
+
+
+@contextlib.contextmanager
+def live(repo: FileRepo, uuid: str) -> Iterator[None]:
+    """Pause a running server of `uuid` around a chain change; resume on the leaf after, even
+    on error. Caller holds the SR lock; the VDI lock keeps activate/deactivate out."""
+    from sm.nbd import server
+
+    if not repo.layout.attachment(uuid).exists():
+        yield
+        return
+    with repo.vdi_lock(uuid, "live"):
+        info = find(repo, uuid)
+        if info is None:
+            yield
+            return
+        state = repo.attachment(uuid) or {}
+        was_paused = server.status(info)["state"] != "running"
+        server.pause(info)
+        try:
+            yield
+        finally:
+            if not was_paused or state.get("active"):
+                _resume_leaf(repo, uuid, info)
+
+
+def _resume_leaf(repo: FileRepo, uuid: str, info: ServerInfo) -> None:
+    """Resume on the VDI's leaf; if that fails, replay the journal (an operation that failed
+    half-way) and try once more; else stay paused for the next `resume_orphans`."""
+    from sm.nbd import server
+
+    for attempt in range(2):
+        try:
+            record = repo.get(uuid)
+            server.resume(info, repo.path(record), run_dir=_dir(repo))
+            return
+        except Exception as err:
+            log.error("VDI %s: resume of the data path failed (%s)", uuid, err)
+            if attempt == 0:
+                with contextlib.suppress(Exception):
+                    repo.recover()
+
+
+def resume_orphans(repo: FileRepo) -> None:
+    """Resume servers left paused by a driver that died inside `live` (caller holds the SR
+    lock): every attached, active VDI whose server is paused."""
+    from sm.nbd import server
+
+    for uuid in repo.attached_vdis():
+        state = repo.attachment(uuid) or {}
+        if not state.get("active"):
+            continue
+        info = find(repo, uuid)
+        if info is None:
+            continue
+        try:
+            with repo.vdi_lock(uuid, "resume_orphans"):
+                state = repo.attachment(uuid) or {}
+                if state.get("active") and server.status(info)["state"] == "paused":
+                    log.warning("VDI %s: resuming a data path left paused", uuid)
+                    _resume_leaf(repo, uuid, info)
+        except Exception as err:
+            log.error("VDI %s: could not check its data path (%s)", uuid, err)

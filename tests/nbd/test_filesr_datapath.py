@@ -1,0 +1,127 @@
+"""The File SR's data path with real clients: attach serves the VDI over NBD (nbdkit), live
+snapshot / revert pause and resume it, detach stops it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sm.vhd
+from sm.nbd import server
+from tests.contract.conftest import FILE
+from tests.contract.harness import SRHarness
+from tests.nbd.conftest import nbd_tools, nbd_uri, qemu_io, short_dir
+from tests.smapi import SMFault
+
+pytestmark = pytest.mark.nbd
+MiB = 1 << 20
+
+
+@pytest.fixture
+def sr() -> Iterator[SRHarness]:
+    nbd_tools()
+    d = Path(short_dir("smfd-"))
+    harness = SRHarness.make(FILE, d).create()
+    try:
+        yield harness
+    finally:  # every server of this SR stops (tests/conftest.py also kills leftovers)
+        for name in os.listdir(d / "run" / "nbd") if (d / "run" / "nbd").is_dir() else []:
+            if name.endswith(".json"):
+                server.stop(name[:-5], run_dir=str(d / "run" / "nbd"))
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _attach(sr: SRHarness, vdi: str, writable: bool = True) -> dict[str, str]:
+    res = sr.call("vdi_attach", ["true" if writable else "false"], vdi=vdi)
+    assert isinstance(res, dict)
+    return res
+
+
+def _engine_read(path: str, offset: int, length: int) -> bytes:
+    with sm.vhd.open_chain(path) as disk:
+        return disk.read(offset, length)
+
+
+def test_attach_serves_and_detach_stops(sr: SRHarness) -> None:
+    v = sr.vdi_create(16 * MiB)
+    res = _attach(sr, v)
+    url = res["params_nbd"]
+    assert url.startswith("nbd:unix:") and url.endswith(f":exportname={v}")
+    assert res["params"].endswith(f"{v}.vhd")
+    sr.call("vdi_activate", ["true"], vdi=v)
+    qemu_io(url, "write -P 0xab 1M 64k", "write -P 0x5c 5M 4k", "flush")
+    qemu_io(url, "read -P 0xab 1M 64k", "read -P 0x5c 5M 4k", "read -P 0 0 1M")
+    sock = url.split(":")[2]
+    info = subprocess.run(["nbdinfo", "--size", nbd_uri(sock, v)], capture_output=True,
+                          text=True, check=True)
+    assert int(info.stdout) == 16 * MiB
+    assert _engine_read(res["params"], MiB, 65536) == b"\xab" * 65536
+    sr.call("vdi_deactivate", vdi=v)  # paused: flushed, chain closed
+    assert sm.vhd.check(res["params"]) == []
+    sr.call("vdi_detach", vdi=v)
+    assert not os.path.exists(sock)
+    sr.call("vdi_detach", vdi=v)  # detach of a VDI not attached: no-op
+
+
+def test_refusals(sr: SRHarness) -> None:
+    v = sr.vdi_create(4 * MiB)
+    _attach(sr, v)
+    with pytest.raises(SMFault) as err:
+        _attach(sr, v)
+    assert err.value.code == 24
+    ro = _attach(sr, v, writable=False)  # read-only attach shares the writable server
+    assert "params_nbd" in ro
+    with pytest.raises(SMFault) as err:
+        _attach(sr, "00000000-0000-4000-8000-00000000dead")
+    assert err.value.code == 144
+    sr.call("vdi_detach", vdi=v)
+
+
+def test_live_snapshot_and_revert(sr: SRHarness) -> None:
+    v = sr.vdi_create(16 * MiB)
+    res = _attach(sr, v)
+    url = res["params_nbd"]
+    sr.call("vdi_activate", ["true"], vdi=v)
+    qemu_io(url, "write -P 0x11 0 1M", "flush")
+    argv = ["qemu-io", "-f", "raw"]
+    for i in range(400):
+        argv += ["-c", f"write -P {i % 250 + 1} {2 * MiB + i * 16384} 16k"]
+    writer = subprocess.Popen([*argv, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    snap = sr.call("vdi_snapshot", vdi=v)
+    out, errs = writer.communicate(timeout=120)
+    assert writer.returncode == 0 and "error" not in (out + errs).lower(), errs
+    snap_uuid = snap["uuid"] if isinstance(snap, dict) else str(snap)
+    # the client kept its connection; the VDI has everything
+    qemu_io(url, "read -P 0x11 0 1M", f"read -P {399 % 250 + 1} {2 * MiB + 399 * 16384} 16k")
+    # no write landed in a base: every image checks clean; the snapshot has the first write
+    loc = Path(res["params"]).parent
+    for img in loc.glob("*.vhd"):
+        assert not sm.vhd.check(str(img)), img
+    assert _engine_read(str(loc / f"{snap_uuid}.vhd"), 0, MiB) == b"\x11" * MiB
+    # revert while attached: the client reads the snapshot's content right after
+    qemu_io(url, "write -P 0x22 0 1M", "flush")
+    sr.call("vdi_revert", [v], vdi=snap_uuid)
+    qemu_io(url, "read -P 0x11 0 1M")
+    sr.call("vdi_deactivate", vdi=v)
+    sr.call("vdi_detach", vdi=v)
+
+
+def test_kill_9_after_flush(sr: SRHarness) -> None:
+    v = sr.vdi_create(8 * MiB)
+    res = _attach(sr, v)
+    qemu_io(res["params_nbd"], "write -P 0x77 3M 128k", "flush")
+    sock = res["params_nbd"].split(":")[2]
+    info = server.find(v, os.path.dirname(sock))
+    assert info is not None
+    os.kill(info.pid, signal.SIGKILL)
+    sr.call("vdi_detach", vdi=v)
+    res = _attach(sr, v)
+    qemu_io(res["params_nbd"], "read -P 0x77 3M 128k")
+    sr.call("vdi_detach", vdi=v)
