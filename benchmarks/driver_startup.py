@@ -37,6 +37,10 @@ def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     env = dict(os.environ, PYTHONPATH=str(TESTDIST), SM_STATE_DIR="/tmp/sm-bench-state")
     info = xmlrpc.client.dumps(({"command": "sr_get_driver_info"},), "sr_get_driver_info")
+    import compileall  # byte-compile as an installed package is (see bench_filesr.byte_compile)
+
+    for package in ("sm", "srtypes"):
+        compileall.compile_dir(ROOT / package, quiet=2)
     base = median_runtime([sys.executable, "-c", "pass"], runs, env)
     cases = {
         "SmtestSR sr_get_driver_info": [sys.executable, str(TESTDIST / "bin" / "SmtestSR"), info],
