@@ -76,6 +76,7 @@ def _stop_nbd_servers(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every nbdkit a test started (a File SR attach starts one) is stopped at its end: the
     servers inherit SM_TEST_TAG and outlive the driver by design."""
     tag = uuid.uuid4().hex
+    owner = os.getpid()
     saved = {k: os.environ.get(k) for k in ("SM_TEST_TAG", "SM_DATA_PATH")}
     os.environ["SM_TEST_TAG"] = tag
     # File SR attaches serve over NBD only in the tests marked `nbd` (tests/nbd).
@@ -91,6 +92,7 @@ def _stop_nbd_servers(request: pytest.FixtureRequest) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    if os.getpid() == owner:  # not in a forked child unwinding
         for sig in (signal.SIGTERM, signal.SIGKILL):
             pids = _tagged_nbdkits(tag)
             for pid in pids:

@@ -1,8 +1,9 @@
 """Reading and writing VDI data: the one place that knows how an attached VDI is reached.
 
-Until the NBD data path is wired in, `vdi_attach`'s `params` (a path to the leaf image) is
-opened in this process through the VHD engine (`sm.vhd.open_chain`); a `.raw` image is a plain
-file. Replace `open_attached` to change the data path; nothing else touches data.
+`vdi_attach`'s `params` (a path to the leaf image) is opened in this process through the VHD
+engine (`sm.vhd.open_chain`); a `.raw` image is a plain file. When the driver also serves the
+VDI over NBD (`params_nbd`, a local nbdkit), that server is paused meanwhile. Replace
+`open_attached` to change the data path; nothing else touches data.
 """
 
 from __future__ import annotations
@@ -41,8 +42,39 @@ class _RawFile:
 
 
 @contextlib.contextmanager
+def _server_paused(attach: Mapping[str, Any]) -> Iterator[None]:
+    """If the driver serves the VDI over NBD on this host (`params_nbd` of a local nbdkit of
+    `sm.nbd`), pause the server while this process opens the chain itself: one writer of the
+    image at a time; the server reopens the chain (and sees our writes) on resume."""
+    url = attach.get("params_nbd")
+    if not isinstance(url, str) or not url.startswith("nbd:unix:"):
+        yield
+        return
+    from sm.nbd import server
+
+    sock = url[len("nbd:unix:"):].split(":exportname=", 1)[0]
+    info = server.find(os.path.basename(sock).removesuffix(".sock"), os.path.dirname(sock))
+    if info is None:
+        yield
+        return
+    was_running = server.status(info)["state"] == "running"
+    server.pause(info)
+    try:
+        yield
+    finally:
+        if was_running:
+            server.resume(info)
+
+
+@contextlib.contextmanager
 def open_attached(attach: Mapping[str, Any], writable: bool) -> Iterator[DataHandle]:
     """The data of an attached VDI, from the `vdi_attach` result."""
+    with _server_paused(attach), _open_params(attach, writable) as handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def _open_params(attach: Mapping[str, Any], writable: bool) -> Iterator[DataHandle]:
     params = attach.get("params")
     if not isinstance(params, str) or not params:
         raise VDIUnavailable("the driver gave no local data path (params) for this VDI")

@@ -378,6 +378,24 @@ class StorageManager:
             data: bytes = disk.read(offset, length)
             return data
 
+    def vdi_export(self, ref: str, output: str, fmt: Literal["raw", "vhd"] = "raw", *,
+                   sr: str | None = None, progress: Callable[[int], None] | None = None
+                   ) -> int:
+        """Write the VDI's content to `output`: a raw file or a standalone dynamic VHD."""
+        from .transfer import export_to
+
+        with self._data(ref, sr, False) as disk:
+            return export_to(disk, output, fmt, progress)
+
+    def vdi_import(self, ref: str, source: str, fmt: Literal["raw", "vhd"] = "raw", *,
+                   sr: str | None = None, progress: Callable[[int], None] | None = None
+                   ) -> int:
+        """Write a raw file's or a VHD's content into the VDI from offset 0."""
+        from .transfer import import_from
+
+        with self._locked("vdi import"), self._data(ref, sr, True) as disk:
+            return import_from(disk, source, fmt, progress)
+
     def vdi_write(self, ref: str, offset: int, data: bytes, *, sr: str | None = None) -> None:
         with self._locked("vdi write"), self._data(ref, sr, True) as disk:
             if offset < 0 or offset + len(data) > disk.size:

@@ -217,3 +217,34 @@ def read(sm: StorageManager, ref: str, offset: int, length: int | None, sr: str 
     """Write the VDI's bytes to stdout."""
     sys.stdout.buffer.write(sm.vdi_read(ref, offset, length, sr=sr))
     sys.stdout.buffer.flush()
+
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["raw", "vhd"]), default="raw",
+                      show_default=True, help="raw bytes or a standalone dynamic VHD.")
+
+
+@vdi.command("export")
+@click.argument("ref", metavar="VDI")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@FORMAT
+@sr_option
+@pass_manager
+def export_(sm: StorageManager, ref: str, output: str, fmt: str, sr: str | None) -> None:
+    """Export the VDI's content to a raw file or a VHD, with a progress bar."""
+    with click.progressbar(length=sm.vdi(ref, sr).virtual_size, label="export") as bar:
+        sm.vdi_export(ref, output, fmt, sr=sr,  # type: ignore[arg-type]
+                      progress=lambda done: bar.update(done - bar.pos))
+
+
+@vdi.command("import")
+@click.argument("ref", metavar="VDI")
+@click.option("--input", "source", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Raw file or VHD to read.")
+@FORMAT
+@sr_option
+@pass_manager
+def import_(sm: StorageManager, ref: str, source: str, fmt: str, sr: str | None) -> None:
+    """Import a raw file's or a VHD's content into the VDI, with a progress bar."""
+    with click.progressbar(length=sm.vdi(ref, sr).virtual_size, label="import") as bar:
+        sm.vdi_import(ref, source, fmt, sr=sr,  # type: ignore[arg-type]
+                      progress=lambda done: bar.update(done - bar.pos))
