@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from tests.smapi import SMFault
 
 pytestmark = pytest.mark.nbd
 MiB = 1 << 20
+WRITES = 400
+CH = 16384
 
 
 @pytest.fixture
@@ -90,10 +93,17 @@ def test_live_snapshot_and_revert(sr: SRHarness) -> None:
     sr.call("vdi_activate", ["true"], vdi=v)
     qemu_io(url, "write -P 0x11 0 1M", "flush")
     argv = ["qemu-io", "-f", "raw"]
-    for i in range(400):
+    for i in range(WRITES):
         argv += ["-c", f"write -P {i % 250 + 1} {2 * MiB + i * 16384} 16k"]
+    info = server.find(v, os.path.dirname(url.split(":")[2]))
+    assert info is not None
+    before = server.status(info)["requests"]
     writer = subprocess.Popen([*argv, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
+    deadline = time.monotonic() + 30
+    while server.status(info)["requests"] < before + WRITES // 4:
+        assert writer.poll() is None and time.monotonic() < deadline, "writer too fast/slow"
+        time.sleep(0.002)
     snap = sr.call("vdi_snapshot", vdi=v)
     out, errs = writer.communicate(timeout=120)
     assert writer.returncode == 0 and "error" not in (out + errs).lower(), errs
@@ -104,13 +114,48 @@ def test_live_snapshot_and_revert(sr: SRHarness) -> None:
     loc = Path(res["params"]).parent
     for img in loc.glob("*.vhd"):
         assert not sm.vhd.check(str(img)), img
-    assert _engine_read(str(loc / f"{snap_uuid}.vhd"), 0, MiB) == b"\x11" * MiB
+    snap_path = str(loc / f"{snap_uuid}.vhd")
+    assert _engine_read(snap_path, 0, MiB) == b"\x11" * MiB
+    # the snapshot holds exactly the writes acknowledged before it: a prefix of them
+    region = _engine_read(snap_path, 2 * MiB, WRITES * CH)
+    done = [region[i * CH:(i + 1) * CH] == bytes([i % 250 + 1]) * CH for i in range(WRITES)]
+    k = done.index(False) if False in done else WRITES
+    assert not any(done[k:]) and region[k * CH:] == bytes(len(region) - k * CH)
+    assert 0 < k < WRITES, k  # the snapshot really happened while the client wrote
+    vdi_region = _engine_read(res["params"], 2 * MiB, WRITES * CH)
+    assert all(vdi_region[i * CH:(i + 1) * CH] == bytes([i % 250 + 1]) * CH
+               for i in range(WRITES))
     # revert while attached: the client reads the snapshot's content right after
     qemu_io(url, "write -P 0x22 0 1M", "flush")
     sr.call("vdi_revert", [v], vdi=snap_uuid)
     qemu_io(url, "read -P 0x11 0 1M")
     sr.call("vdi_deactivate", vdi=v)
     sr.call("vdi_detach", vdi=v)
+
+
+def test_read_only_attaches_and_clients_agree(sr: SRHarness) -> None:
+    v = sr.vdi_create(8 * MiB)
+    res = _attach(sr, v)
+    url = res["params_nbd"]
+    qemu_io(url, "write -P 0x3c 0 1M", "write -P 0xc3 4M 4k", "flush")
+    snap = sr.call("vdi_snapshot", vdi=v)
+    snap_uuid = snap["uuid"] if isinstance(snap, dict) else str(snap)
+    base = sr.record(v)["parent"]
+    ro = _attach(sr, snap_uuid, writable=False)
+    qemu_io(ro["params_nbd"], "read -P 0x3c 0 1M", "read -P 0xc3 4M 4k", readonly=True)
+    assert qemu_io(ro["params_nbd"], "write -P 1 0 4k", check=False, readonly=True).returncode
+    hidden = _attach(sr, base, writable=False)  # a hidden base, read-only
+    sock = hidden["params_nbd"].split(":")[2]
+    copy = Path(sock).with_name("copy.raw")
+    subprocess.run(["nbdcopy", nbd_uri(sock, base), str(copy)], check=True)
+    data = copy.read_bytes()
+    assert data[:MiB] == b"\x3c" * MiB and data[4 * MiB:4 * MiB + 4096] == b"\xc3" * 4096
+    from tests.vhd.oracle import pyvhdi_read
+
+    chain = [str(Path(res["params"]).parent / f"{u}.vhd") for u in (snap_uuid, base)]
+    assert pyvhdi_read(chain) == data
+    for u in (snap_uuid, base, v):
+        sr.call("vdi_detach", vdi=u)
 
 
 def test_kill_9_after_flush(sr: SRHarness) -> None:
