@@ -125,9 +125,11 @@ class LvhdRepo:
     def extent(self) -> int:
         return self.lvm.vgs(self.vg).extent_size
 
-    def need_space(self, nbytes: int, what: str) -> None:
-        """SRNoSpace (44) unless ``nbytes`` (rounded to extents) fit in the VG's free space."""
+    def need_space(self, nbytes: int | Sequence[int], what: str) -> None:
+        """SRNoSpace (44) unless ``nbytes`` (one size or the sizes of several new LVs, each
+        rounded up to extents) fit in the VG's free space."""
         vg = self.lvm.vgs(self.vg)
-        need = -(-nbytes // vg.extent_size) * vg.extent_size
+        sizes = [nbytes] if isinstance(nbytes, int) else list(nbytes)
+        need = sum(-(-n // vg.extent_size) * vg.extent_size for n in sizes)
         if need > vg.free:
             raise SRNoSpace(f"{what} needs {need} bytes, the VG has {vg.free} free")

@@ -24,15 +24,22 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sm.errors import MetadataError, VDIMissing, VDISnapshot, VDIType
+from sm.errors import (
+    MetadataError,
+    SnapshotChainTooLong,
+    VDIMissing,
+    VDISnapshot,
+    VDIType,
+)
 from sm.faults import crash_point
 
 from .repo import LvhdRepo, full_vhd_size, metadata_size
 
-__all__ = ["RO_TAG", "STEPS", "recover", "run"]
+__all__ = ["MAX_DEPTH", "RO_TAG", "STEPS", "recover", "run"]
 
 STEPS = ("journaled", "deflated", "renamed", "hidden", "leaf", "snap", "records")
 RO_TAG = "sm_ro"
+MAX_DEPTH = 30
 
 
 def _lv(uuid: str) -> str:
@@ -58,9 +65,15 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str) -> str:
         raise VDISnapshot(f"VDI {x.uuid} is a hidden base, not a VDI that can be {kind}ed")
     direct = any(r.parent == x.uuid for r in doc.vdis.values())
     thick = repo.allocation(doc) == "thick"
-    need = leaf_size(repo, "", x.virtual_size, thick)
+    depth, cur = 1, x.parent
+    while cur and cur in doc.vdis and depth <= MAX_DEPTH:
+        depth, cur = depth + 1, doc.vdis[cur].parent
+    if depth + 1 > MAX_DEPTH:
+        raise SnapshotChainTooLong(
+            f"VDI {x.uuid}: a {kind} would make a chain of {depth + 1} images (limit {MAX_DEPTH})")
+    need = [leaf_size(repo, "", x.virtual_size, thick)]
     if not direct:
-        need += leaf_size(repo, x.uuid, x.virtual_size, thick)
+        need.append(leaf_size(repo, x.uuid, x.virtual_size, thick))
     repo.need_space(need, f"{kind} of VDI {x.uuid}")
     base, new = str(uuidlib.uuid4()), str(uuidlib.uuid4())
     data = {"op": command, "kind": kind, "vdi": x.uuid, "base": base, "new": new,

@@ -86,8 +86,7 @@ def delete(repo: LvhdRepo, uuid: str) -> None:
     doc = repo.read()
     rec = doc.vdis.get(uuid)
     if rec is None:
-        log.info("vdi_delete: no VDI %s (nothing to do)", uuid)
-        return
+        raise VDIMissing(f"no VDI {uuid} in SR {repo.sr_uuid}")
     if (repo.host_dir / f"attached-vdi-{uuid}").exists():
         raise VDIInUse(f"VDI {uuid} is attached")
     if rec.hidden:
