@@ -170,3 +170,26 @@ def test_kill_9_after_flush(sr: SRHarness) -> None:
     res = _attach(sr, v)
     qemu_io(res["params_nbd"], "read -P 0x77 3M 128k")
     sr.call("vdi_detach", vdi=v)
+
+
+def test_clone_of_attached_and_deactivated_server_stays_paused(sr: SRHarness) -> None:
+    v = sr.vdi_create(8 * MiB)
+    res = _attach(sr, v)
+    url = res["params_nbd"]
+    sr.call("vdi_activate", ["true"], vdi=v)
+    qemu_io(url, "write -P 0x61 0 64k", "flush")
+    clone = sr.call("vdi_clone", vdi=v)  # live: paused and resumed
+    clone_uuid = clone["uuid"] if isinstance(clone, dict) else str(clone)
+    info = server.find(v, os.path.dirname(url.split(":")[2]))
+    assert info is not None and server.status(info)["state"] == "running"
+    qemu_io(url, "write -P 0x62 64k 64k", "read -P 0x61 0 64k", "flush")
+    c = _attach(sr, clone_uuid)
+    qemu_io(c["params_nbd"], "read -P 0x61 0 64k", "read -P 0 64k 64k")
+    sr.call("vdi_deactivate", vdi=v)
+    sr.call("vdi_snapshot", vdi=v)  # a deactivated (paused) server stays paused
+    assert server.status(info)["state"] == "paused"
+    sr.call("vdi_activate", ["true"], vdi=v)
+    assert server.status(info)["state"] == "running"
+    qemu_io(url, "read -P 0x61 0 64k", "read -P 0x62 64k 64k")
+    for u in (clone_uuid, v):
+        sr.call("vdi_detach", vdi=u)
