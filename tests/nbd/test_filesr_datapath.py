@@ -193,3 +193,23 @@ def test_clone_of_attached_and_deactivated_server_stays_paused(sr: SRHarness) ->
     qemu_io(url, "read -P 0x61 0 64k", "read -P 0x62 64k 64k")
     for u in (clone_uuid, v):
         sr.call("vdi_detach", vdi=u)
+
+
+def test_recovery_resumes_a_server_left_paused(sr: SRHarness) -> None:
+    """A driver killed inside `_live` leaves its server paused; the next chain-changing
+    command (journal replay under the SR lock) resumes it, the client never errs."""
+    v = sr.vdi_create(8 * MiB)
+    res = _attach(sr, v)
+    sr.call("vdi_activate", ["true"], vdi=v)
+    info = server.find(v, os.path.dirname(res["params_nbd"].split(":")[2]))
+    assert info is not None
+    server.pause(info)  # as `_live` leaves it when the driver dies
+    reader = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "read -P 0 0 64k",
+                               res["params_nbd"]], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    assert reader.poll() is None  # held, not failed
+    sr.vdi_create(MiB)  # any chain-changing command
+    out, _ = reader.communicate(timeout=30)
+    assert reader.returncode == 0 and "read 65536/65536" in out, out
+    assert server.status(info)["state"] == "running"
+    sr.call("vdi_detach", vdi=v)
