@@ -2,7 +2,9 @@
 
 `vdi_attach`'s `params` (a path to the leaf image) is opened in this process through the VHD
 engine (`sm.vhd.open_chain`); a `.raw` image is a plain file. When the driver also serves the
-VDI over NBD (`params_nbd`, a local nbdkit), that server is paused meanwhile. Replace
+VDI over NBD (`params_nbd`, a local nbdkit), that server is paused meanwhile. When `params` is
+not a local file (LVM volumes without device-mapper, Ceph images), the data is read and written
+over `params_nbd` with `sm.nbd.client`. Replace
 `open_attached` to change the data path; nothing else touches data.
 """
 
@@ -68,9 +70,39 @@ def _server_paused(attach: Mapping[str, Any]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def open_attached(attach: Mapping[str, Any], writable: bool) -> Iterator[DataHandle]:
-    """The data of an attached VDI, from the `vdi_attach` result."""
+    """The data of an attached VDI, from the `vdi_attach` result: a local image file is
+    opened here (its NBD server paused meanwhile); an image that is not a local file (an LVM
+    volume without device-mapper, a Ceph image) is reached as a client of its NBD server."""
+    params = attach.get("params")
+    url = attach.get("params_nbd")
+    local = isinstance(params, str) and os.path.isfile(params)
+    if not local and isinstance(url, str) and url.startswith("nbd:unix:"):
+        with _nbd_client(url, writable) as handle:
+            yield handle
+        return
     with _server_paused(attach), _open_params(attach, writable) as handle:
         yield handle
+
+
+@contextlib.contextmanager
+def _nbd_client(url: str, writable: bool) -> Iterator[DataHandle]:
+    from sm.nbd.client import NbdClient, NbdError
+
+    try:
+        client = NbdClient.from_url(url)
+    except OSError as err:
+        raise VDIUnavailable(f"cannot reach the VDI's data path {url}: {err}") from err
+    try:
+        if writable and client.read_only:
+            raise VDIUnavailable(f"the data path {url} is read-only")
+        try:
+            yield client
+            if writable:
+                client.flush()
+        except NbdError as err:
+            raise VDIUnavailable(f"{url}: {err}") from err
+    finally:
+        client.close()
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ Config keys:
   export    the export name to accept (and list); the empty default name maps to it
   root      directory put first on sys.path so `sm` imports (default: this file's repo root)
   opener    `module:function(path, *, writable) -> Disk` (default `sm.vhd:open_chain`;
-            tests use a raw-file stand-in)
+            raw VDIs use `sm.nbd.rawdisk:open_raw`, LVM volumes an opener of their SR type)
+  opener_arg  a string handed to the opener as the keyword `arg` (e.g. where the SR's
+            storage configuration lives); absent -> the opener is called without it
 
 Thread model: PARALLEL. `sm.vhd.Disk` is thread-safe (writes and metadata updates hold the
 engine's lock, reads are lock-free preads that release the GIL), the pause gate is a condition
@@ -46,6 +48,7 @@ class _Config:
     export_name: str | None = None
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     opener = "sm.vhd:open_chain"
+    opener_arg: str | None = None
     export: Any = None  # sm.nbd.export.Export, imported once sys.path is set
     server: Any = None  # sm.nbd.control.ControlServer
 
@@ -74,6 +77,8 @@ def config(key: str, value: str) -> None:
         _C.root = os.path.abspath(value)
     elif key == "opener":
         _C.opener = value
+    elif key == "opener_arg":
+        _C.opener_arg = value
     else:
         raise ValueError(f"unknown parameter {key!r}")
 
@@ -88,8 +93,10 @@ def config_complete() -> None:
     module, _, func = _C.opener.partition(":")
     fn = getattr(importlib.import_module(module), func)
 
+    extra = {} if _C.opener_arg is None else {"arg": _C.opener_arg}
+
     def opener(path: str, writable: bool) -> Any:
-        return fn(path, writable=writable)
+        return fn(path, writable=writable, **extra)
 
     _C.export = Export(opener, _C.leaf, writable=_C.writable)
 

@@ -100,6 +100,8 @@ def _pid_alive(pid: int, control_path: str) -> bool:
             argv = f.read().split(b"\0")
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+    if not any(argv):
+        return True  # exiting: its memory is gone (empty cmdline) but it is not a zombie yet
     return f"control={control_path}".encode() in argv
 
 
@@ -168,14 +170,40 @@ def _spawn_detached(argv: list[str], log_path: str, env: dict[str, str]) -> int:
     return int(data)
 
 
+START_ATTEMPTS = 3
+
+
+class _DiedSilently(VDIUnavailable):
+    """nbdkit exited during start-up without logging anything."""
+
+
 def start(vdi_uuid: str, leaf_path: str, *, writable: bool, run_dir: str,
           export_name: str | None = None, opener: str | None = None,
-          timeout: float = READY_TIMEOUT) -> ServerInfo:
+          opener_arg: str | None = None, timeout: float = READY_TIMEOUT) -> ServerInfo:
     """Serve the chain whose leaf is `leaf_path` as export `export_name` (default the uuid).
 
     Idempotent: a live server with the same leaf and mode is returned as is; one with a
-    different leaf or mode raises VDIInUse. `opener` (`module:function`) replaces the engine,
-    for tests only. Returns once the server accepts NBD connections."""
+    different leaf or mode raises VDIInUse. `opener` (`module:function`) replaces the engine's
+    file opener (raw files, LVM volumes: then `leaf_path` is only a name the opener resolves,
+    with `opener_arg` handed to it). Returns once the server accepts NBD connections.
+
+    Rarely (under load, from a forked test process) nbdkit dies while loading its plugin,
+    before it logs anything; that start is retried, up to START_ATTEMPTS in all."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start(vdi_uuid, leaf_path, writable=writable, run_dir=run_dir,
+                          export_name=export_name, opener=opener, opener_arg=opener_arg,
+                          timeout=timeout)
+        except _DiedSilently:
+            if attempt == START_ATTEMPTS:
+                raise
+            log.warning("VDI %s: nbdkit died at start without a word; retrying", vdi_uuid)
+    raise AssertionError("unreachable")
+
+
+def _start(vdi_uuid: str, leaf_path: str, *, writable: bool, run_dir: str,
+           export_name: str | None, opener: str | None, opener_arg: str | None,
+           timeout: float) -> ServerInfo:
     nbdkit = shutil.which("nbdkit")
     if nbdkit is None:
         raise VDIUnavailable("nbdkit is not installed")
@@ -191,7 +219,7 @@ def start(vdi_uuid: str, leaf_path: str, *, writable: bool, run_dir: str,
             return existing
         raise VDIInUse(f"VDI {vdi_uuid} is already served from {existing.leaf_path} "
                        f"({'rw' if existing.writable else 'ro'}, pid {existing.pid})")
-    if not os.path.exists(leaf):
+    if opener is None and not os.path.exists(leaf):
         raise VDIUnavailable(f"{leaf} does not exist")
     _remove_files(paths, keep_log=False)
     argv = [nbdkit, "-f", "-U", paths["sock"], "-P", paths["pid"]]
@@ -201,6 +229,8 @@ def start(vdi_uuid: str, leaf_path: str, *, writable: bool, run_dir: str,
              f"control={paths['ctl']}", f"export={name}", f"root={REPO_ROOT}"]
     if opener:
         argv.append(f"opener={opener}")
+    if opener_arg is not None:
+        argv.append(f"opener_arg={opener_arg}")
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
     pid = _spawn_detached(argv, paths["log"], env)
     info = ServerInfo(vdi_uuid=vdi_uuid, socket=paths["sock"], export_name=name, pid=pid,
@@ -231,7 +261,8 @@ def _wait_ready(info: ServerInfo, pidfile: str, timeout: float) -> None:
     delay = 0.005
     while True:
         if not _running(info.pid):
-            raise VDIUnavailable(f"nbdkit exited at start: {_log_tail(info)}")
+            tail = _log_tail(info)
+            raise (VDIUnavailable if tail else _DiedSilently)(f"nbdkit exited at start: {tail}")
         if os.path.exists(pidfile):
             try:
                 control.call(info.control, "status", timeout=2.0)

@@ -71,7 +71,7 @@ def find(repo: FileRepo, uuid: str) -> ServerInfo | None:
 def start(repo: FileRepo, uuid: str, path: str, writable: bool) -> ServerInfo | None:
     """Start or find the server of `uuid` (None without nbdkit). A read-only attach shares a
     running writable server; a writable attach over a read-only server is VDIInUse (24)."""
-    from sm.errors import VDIInUse, VDIUnavailable
+    from sm.errors import VDIInUse
     from sm.nbd import server
 
     if not available():
@@ -83,17 +83,7 @@ def start(repo: FileRepo, uuid: str, path: str, writable: bool) -> ServerInfo | 
             return existing
         raise VDIInUse(f"VDI {uuid} is attached read-only on this host; detach it first")
     opener = RAW_OPENER if path.endswith(".raw") else None
-    for attempt in range(3):
-        try:
-            return server.start(uuid, path, writable=writable, run_dir=_dir(repo),
-                                opener=opener)
-        except VDIUnavailable as err:
-            # Rarely (under load, from a forked test process) nbdkit is killed by a signal
-            # while loading its plugin, before it logs anything: try again.
-            if attempt == 2 or "exited at start" not in str(err) or not os.path.exists(path):
-                raise
-            log.warning("VDI %s: nbdkit died at start (%s); retrying", uuid, err)
-    raise AssertionError("unreachable")
+    return server.start(uuid, path, writable=writable, run_dir=_dir(repo), opener=opener)
 
 
 def stop(repo: FileRepo, uuid: str) -> None:
