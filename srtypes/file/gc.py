@@ -1,0 +1,163 @@
+"""The collector's backend for the File SR (and the NFS SR, which is a File SR): the chain
+graph from the records and files, free space from statvfs, steps in `gcops`; background runs
+(`kick`) and aborts (`abort`) for the driver's handlers. `python -m srtypes.file.gc LOCATION
+SR_UUID RUN_DIR` is what a background run executes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sm.gc import Action, Collector, Graph, Node, StepContext
+
+if TYPE_CHECKING:
+    from .repo import FileRepo
+
+__all__ = ["FileBackend", "abort", "kick", "report", "run"]
+
+log = logging.getLogger(__name__)
+
+FINAL_BYTES = 64 * 1024 * 1024
+"""Default bound of a leaf's final copy (its data path is paused meanwhile):
+`SM_GC_FINAL_BYTES` overrides it."""
+
+
+def gc_dir(repo: FileRepo) -> Path:
+    return repo.layout.meta / "gc"
+
+
+class FileBackend:
+    def __init__(self, repo: FileRepo) -> None:
+        self.repo = repo
+        self.gc_dir = gc_dir(repo)
+        self.final_bytes = int(os.environ.get("SM_GC_FINAL_BYTES", FINAL_BYTES))
+        self.facts: dict[str, Any] = {}
+
+    def graph(self) -> Graph:
+        from sm.gc.vhdops import block_set
+
+        repo = self.repo
+        with repo.chain_lock("gc graph"):
+            records = repo.records.all()
+            attached = set(repo.attached_vdis())
+            nodes = []
+            for r in records:
+                path = repo.path(r)
+                try:
+                    size = os.stat(path).st_size
+                except FileNotFoundError:
+                    nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=False, attached=True))
+                    continue
+                blocks: frozenset[int] = frozenset()
+                bs = 2 * 1024 * 1024
+                vhd = r.vdi_type == "vhd"
+                if vhd:
+                    try:
+                        blocks, bs = block_set(path)
+                    except Exception as err:  # unreadable: never touched
+                        log.warning("gc: %s unreadable (%s); leaving it alone", path, err)
+                        vhd = False
+                nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=vhd,
+                                  attached=r.uuid in attached, blocks=blocks, block_size=bs,
+                                  physical=size))
+        return Graph.of(nodes)
+
+    def recover(self) -> None:
+        with self.repo.chain_lock("gc recover"):
+            pass
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.repo.layout.location).free
+
+    def execute(self, action: Action, ctx: StepContext) -> None:
+        from . import gcops
+
+        self.facts = gcops.execute(self.repo, action, ctx)
+
+
+def run(repo: FileRepo) -> dict[str, Any]:
+    """One collector run in this process (`sm gc run`, `sm_gc_run`)."""
+    repo.check()
+    backend = FileBackend(repo)
+    facts: list[dict[str, Any]] = []
+    collector = Collector(backend, on_action=lambda a: facts.append(
+        {**a.to_dict(), **backend.facts}))
+    summary = collector.run()
+    if facts:
+        summary["actions"] = facts
+    return summary
+
+
+def report(repo: FileRepo) -> dict[str, Any]:
+    from sm.gc import report as gc_report
+
+    repo.check()
+    return gc_report(FileBackend(repo))
+
+
+def kick(repo: FileRepo) -> None:
+    """Start a background run unless one runs or `SM_GC_AUTO=0`; never fails the caller."""
+    from sm.gc import spawn, state
+
+    try:
+        if not spawn.auto_enabled():
+            return
+        lay = repo.layout
+        if state.GCLock(gc_dir(repo)).busy():
+            return
+        spawn.start_background(
+            ["-m", "srtypes.file.gc", str(lay.location), lay.sr_uuid or "",
+             str(lay.host_dir.parent.parent)],
+            gc_dir(repo) / "gc.log")
+    except Exception as err:
+        log.warning("could not start the garbage collector: %s", err)
+
+
+@contextlib.contextmanager
+def abort(repo: FileRepo, *, vdi: str | None = None, reason: str = "",
+          timeout: float = 30.0) -> Iterator[None]:
+    """Stop a running collector (all of it; with `vdi`, only if its current step touches
+    that VDI) and keep new ones out for the `with` block."""
+    from sm.gc import state
+
+    gd = gc_dir(repo)
+    if not gd.is_dir():
+        yield
+        return
+    if vdi is not None:
+        current = (state.read_status(gd).get("current") or {}).get("action") or {}
+        if vdi not in (current.get("base"), current.get("child")):
+            yield
+            return
+    with state.request_abort(gd, timeout=timeout, reason=reason) as got:
+        if not got:
+            log.warning("the garbage collector did not stop within %s s", timeout)
+        yield
+
+
+def main(argv: list[str]) -> int:
+    from .layout import SRLayout
+
+    location, sr_uuid, run_dir = argv
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    from .repo import FileRepo
+
+    repo = FileRepo(SRLayout(Path(location), sr_uuid or None, Path(run_dir)))
+    try:
+        summary = run(repo)
+    except Exception:
+        log.exception("gc run failed")
+        return 1
+    log.info("gc run: %s", {k: v for k, v in summary.items() if k != "actions"})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
