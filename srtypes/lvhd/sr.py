@@ -150,30 +150,58 @@ class LVHDSR(SRDriver):
         return self._snapshot(request)
 
     def _snapshot(self, request: VDISnapshotRequest) -> VdiRef:
-        from . import snapshot
+        from . import datapath, snapshot
 
-        with self._locked(request.command) as repo:
+        with self._locked(request.command) as repo, datapath.live(repo, request.vdi_uuid):
             uuid = snapshot.run(repo, request.command, request.vdi_uuid)
         return VdiRef(uuid, uuid)
 
     def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:
-        from . import vdiops
+        from sm.errors import VDIInUse
 
+        from . import datapath, vdiops
+
+        uuid = request.vdi_uuid
         with self._locked("vdi_attach") as repo:
-            path = vdiops.attach(repo, request.vdi_uuid, request.writable)
-        return AttachResult(params=path, xenstore_data={"storage-type": "lvhd"})
+            marker = repo.host_dir / f"attached-vdi-{uuid}"
+            if request.writable and marker.exists() and marker.read_text() == "rw":
+                raise VDIInUse(f"VDI {uuid} is already attached writable on this host")
+            path = vdiops.attach(repo, uuid, request.writable)
+            try:
+                info = datapath.start(repo, uuid, path, request.writable)
+            except BaseException:
+                vdiops.detach(repo, uuid)
+                raise
+        return AttachResult(params=path, params_nbd=info.params_nbd if info else None,
+                            xenstore_data={"storage-type": "lvhd"})
 
     def vdi_detach(self, request: VDIRequest) -> None:
-        from . import vdiops
+        from . import datapath, vdiops
 
         with self._locked("vdi_detach") as repo:
+            datapath.stop(repo, request.vdi_uuid)  # flushed before the LV is deflated
             vdiops.detach(repo, request.vdi_uuid)
 
     def vdi_activate(self, request: VDIAttachRequest) -> None:
-        pass  # no device-mapper activation on these machines; attach did the work
+        from sm.errors import VDIUnavailable
+
+        from . import datapath
+
+        uuid = request.vdi_uuid
+        with self._locked("vdi_activate") as repo:
+            marker = repo.host_dir / f"attached-vdi-{uuid}"
+            if not marker.exists():
+                raise VDIUnavailable(f"VDI {uuid} is not attached on this host")
+            rec = repo.read().vdis.get(uuid)
+            if rec is None:
+                raise VDIUnavailable(f"VDI {uuid} is not in the SR's records")
+            datapath.activate(repo, uuid, repo.path(rec), marker.read_text() == "rw")
 
     def vdi_deactivate(self, request: VDIRequest) -> None:
-        pass
+        from . import datapath
+
+        with self._locked("vdi_deactivate") as repo:
+            datapath.deactivate(repo, request.vdi_uuid)
 
     # -- extension commands ------------------------------------------------------------------
 

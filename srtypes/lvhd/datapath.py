@@ -1,0 +1,194 @@
+"""The LVHD SR's data path: one nbdkit per attached VDI, reading and writing the LV through
+:mod:`.lvio` (device-mapper node when there is one, else the PV at the segments' offsets).
+
+    vdi_attach      start (or find) the server, read-only or writable (after inflate)
+    vdi_activate    resume it (restart it if a crash lost it)
+    vdi_deactivate  pause it: drained, flushed, chain closed; clients stay connected
+    vdi_detach      stop it (before deflate)
+    live(uuid)      pause around a chain change (snapshot, clone, revert), resume after
+
+The server's leaf is the LV's name ``/dev/<vg>/<lv>``; the plugin opens it with
+:func:`open_disk` (``opener=``), handed the SR's lvm configuration as ``opener_arg``, so the
+served chain resolves parents through :class:`~srtypes.lvhd.storage.LvStorage` exactly as the
+driver does. Servers share the File SR's directory (``nbd_dir(run_dir)``): VDI uuids are unique.
+Without nbdkit (or with ``SM_DATA_PATH=none``) attach hands out ``params`` only.
+
+:func:`open_disk` runs inside nbdkit's Python: it imports only the standard-library parts of
+the project (this module keeps its driver-side imports inside functions).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sm.nbd.server import ServerInfo
+
+    from .lvio import LvBacking
+    from .repo import LvhdRepo
+
+__all__ = ["OPENER", "activate", "deactivate", "live", "open_disk", "start", "stop"]
+
+log = logging.getLogger(__name__)
+
+OPENER = "srtypes.lvhd.datapath:open_disk"
+
+
+# -- inside nbdkit ------------------------------------------------------------------------------
+
+
+class RawLvDisk:
+    """A raw LV (``LV-<uuid>``) as the plugin's disk (size, read, write, flush, close)."""
+
+    def __init__(self, path: str, backing: LvBacking, writable: bool) -> None:
+        self._lv = backing
+        self._writable = writable
+        self.size = backing.size
+        self.paths = [path]
+        self.depth = 1
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self._lv.pread(length, offset)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if not self._writable:
+            raise OSError(30, "read-only VDI")
+        self._lv.pwrite(bytes(data), offset)
+
+    def flush(self) -> None:
+        self._lv.fsync()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self._lv.close()
+                self.closed = True
+
+    def __enter__(self) -> RawLvDisk:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def opener_arg(repo: LvhdRepo) -> str:
+    return json.dumps({"conf": str(repo.host_dir / "lvm"), "devices": list(repo.devices),
+                       "vg": repo.vg, "dev_root": repo.dev_root}, separators=(",", ":"))
+
+
+def open_disk(path: str, *, writable: bool, arg: str) -> Any:
+    """Open the served image ``/dev/<vg>/<lv>`` (the plugin's ``opener``)."""
+    from sm import vhd
+    from sm.executor import SubprocessExecutor
+
+    from .lvio import open_lv
+    from .lvm import Lvm
+    from .storage import LvStorage
+
+    cfg = json.loads(arg)
+    lvm = Lvm(SubprocessExecutor(default_timeout=60), Path(cfg["conf"]),
+              devices=list(cfg["devices"]))
+    lv = os.path.basename(path)
+    if lv.startswith("LV-"):
+        backing = open_lv(lvm, cfg["vg"], lv, writable=writable, dev_root=cfg["dev_root"])
+        return RawLvDisk(path, backing, writable)
+    storage = LvStorage(lvm, cfg["vg"], cfg["dev_root"])
+    return vhd.open_chain(path, writable=writable, storage=storage)
+
+
+# -- driver side --------------------------------------------------------------------------------
+
+
+def _dir(repo: LvhdRepo) -> str:
+    from srtypes.file.datapath import nbd_dir
+
+    return nbd_dir(repo.host_dir.parent.parent)
+
+
+def available() -> bool:
+    from srtypes.file.datapath import available as nbd_available
+
+    return nbd_available()
+
+
+def find(repo: LvhdRepo, uuid: str) -> ServerInfo | None:
+    from sm.nbd import server
+
+    return server.find(uuid, _dir(repo))
+
+
+def start(repo: LvhdRepo, uuid: str, path: str, writable: bool) -> ServerInfo | None:
+    """Start or find the server of `uuid` (None without nbdkit). A read-only attach shares a
+    running writable server; a writable attach over a read-only server is VDIInUse (24)."""
+    from sm.errors import VDIInUse
+    from sm.nbd import server
+
+    if not available():
+        return None
+    existing = find(repo, uuid)
+    if existing is not None:
+        if existing.writable or not writable:
+            return existing
+        raise VDIInUse(f"VDI {uuid} is attached read-only on this host; detach it first")
+    return server.start(uuid, path, writable=writable, run_dir=_dir(repo), opener=OPENER,
+                        opener_arg=opener_arg(repo))
+
+
+def stop(repo: LvhdRepo, uuid: str) -> None:
+    from sm.nbd import server
+
+    server.stop(uuid, run_dir=_dir(repo))
+
+
+def activate(repo: LvhdRepo, uuid: str, path: str, writable: bool) -> None:
+    from sm.nbd import server
+
+    if not available():
+        return
+    info = find(repo, uuid)
+    if info is None:  # killed, or the host restarted: serve again (clients reconnect)
+        log.warning("VDI %s: data path lost; restarting it", uuid)
+        start(repo, uuid, path, writable)
+        return
+    server.resume(info, run_dir=_dir(repo))
+
+
+def deactivate(repo: LvhdRepo, uuid: str) -> None:
+    from sm.nbd import server
+
+    info = find(repo, uuid)
+    if info is not None:
+        server.pause(info)
+
+
+@contextlib.contextmanager
+def live(repo: LvhdRepo, uuid: str) -> Iterator[None]:
+    """Pause a running server of `uuid` around a chain change (caller holds the SR lock) and
+    resume it after, even on error: the leaf keeps its LV name, so resume reopens the same
+    path, now the new leaf, with a fresh segment map. A server already paused (deactivated)
+    stays paused."""
+    from sm.nbd import server
+
+    info = find(repo, uuid) if available() else None
+    if info is None:
+        yield
+        return
+    was_running = server.status(info)["state"] == "running"
+    server.pause(info)
+    try:
+        yield
+    finally:
+        if was_running:
+            try:
+                server.resume(info, run_dir=_dir(repo))
+            except Exception as err:
+                log.error("VDI %s: resume of the data path failed (%s)", uuid, err)
