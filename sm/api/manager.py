@@ -31,13 +31,14 @@ from .models import SR, VDI, RevertResult, SnapshotTree
 from .present import present
 from .state import State
 from .transport import Transport, make
+from .vmapi import VmMethods
 
 __all__ = ["StorageManager"]
 
 DeleteScope = Literal["one", "with-children", "children-only"]
 
 
-class StorageManager:
+class StorageManager(VmMethods):
     """SRs from the registry, VDIs through SMAPIv1 drivers, state in SQLite.
 
     `config` overrides the registry file (else `SM_CONFIG`, else the defaults in
@@ -94,8 +95,10 @@ class StorageManager:
             yield
 
     def _repair(self) -> None:
+        from . import vms
+
         for entry in self.state.journal():
-            revert_ops.recover(self, entry)
+            (vms.recover if entry.op == vms.OP else revert_ops.recover)(self, entry)
 
     def repair(self) -> int:
         """Finish or undo operations of this layer interrupted by a crash; how many."""
