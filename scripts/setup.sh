@@ -10,6 +10,7 @@ DEBS=(
     nbdkit nbdkit-plugin-python libnbd-bin        # NBD data path
     lvm2 xfsprogs btrfs-progs util-linux          # LVM on loop devices, reflink file systems
     nfs-ganesha nfs-ganesha-vfs rpcbind nfs-common libnfs-utils libnfs-dev  # NFS server + userspace client
+    ceph-mon ceph-osd ceph-common python3-rbd python3-rados qemu-block-extra  # RBD SR: test cluster, librbd, qemu rbd:
     python3-venv python3-pip
 )
 if [ "${SM_SKIP_APT:-0}" != 1 ]; then
