@@ -37,6 +37,10 @@ def _register() -> None:
     cli.add_command(sr.sr)
     cli.add_command(vdi.vdi)
     cli.add_command(settings.settings)
+    from sm.cli import serve, vm
+
+    cli.add_command(vm.vm)
+    cli.add_command(serve.serve)
 
 
 def main() -> None:

@@ -1,0 +1,13 @@
+"""`sm serve`: the SMAPIv1 commands of every SR type and the `sm.api` layer over XML-RPC
+(docs/server.md).
+
+    sm.server.auth      the token (generated at first start, 0600)
+    sm.server.methods   method name -> StorageManager method / SMAPIv1 driver call
+    sm.server.http      HTTP(S) on a Unix socket or TCP, one thread per connection
+    sm.server.client    `connect()`: an `xmlrpc.client.ServerProxy` with the token (and Unix
+                        sockets)
+"""
+
+from __future__ import annotations
+
+__all__ = ["client", "http", "methods"]
