@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# background collector runs (docs/gc.md) only where a test asks for them (tests/gc)
+os.environ.setdefault("SM_GC_AUTO", "0")
 ROOT = Path(__file__).resolve().parent.parent
 
 

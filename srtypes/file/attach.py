@@ -40,6 +40,8 @@ def attach(repo: FileRepo, uuid: str, writable: bool) -> tuple[str, ServerInfo |
         if writable and (record.read_only or record.hidden or repo.children().get(uuid)):
             raise VDIUnavailable(f"VDI {uuid} is read-only (a snapshot base or read-only VDI); "
                                  "attach it read-only")
+        if record.sm_config.get("gc-busy") and (writable or record.hidden):
+            raise VDIInUse(f"VDI {uuid} is being coalesced; try again shortly")
         state = repo.attachment(uuid)
         if state is not None and writable and state.get("writable"):
             raise VDIInUse(f"VDI {uuid} is already attached writable on this host")
@@ -65,7 +67,9 @@ def attach_from_config(repo: FileRepo, uuid: str) -> tuple[str, ServerInfo | Non
 
 
 def detach(repo: FileRepo, uuid: str) -> None:
-    with repo.vdi_lock(uuid, "vdi_detach"):
+    from .gc import abort
+
+    with abort(repo, vdi=uuid, reason="vdi_detach"), repo.vdi_lock(uuid, "vdi_detach"):
         datapath.stop(repo, uuid)  # also a server a crashed attach left behind
         if repo.attachment(uuid) is None:
             log.info("vdi_detach: VDI %s is not attached on this host (nothing to do)", uuid)

@@ -80,7 +80,7 @@ class FileRepo:
 
     def recover(self) -> list[Entry]:
         """Roll orphaned operations forward (caller holds the SR lock)."""
-        from . import revert, snapshot, vdiops
+        from . import gcops, revert, snapshot, vdiops
 
         handlers: Mapping[str, Callable[[Entry], None]] = {
             "vdi_snapshot": lambda e: snapshot.recover(self, e),
@@ -88,6 +88,7 @@ class FileRepo:
             "vdi_revert": lambda e: revert.recover(self, e),
             "vdi_delete": lambda e: vdiops.recover_delete(self, e),
             "vdi_resize": lambda e: vdiops.recover_resize(self, e),
+            **dict.fromkeys(gcops.OPS, lambda e: gcops.recover(self, e)),
         }
         if not self.layout.journal_dir.is_dir() or not any(
             n.endswith(".json") for n in os.listdir(self.layout.journal_dir)

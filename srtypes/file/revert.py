@@ -102,6 +102,8 @@ def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     else:
         b2 = str(uuidlib.uuid4())
         parent = b2
+    if (p := repo.records.find(parent)) is not None and p.sm_config.get("gc-busy"):
+        raise VDIInUse(f"vdi_revert: {parent} is being coalesced; try again shortly")
     depth = chain_depth(repo, snap.uuid if b2 else parent) + 1
     if depth > MAX_DEPTH:
         raise SnapshotChainTooLong(f"vdi_revert: the reverted VDI would have a chain of "

@@ -87,6 +87,8 @@ class FileSR(SRDriver):
         "sm_vdi_get": Command(VDIRequest, "sm_vdi_get"),
         "vdi_attach_from_config": Command(VDIRequest, "vdi_attach_from_config",
                                           C.VDI_GENERATE_CONFIG),
+        "sm_gc_run": Command(SRRequest, "sm_gc_run"),
+        "sm_gc_status": Command(SRRequest, "sm_gc_status"),
     })
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "vdi_snapshot": ("journaled", "renamed", "hidden", "leaf", "snap", "records"),
@@ -129,6 +131,11 @@ class FileSR(SRDriver):
         with live(self.repo, vdi_uuid):
             yield
 
+    def _gc_kick(self) -> None:
+        from .gc import kick
+
+        kick(self.repo)
+
     # -- SR commands -------------------------------------------------------------------------
 
     def sr_create(self, request: SRCreateRequest) -> None:
@@ -145,6 +152,7 @@ class FileSR(SRDriver):
         from . import srops
 
         srops.attach(self.repo)
+        self._gc_kick()
 
     def sr_detach(self, request: SRRequest) -> None:
         from . import srops
@@ -185,6 +193,7 @@ class FileSR(SRDriver):
         repo = self._open()
         with repo.chain_lock("vdi_delete"):
             vdiops.delete(repo, request.vdi_uuid)
+        self._gc_kick()
 
     def vdi_update(self, request: VDIRequest) -> None:
         from sm.locking import sr_lock
@@ -226,6 +235,7 @@ class FileSR(SRDriver):
             snap, target = revert.resolve(repo, request)
             with self._live(target.uuid):
                 revert.run(repo, snap, target)
+        self._gc_kick()
 
     def vdi_resize(self, request: VDIResizeRequest) -> VdiRef:
         from . import vdiops
@@ -288,6 +298,23 @@ class FileSR(SRDriver):
     def sm_vdi_list(self, request: SRRequest) -> RecordList:
         """Every VDI record of the SR (hidden bases included)."""
         return RecordList(tuple(self._open().records.all()))
+
+    def sm_gc_run(self, request: SRRequest) -> str:
+        """Run the garbage collector now, in this process (docs/gc.md); its summary as a JSON
+        string."""
+        import json
+
+        from .gc import run
+
+        return json.dumps(run(self.repo), sort_keys=True)
+
+    def sm_gc_status(self, request: SRRequest) -> str:
+        """Chains, pending merges and the collector's state (docs/gc.md) as a JSON string."""
+        import json
+
+        from .gc import report
+
+        return json.dumps(report(self.repo), sort_keys=True)
 
     def sm_vdi_get(self, request: VDIRequest) -> RecordResult:
         """The record of one VDI (VDIMissing 144 if none)."""

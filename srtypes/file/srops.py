@@ -69,7 +69,9 @@ def delete(repo: FileRepo) -> None:
         log.info("sr_delete: %s does not exist (nothing to do)", lay.location)
         return
     repo.check()
-    with repo.chain_lock("sr_delete"):
+    from .gc import abort
+
+    with abort(repo, reason="sr_delete"), repo.chain_lock("sr_delete"):
         records = repo.records.all()
         visible = [r.uuid for r in records if not r.hidden]
         if visible:
@@ -116,7 +118,9 @@ def detach(repo: FileRepo) -> None:
     busy = repo.attached_vdis()
     if busy:
         raise SRInUse(f"{len(busy)} VDI(s) of this SR are attached on this host, e.g. {busy[0]}")
-    with contextlib.suppress(FileNotFoundError):
+    from .gc import abort
+
+    with abort(repo, reason="sr_detach"), contextlib.suppress(FileNotFoundError):
         repo.layout.attached_marker.unlink()
 
 
