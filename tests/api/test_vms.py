@@ -106,6 +106,7 @@ def _visible_snapshots(sm: StorageManager, sr: str) -> set[str]:
     return {v.uuid for v in sm.vdis(sr) if v.is_a_snapshot}
 
 
+NO_NBD = {"SM_DATA_PATH": "none"}  # the suite serves over NBD only in tests marked nbd
 A = [f"file disk v{i}".encode().ljust(32, b".") for i in range(4)]
 B = [f"lvhd disk v{i}".encode().ljust(32, b"!") for i in range(4)]
 
@@ -234,12 +235,12 @@ def test_crash_mid_snapshot_is_rolled_back(env: dict[str, str], tmp_path: Path,
         known = {v.uuid for v in sm.vdis(sr)}
     name, _, nth = point.partition(":")
     crashed = run_sm(env, "vm", "snapshot", "app", "--name", "doomed", "--for-export",
-                     extra=crash_env(name, int(nth) if nth else None))
+                     extra={**NO_NBD, **crash_env(name, int(nth) if nth else None)})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
     with StorageManager(environ=env) as sm:
         assert [e.op for e in sm.state.journal()] == ["vm-snapshot"]
 
-    listed = run_sm(env, "vm", "snapshots", "app", "--json")  # repairs first
+    listed = run_sm(env, "vm", "snapshots", "app", "--json", extra=NO_NBD)  # repairs first
     assert listed.returncode == 0, listed.stderr.decode()
     assert [n["snapshot"]["name"] for n in json.loads(listed.stdout)["roots"]] == ["base"]
     with StorageManager(environ=env) as sm:
@@ -282,7 +283,7 @@ def test_delete_scopes_and_metadata_only(manager: StorageManager, tmp_path: Path
 
 def test_cli(env: dict[str, str], tmp_path: Path) -> None:
     def sm(*args: str) -> Any:
-        proc = run_sm(env, *args)
+        proc = run_sm(env, *args, extra=NO_NBD)
         assert proc.returncode == 0, proc.stderr.decode()
         return proc.stdout.decode()
 
@@ -306,7 +307,7 @@ def test_cli(env: dict[str, str], tmp_path: Path) -> None:
     assert [(v["name"], v["snapshots"]) for v in listed] == [("vm1", 2)]
     assert len(sm("vm", "snapshot-delete", "vm1", "clean", "--children").split()) == 4
     assert "(no snapshots)" in sm("vm", "snapshots", "vm1")
-    bad = run_sm(env, "vm", "snapshots", "nope")
+    bad = run_sm(env, "vm", "snapshots", "nope", extra=NO_NBD)
     assert bad.returncode == 1 and b"InvalidArg (1)" in bad.stderr
     left = json.loads(sm("vm", "remove-disk", "vm1", "d1", "--json"))
     assert [d["name_label"] for d in left["disks"]] == ["cd"]
