@@ -12,6 +12,8 @@ import pytest
 
 from sm import registry
 from sm.api import StorageManager
+from tests.lvhd.conftest import lvm_sandbox  # noqa: F401  (fixture: loop devices for lvhd SRs)
+from tests.nfs.conftest import ganesha  # noqa: F401  (fixture: the nfs-ganesha test server)
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "tests" / "plugins"
@@ -34,6 +36,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     out.update({
         "SM_HOME": str(tmp_path / "home"),
         "SM_RUN_DIR": str(tmp_path / "run"),
+        "SM_GC_AUTO": "0",  # no background collector runs (tests/gc tests those)
         "SM_DRIVER_PATH": str(PLUGINS / "bin"),
         "PYTHONPATH": os.pathsep.join([str(PLUGINS), str(ROOT)]),
         "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",

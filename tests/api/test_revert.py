@@ -7,13 +7,16 @@ built-in File SR forced through it (`revert=clone`), over both transports.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sm.api import StorageManager
 from sm.api.transport import Exec, InProcess
 from sm.errors import VDIMissing
+from srtypes.nfs.mounter import BIND_EXPORTS_ENV as BIND
 
 from .conftest import new_sr
 
@@ -64,59 +67,63 @@ def test_revert_keeps_identity_content_and_links(env: dict[str, str], tmp_path: 
                                                  srtype: str, force: bool, transport: str,
                                                  path: str) -> None:
     with _manager(env, force, transport) as sm:
-        sr = new_sr(sm, srtype, tmp_path)
-        disk = Disk(sm, sr)
-        before = _identity(sm, disk.vdi.uuid, sr)
-        disk.write(0, b"A" * 4096)
-        disk.write(3 * MiB + 17, b"first")
-        s1 = sm.vdi_snapshot(disk.vdi.uuid, "s1", sr=sr)
-        at_s1 = bytes(disk.content)
-        disk.write(4096, b"B" * 8192)
-        s2 = sm.vdi_snapshot(disk.vdi.uuid, "s2", sr=sr)
-        at_s2 = bytes(disk.content)
-        disk.write(0, b"C" * 100)
-        disk.write(2 * MiB, b"late")
+        _revert_scenario(sm, new_sr(sm, srtype, tmp_path), path)
 
-        result = sm.vdi_revert(disk.vdi.uuid, "s1", sr=sr)
-        assert result.path == path
-        assert result.snapshot == s1.uuid
-        disk.content[:] = at_s1
-        disk.check()
-        assert _identity(sm, disk.vdi.uuid, sr) == before
-        assert _identity(sm, disk.vdi.location, sr) == before  # found by location too
-        assert (result.vdi.uuid, result.vdi.location, result.vdi.name_label,
-                result.vdi.name_description) == before
-        for snap in (s1, s2):
-            assert sm.vdi(snap.uuid, sr).snapshot_of == before[0]
-        assert sm.vdi_tree(disk.vdi.uuid, sr=sr).current == s1.uuid
-        # The snapshots still read what they read.
-        assert sm.vdi_read(s2.uuid, sr=sr) == at_s2
-        assert sm.vdi_read(s1.uuid, sr=sr) == at_s1
 
-        # Write after the revert, revert again (a second hand-over when falling back).
-        disk.write(MiB, b"after revert")
-        assert sm.vdi_revert(before[0], s2.uuid, sr=sr).path == path
-        disk.content[:] = at_s2
-        disk.check()
-        assert _identity(sm, before[0], sr) == before
+def _revert_scenario(sm: StorageManager, sr: str, path: str) -> None:
+    """Two snapshots, revert to the older then the newer, with every promise checked."""
+    disk = Disk(sm, sr)
+    before = _identity(sm, disk.vdi.uuid, sr)
+    disk.write(0, b"A" * 4096)
+    disk.write(3 * MiB + 17, b"first")
+    s1 = sm.vdi_snapshot(disk.vdi.uuid, "s1", sr=sr)
+    at_s1 = bytes(disk.content)
+    disk.write(4096, b"B" * 8192)
+    s2 = sm.vdi_snapshot(disk.vdi.uuid, "s2", sr=sr)
+    at_s2 = bytes(disk.content)
+    disk.write(0, b"C" * 100)
+    disk.write(2 * MiB, b"late")
 
-        # A snapshot taken now points at the same public uuid as the old ones.
-        s3 = sm.vdi_snapshot(before[0], "s3", sr=sr)
-        assert sm.vdi(s3.uuid, sr).snapshot_of == before[0]
-        tree = sm.vdi_tree(before[0], sr=sr)
-        assert [(n.name, n.current) for n in tree.walk()] == [
-            ("s1", False), ("s2", False), ("s3", True)]
+    result = sm.vdi_revert(disk.vdi.uuid, "s1", sr=sr)
+    assert result.path == path
+    assert result.snapshot == s1.uuid
+    disk.content[:] = at_s1
+    disk.check()
+    assert _identity(sm, disk.vdi.uuid, sr) == before
+    assert _identity(sm, disk.vdi.location, sr) == before  # found by location too
+    assert (result.vdi.uuid, result.vdi.location, result.vdi.name_label,
+            result.vdi.name_description) == before
+    for snap in (s1, s2):
+        assert sm.vdi(snap.uuid, sr).snapshot_of == before[0]
+    assert sm.vdi_tree(disk.vdi.uuid, sr=sr).current == s1.uuid
+    # The snapshots still read what they read.
+    assert sm.vdi_read(s2.uuid, sr=sr) == at_s2
+    assert sm.vdi_read(s1.uuid, sr=sr) == at_s1
 
-        # Exactly one visible non-snapshot VDI: the disk (old backings are gone).
-        visible = [v for v in sm.vdis(sr) if not v.is_a_snapshot]
-        assert [v.uuid for v in visible] == [before[0]]
-        assert sm.state.journal() == []
+    # Write after the revert, revert again (a second hand-over when falling back).
+    disk.write(MiB, b"after revert")
+    assert sm.vdi_revert(before[0], s2.uuid, sr=sr).path == path
+    disk.content[:] = at_s2
+    disk.check()
+    assert _identity(sm, before[0], sr) == before
 
-        # Deleting the VDI deletes the live backing; the public uuid is gone.
-        sm.vdi_delete(before[0], sr=sr, scope="with-children")
-        with pytest.raises(VDIMissing):
-            sm.vdi(before[0], sr)
-        assert sm.vdis(sr) == []
+    # A snapshot taken now points at the same public uuid as the old ones.
+    s3 = sm.vdi_snapshot(before[0], "s3", sr=sr)
+    assert sm.vdi(s3.uuid, sr).snapshot_of == before[0]
+    tree = sm.vdi_tree(before[0], sr=sr)
+    assert [(n.name, n.current) for n in tree.walk()] == [
+        ("s1", False), ("s2", False), ("s3", True)]
+
+    # Exactly one visible non-snapshot VDI: the disk (old backings are gone).
+    visible = [v for v in sm.vdis(sr) if not v.is_a_snapshot]
+    assert [v.uuid for v in visible] == [before[0]]
+    assert sm.state.journal() == []
+
+    # Deleting the VDI deletes the live backing; the public uuid is gone.
+    sm.vdi_delete(before[0], sr=sr, scope="with-children")
+    with pytest.raises(VDIMissing):
+        sm.vdi(before[0], sr)
+    assert sm.vdis(sr) == []
 
 
 @pytest.mark.parametrize("srtype", ["file", "norevert"])
@@ -150,3 +157,38 @@ def test_fallback_result_names_backing(env: dict[str, str], tmp_path: Path) -> N
         records = {r["uuid"] for r in sm._client(sm._config(sr)).records()}
         assert disk.vdi.uuid not in records
         assert result.vdi.backing in records
+
+
+# -- the other built-in SR types forced through the fallback (revert=clone) -------------------
+
+
+@pytest.mark.root
+def test_nfs_sr_forced_through_the_fallback(env: dict[str, str], tmp_path: Path,
+                                            ganesha: Any, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    from tests.nfs.sr_support import bind_env, nfs_device_config
+
+    mounts = bind_env(ganesha, monkeypatch, tmp_path)
+    next(mounts)
+    env = {**env, "SM_RUN_DIR": str(tmp_path / "r"), BIND: os.environ[BIND]}
+    try:
+        with _manager(env, True, "inproc") as sm:
+            sm.sr_create("nfs", "nfs", nfs_device_config(ganesha))
+            _revert_scenario(sm, "nfs", "clone-fallback")
+            sm.sr_delete("nfs")
+    finally:
+        next(mounts, None)
+
+
+@pytest.mark.root
+@pytest.mark.nbd  # an LVM volume is reached through its NBD server (no device-mapper here)
+def test_lvhd_sr_forced_through_the_fallback(env: dict[str, str], tmp_path: Path,
+                                             lvm_sandbox: Any) -> None:
+    dev, _ = lvm_sandbox.loop_device(128 * MiB)
+    try:
+        with _manager({**env, "SM_RUN_DIR": str(tmp_path / "r")}, True, "inproc") as sm:
+            sm.sr_create("lv", "lvhd", {"device": dev})
+            _revert_scenario(sm, "lv", "clone-fallback")
+            sm.sr_delete("lv")
+    finally:
+        lvm_sandbox.detach(dev)
