@@ -2,7 +2,7 @@
 
 ``server`` talks to the NFS server without a kernel mount (reachability, exports, versions,
 SR directories); ``mounter`` puts the export on a local mount point; ``sr`` is the driver.
-See docs/nfs.md.
+See docs/nfs-sr.md.
 """
 
 from __future__ import annotations

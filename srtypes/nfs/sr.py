@@ -1,4 +1,4 @@
-"""`NFSSR`: a File SR on the directory ``<serverpath>/<sr_uuid>`` of an NFS export (docs/nfs.md).
+"""`NFSSR`: a File SR on the directory ``<serverpath>/<sr_uuid>`` of an NFS export (docs/nfs-sr.md).
 
 The SR directory is created and removed through the server (:mod:`srtypes.nfs.server`), mounted
 at ``<run_dir>/sr-mount/<sr_uuid>`` by a :class:`~srtypes.nfs.mounter.Mounter`, and in between

@@ -1,5 +1,5 @@
 """The NFS SR (srtypes.nfs.sr) against the real nfs-ganesha test server, data path through the
-test-only BindMounter (tests/nfs/conftest.py, docs/nfs.md)."""
+test-only BindMounter (tests/nfs/conftest.py, docs/nfs-sr.md)."""
 
 from __future__ import annotations
 
