@@ -104,11 +104,10 @@ class RbdRepo:
     def create_image(self, name: str, size: int) -> None:
         with ceph_errors(SRUnavailable, f"creating image {name}"):
             self.conn.rbd.RBD().create(self.conn.ioctx, name, size, old_format=False)
-        self.set_vdi(name, name)
 
     def set_vdi(self, image: str, vdi: str) -> None:
-        """Image metadata `sm-vdi`: the VDI an image belongs to (its name, unless a revert
-        replaced the VDI's image)."""
+        """Image metadata `sm-vdi`: the VDI an image belongs to, written only where that is
+        not the image's name (a revert replaced the VDI's image)."""
         with ceph_errors(SRUnavailable, f"metadata of {image}"):
             with self.image(image) as im:
                 im.metadata_set(VDI_META, vdi)
@@ -135,6 +134,15 @@ class RbdRepo:
             with self.image(image) as im:
                 if not im.snap_exists(snap):
                     im.create_snap(snap)
+
+    def snap_protected(self, image: str, snap: str) -> None:
+        """Create (if missing) and protect `image@snap`, with one open of the image."""
+        with ceph_errors(SRUnavailable, f"snapshot {image}@{snap}"):
+            with self.image(image) as im:
+                if not im.snap_exists(snap):
+                    im.create_snap(snap)
+                if not im.is_protected_snap(snap):
+                    im.protect_snap(snap)
 
     def protect(self, image: str, snap: str) -> bool:
         """Protect `image@snap` (clones need it); returns whether it was protected before."""
@@ -180,7 +188,8 @@ class RbdRepo:
                 rbd.RBD().clone(self.conn.ioctx, image, snap, self.conn.ioctx, name)
             except rbd.ImageExists:
                 pass
-        self.set_vdi(name, vdi or name)
+        if vdi is not None and vdi != name:
+            self.set_vdi(name, vdi)
 
     def size(self, image: str, snap: str | None = None) -> int:
         with ceph_errors(VDIMissing, f"size of {image}"):

@@ -251,7 +251,7 @@ class RBDSR(SRDriver):
                 target = snap.vdis.get(request.target) or snap.find_location(request.target)
             if target is None and s.snapshot_of:
                 target = snap.vdis.get(s.snapshot_of)
-            if target is None:
+            if target is None or target.hidden:  # a hidden image VDI was deleted
                 raise VDIMissing(f"the VDI snapshot {s.uuid} was taken of is gone")
             with self.host.live(target.uuid):
                 vdiops.revert(repo, snap, s, target)

@@ -11,8 +11,8 @@ from sm.errors import SMError, SRExists, SRNotEmpty, SRUnavailable, VDIExists, V
 from sm.records import SrRecord, VdiRecord
 
 from .conn import Connection, ceph_errors
-from .repo import VDI_META, RbdRepo, image_of, snap_of
-from .store import SR_OBJECT, Snapshot, Store
+from .repo import RbdRepo, image_of, snap_of
+from .store import Snapshot, Store
 
 __all__ = ["create", "delete", "introduce", "probe", "scan", "update"]
 
@@ -63,7 +63,6 @@ def delete(repo: RbdRepo) -> None:
             raise SRNotEmpty(f"the SR holds {len(foreign)} images without records "
                              "(sr_scan would adopt them)")
         vdiops.collect(repo)
-    assert repo.store.read().vdis == {} or True
     repo.store.destroy()
     sr = snap.sr
     if conn.config.namespace and sr is not None and \
@@ -131,8 +130,6 @@ def scan(repo: RbdRepo) -> None:
         known = {image_of(r) for r in snap.vdis.values()}
         put = [_adopt(repo, i) for i in sorted(images - known)
                if _UUID.match(i) and _parentless(repo, i)]
-        for i in put:
-            repo.set_vdi(i.uuid, i.uuid)
         gone = _vanished(repo, snap, images)
         if put or gone:
             repo.store.commit(put=put, remove=gone)
@@ -177,9 +174,5 @@ def introduce(repo: RbdRepo, uuid: str, location: str) -> VdiRecord:
         if not repo.image_exists(uuid):
             raise VDIMissing(f"no RBD image {uuid}")
         rec = _adopt(repo, uuid)
-        repo.set_vdi(uuid, uuid)
         repo.store.commit(put=[rec])
         return rec
-
-
-__all__ += ["SR_OBJECT", "VDI_META"]

@@ -151,11 +151,8 @@ def snapshot(repo: RbdRepo, snap: Snapshot, rec: VdiRecord, *, clone_of: bool) -
             repo.create_snap(image, new)
             crash_point(f"{cmd}:snap")
         elif clone_of:
-            for img, s in plan["snaps_made"]:
-                repo.create_snap(img, s)
+            repo.snap_protected(src_image, src_snap)
             crash_point(f"{cmd}:snap")
-            repo.protect(src_image, src_snap)
-            crash_point(f"{cmd}:protected")
             repo.clone(src_image, src_snap, new)
             crash_point(f"{cmd}:clone")
         elif source is not None:

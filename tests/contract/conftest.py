@@ -18,6 +18,8 @@ import pytest
 
 from tests.contract.harness import DataHandle, ImageFacts, SRHarness, SRTypeConfig
 from tests.nfs.conftest import ganesha  # noqa: F401  (the NFS entry's server)
+from tests.rbd.conftest import ceph_cluster, rbd_namespace  # noqa: F401  (the RBD entry's)
+from tests.rbd.support import contract_config as _rbd_config
 from tests.smapi import ROOT
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
@@ -192,7 +194,7 @@ NFS = SRTypeConfig(
     fixture="nfs_server",
 )
 
-SR_TYPES: list[SRTypeConfig] = [FILE, NFS]
+SR_TYPES: list[SRTypeConfig] = [FILE, NFS, _rbd_config()]
 """Every SR type the contract suite runs against (LVM and NFS add theirs here)."""
 
 

@@ -71,6 +71,21 @@ class SRTypeConfig:
     volatile: Callable[[str], bool] = lambda rel: False
     # a fixture the type needs (a server, its environment), requested before the SR is made
     fixture: str | None = None
+    # device_config -> the storage's whole state (name -> hash), for "nothing changed" checks
+    # when the SR is not a directory tree (RBD: the RADOS objects of its namespace); None:
+    # tree_state(storage_root); an empty state means "no storage exists"
+    state: Callable[[Mapping[str, str]], dict[str, str]] | None = None
+    # (device_config, attach result) -> the VDI's bytes read by an independent tool (RBD:
+    # `rbd export`); the VHD types use chain_paths with libvhdi instead
+    independent_read: Callable[[Mapping[str, str], Mapping[str, Any]], bytes] | None = None
+    # VDIs with sm_config type=raw can be snapshotted/cloned (RBD: every VDI is raw)
+    snapshots_raw: bool = False
+    # a snapshot becomes the base (parent) of the snapshotted VDI, as in VHD chains; False: the
+    # snapshot depends on the VDI (RBD snapshots live on the VDI's image)
+    snapshot_is_base: bool = True
+    # the operation that deepens a chain until SnapshotChainTooLong (109): "snapshot" (VHD:
+    # nested type=single snapshots) or "clone" (RBD: clone layers; snapshots are flat)
+    depth_grows_by: str = "snapshot"
 
     def driver_class(self) -> Any:
         module, _, cls = self.driver.partition(":")
@@ -186,7 +201,15 @@ class SRHarness:
         return set(info["capabilities"])
 
     def tree(self) -> dict[str, str]:
+        if self.config.state is not None:
+            return self.config.state(self.device_config)
         return tree_state(self.config.storage_root(self.device_config), self.config.volatile)
+
+    def storage_exists(self, device_config: Mapping[str, str] | None = None) -> bool:
+        dconf = self.device_config if device_config is None else device_config
+        if self.config.state is not None:
+            return bool(self.config.state(dconf))
+        return self.config.storage_root(dconf).exists()
 
     def require(
         self, capability: str, command: str, args: Any = (), *, vdi: str | None = None, **extra: Any

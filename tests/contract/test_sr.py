@@ -50,12 +50,11 @@ def test_driver_info_shape(srtype: SRTypeConfig, tmp_path: Path, transport: str)
 
 
 def test_driver_info_touches_no_storage(blank_sr: SRHarness) -> None:
-    root = blank_sr.config.storage_root(blank_sr.device_config)
     info = blank_sr.transport.call(
         request("sr_get_driver_info", device_config=blank_sr.device_config)
     )
     assert info["capabilities"]
-    assert not root.exists()
+    assert not blank_sr.storage_exists()
 
 
 def test_sr_lifecycle(blank_sr: SRHarness) -> None:
@@ -109,13 +108,13 @@ def test_missing_location_refused(blank_sr: SRHarness, command: str) -> None:
     """Without the type's mandatory device_config key the SR answers its Config*Missing error
     (File: ConfigLocationMissing 94) and creates nothing."""
     sr = blank_sr
-    root = sr.config.storage_root(sr.device_config)
+    full = dict(sr.device_config)
     mandatory = next(iter(sr.device_config))
     sr.device_config = {k: v for k, v in sr.device_config.items() if k != mandatory}
     args = [str(MiB)] if command == "vdi_create" else []
     err = sr.fault(command, args)
     assert err.code in (90, 94, 101, 102, 115), err
-    assert not root.exists()
+    assert not sr.storage_exists(full)
 
 
 def _plausible_args(command: str) -> tuple[list[str], dict[str, Any]]:

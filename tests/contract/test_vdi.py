@@ -78,6 +78,12 @@ def test_raw_vdi(sr: SRHarness) -> None:
     vdi = sr.vdi_create(3 * MiB, "raw", sm_config={"type": "raw"})
     sr.write(vdi, [(12345, b"raw data")])
     sr.assert_content(vdi)
+    if sr.config.snapshots_raw:  # every VDI of the type is raw: they snapshot like any other
+        snap, clone = sr.snapshot(vdi), sr.clone(vdi)
+        sr.write(vdi, [(0, b"after")])
+        sr.assert_all_content()
+        assert {snap, clone} <= set(sr.visible())
+        return
     before = sr.tree()
     for command in ("vdi_snapshot", "vdi_clone"):
         err = sr.fault(command, vdi=vdi)
