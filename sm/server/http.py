@@ -61,10 +61,13 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "sm-xmlrpc"
     sys_version = ""
+    wbufsize = 64 * 1024  # headers and body leave in one write (flushed per response)
     ctx: Server
 
     def setup(self) -> None:
         self.request.settimeout(IDLE_TIMEOUT)
+        if self.request.family in (socket.AF_INET, socket.AF_INET6):
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._mgr: StorageManager | None = None
         super().setup()
 
