@@ -399,6 +399,21 @@ class StorageManager(VmMethods):
         with self._locked("vdi import"), self._data(ref, sr, True) as disk:
             return import_from(disk, source, fmt, progress)
 
+    # -- garbage collection (docs/gc.md) -----------------------------------------------------
+
+    def gc_run(self, sr: str | None = None) -> dict[str, Any]:
+        """Run the SR's collector now, to its end (`sm_gc_run`); its summary."""
+        return self._gc("sm_gc_run", sr)
+
+    def gc_status(self, sr: str | None = None) -> dict[str, Any]:
+        """Chains, pending merges, reclaimable bytes, the collector's state (`sm_gc_status`)."""
+        return self._gc("sm_gc_status", sr)
+
+    def _gc(self, command: str, sr: str | None) -> dict[str, Any]:
+        import json
+
+        return dict(json.loads(self._client(self._config(sr)).call(command)))
+
     def vdi_write(self, ref: str, offset: int, data: bytes, *, sr: str | None = None) -> None:
         with self._locked("vdi write"), self._data(ref, sr, True) as disk:
             if offset < 0 or offset + len(data) > disk.size:

@@ -37,6 +37,9 @@ def _register() -> None:
     cli.add_command(sr.sr)
     cli.add_command(vdi.vdi)
     cli.add_command(settings.settings)
+    from sm.cli import gc
+
+    cli.add_command(gc.gc)
     from sm.cli import serve, vm
 
     cli.add_command(vm.vm)
