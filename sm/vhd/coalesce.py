@@ -11,6 +11,7 @@ read.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from . import bitmap as bm
@@ -53,6 +54,38 @@ def coalesce(child: str, *, progress: Progress | None = None,
         src.close()
 
 
+class _ReadAhead:
+    """Ask the kernel to read the child's next blocks (bitmap and data) while this one is
+    copied: a cold child is otherwise read one synchronous 2 MiB request at a time."""
+
+    WINDOW = 16 * 1024 * 1024
+
+    def __init__(self, src: Image, blocks: list[int]) -> None:
+        self.src, self.blocks, self.next = src, blocks, 0
+        self.depth = max(1, self.WINDOW // src.block_size)
+        raw = src.backing.raw_range(0, 0) if hasattr(src.backing, "raw_range") else None
+        self.fd = raw[0] if raw is not None and hasattr(os, "posix_fadvise") else None
+
+    def upto(self, i: int) -> None:
+        if self.fd is None:
+            return
+        end = min(len(self.blocks), i + self.depth)
+        while self.next < end:
+            off = self.src.data_offset(self.blocks[self.next])
+            self.next += 1
+            if off is None:
+                continue
+            raw = self.src.backing.raw_range(off - self.src.bm_size, 0)
+            if raw is None:
+                continue
+            try:
+                os.posix_fadvise(raw[0], raw[1], self.src.bm_size + self.src.block_size,
+                                 os.POSIX_FADV_WILLNEED)
+            except OSError:
+                self.fd = None
+                return
+
+
 class _Merge:
     def __init__(self, src: Image, dst: Image, progress: Progress | None) -> None:
         self.src, self.dst, self.progress = src, dst, progress
@@ -76,7 +109,9 @@ class _Merge:
         if dst.header is not None:
             self.plan(blocks)
         total, done = len(blocks) * self.bs, 0
-        for blk in blocks:
+        ahead = _ReadAhead(src, blocks)
+        for i, blk in enumerate(blocks):
+            ahead.upto(i)
             bits = self.src_bits(blk)
             if bits:
                 self.copy_block(blk, bits)
