@@ -12,6 +12,8 @@ import pytest
 
 from sm import registry
 from sm.api import StorageManager
+from tests.lvhd.conftest import lvm_sandbox  # noqa: F401  (fixture: loop devices for lvhd SRs)
+from tests.nfs.conftest import ganesha  # noqa: F401  (fixture: the nfs-ganesha test server)
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "tests" / "plugins"
