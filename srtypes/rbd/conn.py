@@ -83,10 +83,8 @@ class Connection:
         cfg = self.config
         with ceph_errors(SRUnavailable, "connecting to the Ceph cluster"):
             kwargs: dict[str, Any] = {"rados_id": cfg.user, "conf": cfg.rados_options()}
-            if cfg.conf:
-                kwargs["conffile"] = cfg.conf
-            else:
-                kwargs["conffile"] = ""
+            # None: no file at all ("" would search /etc/ceph and fail without one)
+            kwargs["conffile"] = cfg.conf
             try:
                 self.cluster = self.rados.Rados(**kwargs)
             except self.rados.Error as err:

@@ -25,7 +25,7 @@ class RbdDisk:
         rados, rbd = load()
         with open(descriptor) as f:
             d: dict[str, Any] = json.load(f)
-        self._cluster = rados.Rados(conffile=d.get("conf") or "", rados_id=d["user"],
+        self._cluster = rados.Rados(conffile=d.get("conf") or None, rados_id=d["user"],
                                     conf=dict(d["options"]))
         opts = d["options"]
         self._cluster.connect(timeout=int(opts.get("client_mount_timeout", "10")))

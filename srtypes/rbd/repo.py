@@ -208,13 +208,13 @@ class RbdRepo:
         from . import vdiops
 
         if op in ("create", "snapshot", "clone"):
-            # records never committed: undo what was created, newest first
-            for image, snapname in reversed(intent.get("snaps_made", [])):
-                self.remove_snap(image, snapname)
+            # records never committed: undo what was created, clones before their parents
             for name in reversed(intent.get("images_made", [])):
                 for s in self.snaps(name):
                     self.remove_snap(name, s)
                 self.remove_image(name)
+            for image, snapname in reversed(intent.get("snaps_made", [])):
+                self.remove_snap(image, snapname)
             for image, snapname in intent.get("protected", []):
                 self.unprotect_if_unused(image, snapname)
             self.store.commit(done=[ident])

@@ -144,7 +144,7 @@ def snapshot(repo: RbdRepo, snap: Snapshot, rec: VdiRecord, *, clone_of: bool) -
         records.append(VdiRecord(uuid=new, location=new, read_only=True, is_a_snapshot=True,
                                  snapshot_of=rec.uuid, snapshot_time=now, parent=base,
                                  sm_config={IMAGE_KEY: base, SNAP_KEY: new}, **common))
-    ident = repo.begin(cmd, vdi=rec.uuid, new=new, **plan)
+    ident = repo.begin("clone" if clone_of else "snapshot", vdi=rec.uuid, new=new, **plan)
     crash_point(f"{cmd}:journaled")
     with ceph_errors(err, f"{cmd} of {rec.uuid}"):
         if not clone_of and source is None:

@@ -143,7 +143,7 @@ class ImageHandle:
 
     def __init__(self, params: str, writable: bool) -> None:
         pool, ns, image, snap, options = parse_params(params)
-        self._r = Rados({"conf": options["conf"], "pool": pool, "namespace": ns})
+        self._r = Rados({"conf": options.get("conf", ""), "pool": pool, "namespace": ns})
         self._im = self._r.rbd.Image(self._r.ioctx, image, snapshot=snap, read_only=not writable)
         self.size = int(self._im.size())
 

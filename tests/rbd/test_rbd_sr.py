@@ -1,0 +1,244 @@
+"""The RBD SR against a real single-node Ceph cluster: configuration errors, probe, the lease
+lock, crash recovery, two hosts at once, and a dead cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.contract.harness import SRHarness
+from tests.rbd.cluster import Cluster
+from tests.rbd.support import Rados, contract_config, export, images
+
+MiB = 1 << 20
+SR = "5a1e0000-0000-4000-8000-00000000c0de"
+
+
+def harness(tmp: Path, *, process: bool = False) -> SRHarness:
+    return SRHarness.make(contract_config(), tmp, process=process)
+
+
+def consistent(sr: SRHarness) -> None:
+    """Records and the cluster agree one for one; no pending intent; the lock is free."""
+    sr.assert_consistent()
+    with Rados(sr.device_config) as r:
+        with r.rados.ReadOpCtx() as op:
+            it, _ = r.ioctx.get_omap_vals(op, "", "", 100000)
+            r.ioctx.operate_read_op(op, "sm.sr")
+            omap = dict(it)
+    assert not [k for k in omap if k.startswith("intent.")], omap.keys()
+    assert omap["lock"] in (b"", None), omap["lock"]
+
+
+@pytest.mark.parametrize(("drop", "code"), [("conf", 102), ("pool", 115)])
+def test_config_missing(rbd_namespace: str, tmp_path: Path, drop: str, code: int) -> None:
+    sr = harness(tmp_path)
+    sr.device_config.pop(drop)
+    assert sr.fault("sr_create", ["0"]).code == code
+    assert sr.fault("sr_attach").code == code
+
+
+def test_monitors_and_keyring(ceph_cluster: Cluster, rbd_namespace: str, tmp_path: Path) -> None:
+    """Without a ceph.conf: monitors + keyring; a keyring is required then (115)."""
+    sr = harness(tmp_path)
+    sr.device_config = {"monitors": ceph_cluster.monitors, "pool": "rbd",
+                        "namespace": rbd_namespace}
+    assert sr.fault("sr_create", ["0"]).code == 115
+    sr.device_config["keyring"] = ceph_cluster.keyring
+    sr.create()
+    vdi = sr.vdi_create(MiB)
+    sr.write(vdi, [(0, b"no conf file")])
+    sr.device_config["conf"] = ceph_cluster.conf  # the test's reader finds the cluster by conf
+    sr.assert_content(vdi)
+
+
+def test_probe_lists_srs_of_the_pool(ceph_cluster: Cluster, rbd_namespace: str,
+                                     tmp_path: Path) -> None:
+    a = harness(tmp_path / "a").create()
+    b = harness(tmp_path / "b")
+    b.sr_uuid = "5a1e0000-0000-4000-8000-0000000000bb"
+    b.device_config["namespace"] = rbd_namespace + "b"
+    b.create()
+    probe = a.transport.call(
+        {**a.struct("sr_probe"), "device_config": {"conf": ceph_cluster.conf, "pool": "rbd"}})
+    assert a.sr_uuid in probe and b.sr_uuid in probe and "<SRlist>" in probe
+    only = a.call("sr_probe")
+    assert a.sr_uuid in only and b.sr_uuid not in only
+    b.call("sr_delete")
+    assert b.sr_uuid not in a.transport.call(
+        {**a.struct("sr_probe"), "device_config": {"conf": ceph_cluster.conf, "pool": "rbd"}})
+
+
+def _set_lock(sr: SRHarness, value: dict[str, object]) -> None:
+    with Rados(sr.device_config) as r:
+        with r.rados.WriteOpCtx() as op:
+            r.ioctx.set_omap(op, ("lock",), (json.dumps(value).encode(),))
+            r.ioctx.operate_write_op(op, "sm.sr")
+
+
+def test_lease_broken_when_expired_or_owner_dead(rbd_namespace: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    sr = harness(tmp_path).create()
+    host = (tmp_path / "state" / "rbd" / "host-id").read_text().strip()
+    monkeypatch.setenv("SM_RBD_LOCK_WAIT", "1")
+    # a live owner on another host with a valid lease: refused after the wait, nothing done
+    _set_lock(sr, {"host": "other", "pid": 1, "start": "1", "token": "t",
+                   "expires": time.time() + 600})
+    before = sr.tree()
+    t0 = time.monotonic()
+    assert sr.fault("vdi_create", [str(MiB)]).code == 37
+    assert time.monotonic() - t0 < 10
+    assert sr.tree() == before
+    # the same owner's lease expired: broken
+    _set_lock(sr, {"host": "other", "pid": 1, "start": "1", "token": "t",
+                   "expires": time.time() - 1})
+    sr.vdi_create(MiB)
+    # a dead process of this host, lease still valid: broken
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _set_lock(sr, {"host": host, "pid": dead.pid, "start": "0", "token": "t",
+                   "expires": time.time() + 600})
+    sr.vdi_create(MiB)
+    consistent(sr)
+
+
+@pytest.mark.parametrize("point", ["vdi_clone:snap", "vdi_clone:clone",
+                                   "vdi_snapshot:snap", "vdi_revert:rollback",
+                                   "vdi_delete:storage"])
+def test_crash_recovered_by_next_command(rbd_namespace: str, tmp_path: Path,
+                                         point: str) -> None:
+    """A driver SIGKILLed mid-operation: the next command (on any host) breaks its lock
+    (dead owner here; an expired lease elsewhere) and rolls the intent back or forward."""
+    sr = harness(tmp_path).create()
+    vdi = sr.vdi_create(2 * MiB)
+    sr.write(vdi, [(0, random.Random(1).randbytes(MiB))])
+    snap = sr.snapshot(vdi)
+    sr.write(vdi, [(0, b"newer")])
+    cmd = point.split(":")[0]
+    env = {"SM_TEST_FAULTS": "1", "SM_CRASH_AT": point}
+    if cmd == "vdi_revert":
+        struct = sr.struct("vdi_revert", [vdi], vdi=snap)
+    elif cmd == "vdi_delete":
+        struct = sr.struct("vdi_delete", vdi=snap)
+    else:
+        struct = sr.struct(cmd, vdi=vdi, driver_params={})
+    from tests.smapi import dumps
+
+    outcome = sr.with_transport(process=True).transport.send(dumps(struct), env=env)
+    assert outcome.signal == 9, outcome
+    sr.call("sr_scan")  # recovers
+    if cmd == "vdi_revert":
+        sr.model[vdi] = bytearray(sr.model[snap])  # rolled forward
+    if cmd == "vdi_delete":
+        sr.model.pop(snap)
+    consistent(sr)
+    sr.assert_all_content()
+
+
+HOST_SCRIPT = r"""
+import json, random, sys
+from pathlib import Path
+from tests.contract.harness import SRHarness
+from tests.rbd.support import contract_config
+work, seed, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+sr = SRHarness.make(contract_config(), work)
+sr.call("sr_attach")
+rng = random.Random(seed)
+mine = []
+for i in range(rounds):
+    data = bytes([seed]) * 4096
+    v = sr.vdi_create(1 << 20, f"h{seed}-{i}")
+    sr.write(v, [(i * 4096, data)])
+    s = sr.snapshot(v)
+    c = sr.clone(s)
+    sr.write(v, [(0, b"later")])
+    sr.revert(s, v)
+    sr.write(c, [(8192, b"clone")])
+    if rng.random() < 0.5:
+        sr.delete(s)   # deferred: c depends on it
+    mine.append(v)
+    if rng.random() < 0.3:
+        sr.delete(mine.pop(0))
+json.dump({u: sr.model[u].hex() for u in sr.model}, open(work / "model.json", "w"))
+"""
+
+
+def test_two_hosts_at_once(rbd_namespace: str, tmp_path: Path) -> None:
+    """Two 'hosts' (processes with their own state and run directories) change one SR at
+    the same time: every VDI reads what its host wrote, records match the cluster, the lock
+    is free, nothing pending."""
+    sr = harness(tmp_path / "admin").create()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, str(tmp_path / f"h{i}"),
+                               str(i + 1), "4"], env=env) for i in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0
+    for i in range(2):
+        for uuid, hexdata in json.loads((tmp_path / f"h{i}" / "model.json").read_text()).items():
+            sr.model[uuid] = bytearray.fromhex(hexdata)
+            sr.locations[uuid] = uuid
+    assert set(sr.visible()) == set(sr.model)
+    sr.assert_all_content()
+    consistent(sr)
+    for uuid in list(sr.model):
+        assert export(sr.device_config, sr.record(uuid)["sm_config"].get("rbd-image", uuid)
+                      + (f"@{uuid}" if sr.record(uuid)["sm_config"].get("rbd-snap") else "")
+                      ) == bytes(sr.model[uuid])
+
+
+def test_deferred_delete_keeps_dependants(rbd_namespace: str, tmp_path: Path) -> None:
+    sr = harness(tmp_path).create()
+    vdi = sr.vdi_create(4 * MiB)
+    sr.write(vdi, [(0, b"A" * MiB)])
+    snap = sr.snapshot(vdi)
+    clone = sr.clone(snap)
+    sr.delete(vdi)
+    sr.delete(snap)
+    recs = sr.records()
+    assert recs[vdi]["hidden"] and recs[snap]["hidden"]  # kept for the clone
+    sr.assert_all_content()
+    sr.delete(clone)
+    assert sr.records() == {} and images(sr.device_config) == {}
+
+
+def test_cluster_down_bounded_and_nothing_half_done(tmp_path: Path,
+                                                   rbd_namespace: str) -> None:
+    """A cluster of its own whose monitor is killed: every command answers SRUnavailable (47)
+    within its bound; after the monitor returns, the SR is exactly as before."""
+    from tests.rbd.cluster import start_cluster
+
+    cluster = start_cluster(Path(str(tmp_path)[:40] + "-down"))
+    try:
+        sr = harness(tmp_path)
+        sr.device_config = {"conf": cluster.conf, "pool": "rbd", "namespace": "down",
+                            "timeout": "1"}
+        sr.create()
+        vdi = sr.vdi_create(2 * MiB)
+        sr.write(vdi, [(0, b"before the outage")])
+        snap = sr.snapshot(vdi)
+        before = sr.records()
+        cluster.stop_daemon("mon")
+        calls = [("sr_attach", []), ("sr_scan", []), ("vdi_create", [str(MiB)]),
+                 ("vdi_snapshot", []), ("vdi_clone", []), ("vdi_revert", [vdi]),
+                 ("vdi_resize", [str(4 * MiB)]), ("vdi_delete", []),
+                 ("vdi_attach", ["false"]), ("sm_vdi_list", []), ("sr_delete", [])]
+        for command, args in calls:
+            target = {"vdi_revert": snap}.get(command, vdi)
+            t0 = time.monotonic()
+            err = sr.fault(command, args, vdi=None if command.startswith("sr_") or
+                           command in ("vdi_create", "sm_vdi_list") else target)
+            took = time.monotonic() - t0
+            assert err.code == 47, (command, err)
+            assert took < 5, (command, took)
+        cluster.start_mon()
+        assert sr.records() == before
+        sr.assert_content(vdi, b"before the outage".ljust(2 * MiB, b"\0"))
+    finally:
+        cluster.stop()
