@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,12 +38,16 @@ class StepContext:
         self.collector = collector
         self.action = action
         self._last = 0.0
+        self._t0 = 0.0
+        self.rate = float(os.environ.get("SM_GC_RATE", 0) or 0)
+        """Copy rate limit in bytes/s (`SM_GC_RATE`; 0: none), so merges leave I/O for VMs."""
 
     def check(self) -> None:
         if state.abort_requested(self.collector.backend.gc_dir):
             raise Aborted(f"abort requested during {self.action.describe()}")
 
     def step(self, name: str) -> None:
+        self._t0 = time.monotonic()
         self.collector._current.update(step=name, done=0, total=0)
         self.collector._save()
         self.check()
@@ -56,6 +60,12 @@ class StepContext:
             self._last = now
             self.collector._save()
             self.check()
+        if self.rate > 0:
+            ahead = self._t0 + done / self.rate - now
+            while ahead > 0:  # throttled, still abortable
+                time.sleep(min(ahead, 0.05))
+                self.check()
+                ahead -= 0.05
 
 
 class Backend(Protocol):
@@ -77,9 +87,10 @@ class Backend(Protocol):
     def free_bytes(self) -> int:
         ...
 
-    def execute(self, action: Action, ctx: StepContext) -> None:
+    def execute(self, action: Action, ctx: StepContext) -> Mapping[str, Any] | None:
         """Run one action, journaled; raise `Skip` if it cannot run now, `Aborted` (from
-        `ctx`) when asked to stop. Every step re-checks the graph under the SR lock."""
+        `ctx`) when asked to stop. Every step re-checks the graph under the SR lock. Returns
+        facts for the run summary (e.g. `pause_seconds` of a leaf's final step)."""
         ...
 
 
@@ -143,13 +154,13 @@ class Collector:
                                  "total": action.copy_bytes, "since": time.time()}
                 self._save()
                 try:
-                    self.backend.execute(action, StepContext(self, action))
+                    facts = self.backend.execute(action, StepContext(self, action))
                 except Skip as err:
                     self._skip(summary, exclude, action, str(err))
                     continue
                 finally:
                     self._current = {}
-                summary["actions"].append(action.to_dict())
+                summary["actions"].append({**action.to_dict(), **(facts or {})})
                 if self.on_action is not None:
                     self.on_action(action)
                 log.info("gc: %s", action.describe())

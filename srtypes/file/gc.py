@@ -37,7 +37,6 @@ class FileBackend:
         self.repo = repo
         self.gc_dir = gc_dir(repo)
         self.final_bytes = int(os.environ.get("SM_GC_FINAL_BYTES", FINAL_BYTES))
-        self.facts: dict[str, Any] = {}
 
     def graph(self) -> Graph:
         from sm.gc.vhdops import block_set
@@ -75,23 +74,16 @@ class FileBackend:
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.repo.layout.location).free
 
-    def execute(self, action: Action, ctx: StepContext) -> None:
+    def execute(self, action: Action, ctx: StepContext) -> dict[str, Any]:
         from . import gcops
 
-        self.facts = gcops.execute(self.repo, action, ctx)
+        return gcops.execute(self.repo, action, ctx)
 
 
 def run(repo: FileRepo) -> dict[str, Any]:
     """One collector run in this process (`sm gc run`, `sm_gc_run`)."""
     repo.check()
-    backend = FileBackend(repo)
-    facts: list[dict[str, Any]] = []
-    collector = Collector(backend, on_action=lambda a: facts.append(
-        {**a.to_dict(), **backend.facts}))
-    summary = collector.run()
-    if facts:
-        summary["actions"] = facts
-    return summary
+    return Collector(FileBackend(repo)).run()
 
 
 def report(repo: FileRepo) -> dict[str, Any]:
