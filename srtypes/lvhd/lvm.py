@@ -15,6 +15,10 @@ command may look at is decided in two places:
 
 Reports are requested as ``--reportformat json --units b --nosuffix`` and only stdout is
 parsed: with activation disabled lvm always prints a warning on stderr. See docs/lvm.md.
+
+Reports are cached per instance (one ``pvs --segments`` + one ``lvs`` per VG, one ``vgs``) and
+the cache is dropped by every command that is not a report, so a caller that holds the SR's
+lock sees its own changes and pays for few lvm processes (each costs ~50-100 ms).
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from .lvmreport import (
     parse_pv_segments,
     parse_pvs,
     parse_vgs,
-    report_rows,
 )
 
 __all__ = [
@@ -64,6 +67,7 @@ _VG_FIELDS = (
     "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_tags,pv_name"
 )
 _LV_FIELDS = "lv_name,vg_name,lv_uuid,lv_size,lv_tags"
+_REPORT_COMMANDS = frozenset({"pvs", "vgs", "lvs"})
 _SEG_FIELDS = "pv_name,pe_start,lv_name,seg_start,seg_size,seg_pe_ranges,vg_extent_size"
 
 
@@ -109,8 +113,20 @@ class Lvm:
             "LVM_SUPPRESS_FD_WARNINGS": "1",
             "LC_ALL": "C",
         }
+        self._lv_cache: dict[str, dict[str, LvInfo]] = {}
+        self._vg_cache: dict[str, VgInfo] = {}
+        self.commands = 0
+        """lvm processes started by this instance (benchmarks count them)."""
+
+    def invalidate(self) -> None:
+        """Forget cached reports (another process may have changed the metadata)."""
+        self._lv_cache.clear()
+        self._vg_cache.clear()
 
     def run(self, *args: str, check: bool = True) -> Result:
+        if args[0] not in _REPORT_COMMANDS:
+            self.invalidate()
+        self.commands += 1
         argv = [args[0]]
         if self.devices is not None:
             argv += ["--devices", ",".join(self.devices)]
@@ -150,10 +166,14 @@ class Lvm:
         self.run("vgremove", "--force", "--yes", check_name(name, "VG name"))
 
     def vgs(self, name: str) -> VgInfo:
+        cached = self._vg_cache.get(name)
+        if cached is not None:
+            return cached
         result = self.run("vgs", *_REPORT, "-o", _VG_FIELDS, check_name(name, "VG name"))
         found = parse_vgs(result)
         if len(found) != 1:
             raise parse_error(result, ValueError(f"expected one VG named {name}"))
+        self._vg_cache[name] = found[0]
         return found[0]
 
     def list_vgs(self) -> list[VgInfo]:
@@ -198,19 +218,11 @@ class Lvm:
         Shrinking discards the tail without asking (there is no file system on these LVs)."""
         if size <= 0:
             raise ValueError(f"LV size must be positive, got {size}")
-        current, extent = self._size_and_extent(vg, name)
+        current, extent = self.lv(vg, name).size, self.vgs(vg).extent_size
         if -(-size // extent) * extent == current:
             return current  # lvresize would fail: "New size matches existing size"
         self.run("lvresize", "--yes", "--force", "--size", _sectors(size), _path(vg, name))
-        return self._size_and_extent(vg, name)[0]
-
-    def _size_and_extent(self, vg: str, name: str) -> tuple[int, int]:
-        result = self.run("lvs", *_REPORT, "-o", "lv_size,vg_extent_size", _path(vg, name))
-        try:
-            (row,) = report_rows(result, "lv")
-            return int(row["lv_size"]), int(row["vg_extent_size"])
-        except (KeyError, ValueError) as err:
-            raise parse_error(result, err) from err
+        return self.lv(vg, name).size
 
     def lvrename(self, vg: str, old: str, new: str) -> None:
         self.run(
@@ -229,30 +241,37 @@ class Lvm:
     def lv_deltag(self, vg: str, name: str, tag: str) -> None:
         self.run("lvchange", "--deltag", check_tag(tag), _path(vg, name))
 
+    def _lv_map(self, vg: str) -> dict[str, LvInfo]:
+        cached = self._lv_cache.get(vg)
+        if cached is None:
+            check_name(vg, "VG name")
+            segments = self.pv_segments(vg)
+            result = self.run("lvs", *_REPORT, "-o", _LV_FIELDS, vg)
+            cached = {lv.name: lv for lv in parse_lvs(result, segments)}
+            self._lv_cache[vg] = cached
+        return cached
+
     def lvs(self, vg: str) -> list[LvInfo]:
-        check_name(vg, "VG name")
-        segments = self.pv_segments(vg)
-        result = self.run("lvs", *_REPORT, "-o", _LV_FIELDS, vg)
-        return parse_lvs(result, segments)
+        return list(self._lv_map(vg).values())
 
     def lv(self, vg: str, name: str) -> LvInfo:
         """One LV with its segments (raises LvmError if it does not exist)."""
-        segments = self.pv_segments(vg, name)
-        result = self.run("lvs", *_REPORT, "-o", _LV_FIELDS, _path(vg, name))
-        found = parse_lvs(result, segments)
-        if len(found) != 1:
-            raise parse_error(result, ValueError(f"expected one LV named {vg}/{name}"))
-        return found[0]
+        check_name(name, "LV name")
+        found = self._lv_map(vg).get(name)
+        if found is None:
+            raise LvmError(("lvs", _path(vg, name)), 5,
+                           message=f"Failed to find logical volume \"{vg}/{name}\"")
+        return found
 
     def lv_exists(self, vg: str, name: str) -> bool:
         check_name(name, "LV name")
-        result = self.run("lvs", *_REPORT, "-o", "lv_name", check_name(vg, "VG name"))
-        return any(row["lv_name"] == name for row in report_rows(result, "lv"))
+        return name in self._lv_map(vg)
 
     def segments(self, vg: str, name: str) -> list[Segment]:
         """The LV's segments in LV order, from one ``pvs --segments`` report (so pe_start,
         extent size and ranges come from the same metadata read)."""
-        return self.pv_segments(vg, name).get(name, [])
+        found = self._lv_map(vg).get(check_name(name, "LV name"))
+        return list(found.segments) if found is not None else []
 
     def pv_segments(self, vg: str, lv: str | None = None) -> dict[str, list[Segment]]:
         sel = _select(vg_name=vg, lv_name=lv) if lv is not None else _select(vg_name=vg)

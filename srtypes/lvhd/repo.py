@@ -22,7 +22,8 @@ from .lvm import VG_PREFIX, Lvm, write_config
 from .mgt import MGT_LV, MetaDoc, MgtStore
 from .storage import LvStorage
 
-__all__ = ["ALLOCATIONS", "LvhdRepo", "devices_from_config", "full_vhd_size", "lv_name"]
+__all__ = ["ALLOCATIONS", "LvhdRepo", "devices_from_config", "full_vhd_size", "grown_size",
+           "lv_name"]
 
 ALLOCATIONS = ("thin", "thick")
 BLOCK = 2 * 1024 * 1024
@@ -54,10 +55,22 @@ def metadata_size(virtual_size: int) -> int:
             + 3 * 512 + SECTOR)
 
 
+ALIGN = 4096
+"""The engine starts every block's data 4 KiB aligned: a block takes up to BLOCK + ALIGN."""
+
+
 def full_vhd_size(virtual_size: int) -> int:
-    """The largest a VHD of ``virtual_size`` can grow to: metadata + every block + bitmap."""
+    """The largest a new VHD of ``virtual_size`` can grow to: metadata + every block with its
+    bitmap and alignment padding."""
     entries = -(-virtual_size // BLOCK)
-    return metadata_size(virtual_size) + entries * (BLOCK + SECTOR)
+    return metadata_size(virtual_size) + ALIGN + entries * (BLOCK + ALIGN)
+
+
+def grown_size(physical: int, virtual_size: int, allocated: int) -> int:
+    """The largest an existing VHD (``physical`` bytes, ``allocated`` blocks) of
+    ``virtual_size`` can grow to (its BAT may have been moved to the end by a resize)."""
+    entries = -(-virtual_size // BLOCK)
+    return physical + ALIGN + max(0, entries - allocated) * (BLOCK + ALIGN)
 
 
 class LvhdRepo:

@@ -2,14 +2,15 @@
 
 Snapshot (or clone) of a leaf VDI X, new uuids B (base) and S (the new VDI):
 
-    journaled  intent {kind, vdi X, base B, new S, direct, time} in MGT's journal
+    journaled  intent {kind, vdi X, base B, new S, single, direct, time} in MGT's journal
     deflated   VHD-X shrunk to its physical size (a base never grows again)
     renamed    lvrename VHD-X -> VHD-B; tag ``sm_ro`` (bases are read-only)
-    hidden     VHD-B: footer uuid B, hidden flag
+    hidden     VHD-B: footer uuid B, hidden flag (single: stays visible)
     leaf       VHD-X = new LV + empty child of B (inflated if X is attached writable / thick)
-    snap       VHD-S = new LV + empty child of B
+    snap       VHD-S = new LV + empty child of B (single: none; S *is* B, read-only)
     records    one MGT write: B (hidden base), X (parent B), S; the journal entry removed
 
+``driver_params`` ``type=single``: the snapshot is the base itself (one new image only).
 A VDI that already has children is not renamed ("direct": the new VDI is a child of it).
 Free space for both new LVs is checked before the journal is written (SRNoSpace 44).
 Recovery (:func:`recover`, at sr_attach): nothing renamed yet -> drop the entry (a deflate is
@@ -53,7 +54,8 @@ def leaf_size(repo: LvhdRepo, uuid: str, virtual: int, thick: bool) -> int:
     return full_vhd_size(virtual) if thick or rw else metadata_size(virtual)
 
 
-def run(repo: LvhdRepo, command: str, vdi_uuid: str) -> str:
+def run(repo: LvhdRepo, command: str, vdi_uuid: str,
+        driver_params: Mapping[str, str] | None = None) -> str:
     kind = "snapshot" if command == "vdi_snapshot" else "clone"
     doc = repo.read()
     x = doc.vdis.get(vdi_uuid)
@@ -64,6 +66,7 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str) -> str:
     if x.hidden:
         raise VDISnapshot(f"VDI {x.uuid} is a hidden base, not a VDI that can be {kind}ed")
     direct = any(r.parent == x.uuid for r in doc.vdis.values())
+    single = (driver_params or {}).get("type") == "single" and not direct
     thick = repo.allocation(doc) == "thick"
     depth, cur = 1, x.parent
     while cur and cur in doc.vdis and depth <= MAX_DEPTH:
@@ -71,13 +74,14 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str) -> str:
     if depth + 1 > MAX_DEPTH:
         raise SnapshotChainTooLong(
             f"VDI {x.uuid}: a {kind} would make a chain of {depth + 1} images (limit {MAX_DEPTH})")
-    need = [leaf_size(repo, "", x.virtual_size, thick)]
+    need = [] if single else [leaf_size(repo, "", x.virtual_size, thick)]
     if not direct:
         need.append(leaf_size(repo, x.uuid, x.virtual_size, thick))
     repo.need_space(need, f"{kind} of VDI {x.uuid}")
-    base, new = str(uuidlib.uuid4()), str(uuidlib.uuid4())
+    base = str(uuidlib.uuid4())
+    new = base if single else str(uuidlib.uuid4())
     data = {"op": command, "kind": kind, "vdi": x.uuid, "base": base, "new": new,
-            "direct": direct, "thick": thick,
+            "single": single, "direct": direct, "thick": thick,
             "time": datetime.now(UTC).replace(microsecond=0).isoformat()}
     with repo.transaction(command) as txn:
         txn.journal[new] = data
@@ -150,13 +154,14 @@ def _forward(repo: LvhdRepo, d: Mapping[str, Any]) -> None:
         info = vhd.info(bp, storage=repo.storage)
         if str(info.uuid) != d["base"]:
             vhd.set_uuid(bp, uuidlib.UUID(d["base"]), storage=repo.storage)
-        if not info.hidden:
-            vhd.set_hidden(bp, True, storage=repo.storage)
+        if info.hidden != (not d.get("single")):
+            vhd.set_hidden(bp, not d.get("single"), storage=repo.storage)
         crash_point(f"{op}:hidden")
         _child(repo, x.uuid, d["base"], leaf_size(repo, x.uuid, x.virtual_size, d["thick"]))
         crash_point(f"{op}:leaf")
         parent = d["base"]
-    _child(repo, d["new"], parent, leaf_size(repo, "", x.virtual_size, d["thick"]))
+    if not d.get("single"):
+        _child(repo, d["new"], parent, leaf_size(repo, "", x.virtual_size, d["thick"]))
     crash_point(f"{op}:snap")
     sizes = {lv.name: lv.size for lv in lvm.lvs(vg)}
     with repo.transaction(op) as txn:
@@ -183,6 +188,12 @@ def _records(vdis: dict[str, Any], d: Mapping[str, Any], sizes: Mapping[str, int
             physical_utilisation=sizes.get(_lv(d["base"]), 0))
         vdis[x.uuid] = with_parent(dataclasses.replace(
             x, physical_utilisation=sizes.get(_lv(x.uuid), 0)), d["base"])
+        if d.get("single"):  # the base is the snapshot: visible, read-only
+            vdis[d["base"]] = dataclasses.replace(
+                vdis[d["base"]], name_label=x.name_label, name_description=x.name_description,
+                hidden=False, managed=True, is_a_snapshot=snap,
+                snapshot_of=x.uuid if snap else "", snapshot_time=d["time"] if snap else "")
+            return
     vdis[d["new"]] = with_parent(VdiRecord(
         uuid=d["new"], location=d["new"], name_label=x.name_label,
         name_description=x.name_description, type=x.type, vdi_type="vhd",

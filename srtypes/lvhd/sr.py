@@ -18,12 +18,20 @@ from sm.requests import SRRequest, VDIRequest
 
 from .snapshot import STEPS
 
+INFLATE_STEPS = ("journaled", "resized", "records")
+REVERT_STEPS = ("journaled", "renamed", "hidden", "snapleaf", "leaf", "switched", "records",
+                "pruned")  # srtypes.lvhd.revert.STEPS (not imported: it loads lvm code)
+RESIZE_STEPS = ("journaled", "grown", "resized", "deflated", "records")
+
 if TYPE_CHECKING:
     from sm.requests import (
         SRCreateRequest,
         SRProbeRequest,
         VDIAttachRequest,
         VDICreateRequest,
+        VDIIntroduceRequest,
+        VDIResizeRequest,
+        VDIRevertRequest,
         VDISnapshotRequest,
     )
 
@@ -48,7 +56,7 @@ class LVHDSR(SRDriver):
     CAPABILITIES = frozenset({
         C.SR_PROBE, C.SR_UPDATE, C.SR_SCAN, C.VDI_CREATE, C.VDI_DELETE, C.VDI_ATTACH,
         C.VDI_DETACH, C.VDI_ACTIVATE, C.VDI_DEACTIVATE, C.VDI_SNAPSHOT, C.VDI_CLONE,
-        C.THIN_PROVISIONING,
+        C.VDI_REVERT, C.VDI_RESIZE, C.VDI_UPDATE, C.VDI_INTRODUCE, C.THIN_PROVISIONING,
     })
     CONFIGURATION = (
         ("device", "comma-separated block devices (required)"),
@@ -56,7 +64,8 @@ class LVHDSR(SRDriver):
     )
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "vdi_snapshot": STEPS, "vdi_clone": STEPS, "vdi_delete": ("lv",),
-        "inflate": ("begin", "resized"), "deflate": ("begin", "resized"),
+        "inflate": INFLATE_STEPS, "deflate": INFLATE_STEPS, "vdi_revert": REVERT_STEPS,
+        "vdi_resize": RESIZE_STEPS,
     })
     EXTRA_COMMANDS = MappingProxyType({
         "sm_vdi_list": Command(SRRequest, "sm_vdi_list"),
@@ -153,7 +162,36 @@ class LVHDSR(SRDriver):
         from . import datapath, snapshot
 
         with self._locked(request.command) as repo, datapath.live(repo, request.vdi_uuid):
-            uuid = snapshot.run(repo, request.command, request.vdi_uuid)
+            uuid = snapshot.run(repo, request.command, request.vdi_uuid,
+                                request.driver_params)
+        return VdiRef(uuid, uuid)
+
+    def vdi_revert(self, request: VDIRevertRequest) -> None:
+        from . import datapath, revert
+
+        with self._locked("vdi_revert") as repo:
+            snap, target = revert.resolve(repo, request.snapshot.uuid, request.target)
+            with datapath.live(repo, target.uuid):
+                revert.run(repo, snap, target)
+
+    def vdi_resize(self, request: VDIResizeRequest) -> VdiRef:
+        from . import resize
+
+        with self._locked("vdi_resize") as repo:
+            rec = resize.resize(repo, request.vdi_uuid, request.new_size)
+        return VdiRef(rec.uuid, rec.location)
+
+    def vdi_update(self, request: VDIRequest) -> None:
+        from . import resize
+
+        with self._locked("vdi_update") as repo:
+            resize.update(repo, request.vdi_uuid)
+
+    def vdi_introduce(self, request: VDIIntroduceRequest) -> VdiRef:
+        from . import resize
+
+        with self._locked("vdi_introduce") as repo:
+            uuid = resize.introduce(repo, request)
         return VdiRef(uuid, uuid)
 
     def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:

@@ -83,12 +83,26 @@ def attach(repo: LvhdRepo) -> None:
 
 def recover(repo: LvhdRepo) -> None:
     """Replay the journal entries left in MGT by interrupted operations."""
-    from . import snapshot
+    from . import resize, revert, snapshot, vdiops
 
-    for data in list(repo.read().journal.values()):
-        log.info("sr_attach: replaying %s of %s", data.get("op"), data.get("vdi"))
-        if data.get("op") in ("vdi_snapshot", "vdi_clone"):
+    # inflate/deflate entries first: a snapshot or revert being replayed may resize again
+    entries = sorted(repo.read().journal.items(),
+                     key=lambda kv: kv[1].get("op") not in ("inflate", "deflate"))
+    for key, data in entries:
+        op = data.get("op")
+        log.info("sr_attach: replaying %s of %s", op, data.get("vdi", data.get("target")))
+        if key not in repo.read().journal:
+            continue  # finished by an earlier replay
+        if op in ("vdi_snapshot", "vdi_clone"):
             snapshot.recover(repo, data)
+        elif op in ("inflate", "deflate"):
+            vdiops.recover_resize(repo, key, data)
+        elif op == "vdi_resize":
+            resize.recover(repo, key, data)
+        elif op == "vdi_revert":
+            revert.recover(repo, key, data)
+        else:
+            log.warning("sr_attach: unknown journal entry %s (%s) left alone", key, op)
 
 
 def detach(repo: LvhdRepo) -> None:
@@ -111,7 +125,6 @@ def probe(repo: LvhdRepo) -> str:
 def scan(repo: LvhdRepo) -> None:
     """Records follow the LVs: an image LV without a record is adopted (VHD header facts),
     a record whose LV is gone is dropped, physical utilisation is the LV size."""
-    from sm import vhd
 
     repo.check()
     lvs = {lv.name: lv for lv in repo.lvm.lvs(repo.vg)}
@@ -127,21 +140,34 @@ def scan(repo: LvhdRepo) -> None:
             m = IMAGE_LV.match(name)
             if m is None or m.group(2) in doc.vdis:
                 continue
-            uuid, kind = m.group(2), m.group(1)
-            if kind == "LV":
-                rec = VdiRecord(uuid=uuid, location=uuid, vdi_type="raw",
-                                virtual_size=lv.size, physical_utilisation=lv.size)
-            else:
-                try:
-                    info = vhd.info(repo.storage.path(name), storage=repo.storage)
-                except (vhd.VhdError, OSError) as err:
-                    log.warning("sr_scan: %s is not a readable VHD: %s", name, err)
-                    continue
-                parent = str(info.parent_uuid) if info.parent_uuid else ""
-                rec = VdiRecord(uuid=uuid, location=uuid, virtual_size=info.virtual_size,
-                                physical_utilisation=lv.size, hidden=info.hidden,
-                                parent=parent)
-            doc.vdis[uuid] = rec
+            adopted = adopt_record(repo, name, lv.size)
+            if adopted is not None:
+                doc.vdis[adopted.uuid] = adopted
+
+
+def adopt_record(repo: LvhdRepo, name: str, lv_size: int) -> VdiRecord | None:
+    """A record for image LV ``name`` from what the image says (None: not a readable VHD)."""
+    from sm import vhd
+    from srtypes.file.chain import with_parent
+
+    m = IMAGE_LV.match(name)
+    if m is None:
+        return None
+    uuid, kind = m.group(2), m.group(1)
+    if kind == "LV":
+        return VdiRecord(uuid=uuid, location=uuid, vdi_type="raw", virtual_size=lv_size,
+                         physical_utilisation=lv_size, sm_config={"vdi_type": "raw"})
+    try:
+        info = vhd.info(repo.storage.path(name), storage=repo.storage)
+    except (vhd.VhdError, OSError) as err:
+        log.warning("sr_scan: %s is not a readable VHD: %s", name, err)
+        return None
+    parent = str(info.parent_uuid) if info.parent_uuid else ""
+    rec = VdiRecord(uuid=uuid, location=uuid, virtual_size=info.virtual_size,
+                    physical_utilisation=lv_size, hidden=info.hidden,
+                    read_only=info.hidden, managed=not info.hidden,
+                    sm_config={"vdi_type": "vhd"})
+    return with_parent(rec, parent)
 
 
 def stats(repo: LvhdRepo) -> dict[str, str]:

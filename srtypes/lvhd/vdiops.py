@@ -18,7 +18,7 @@ from sm.errors import InvalidArg, VDICreate, VDIExists, VDIInUse, VDIMissing, VD
 from sm.faults import crash_point
 
 from .lvm import LvmError
-from .repo import LvhdRepo, full_vhd_size, lv_name, metadata_size
+from .repo import LvhdRepo, full_vhd_size, grown_size, lv_name, metadata_size
 
 if TYPE_CHECKING:
     from sm.records import VdiRecord
@@ -68,7 +68,7 @@ def create(repo: LvhdRepo, request: VDICreateRequest) -> str:
             name_description=request.name_description, type=request.vdi_type,
             vdi_type=kind, read_only=request.read_only,
             is_a_snapshot=request.is_a_snapshot, snapshot_of=request.snapshot_of.lower(),
-            virtual_size=size, physical_utilisation=info.size,
+            virtual_size=info.size if raw else size, physical_utilisation=info.size,
             sm_config={**request.sm_config, "vdi_type": kind},
         )
         with repo.transaction("vdi_create") as txn:
@@ -113,7 +113,9 @@ def delete(repo: LvhdRepo, uuid: str) -> None:
 
 
 def resize_lv(repo: LvhdRepo, rec: VdiRecord, size: int, why: str) -> int:
-    """Resize the VDI's LV to ``size`` (rounded to extents) and record the new size."""
+    """Resize the VDI's LV to ``size`` (rounded to extents), journaled in MGT: the intent
+    {op, vdi, size} is written first, ``lvresize`` (atomic in lvm) runs, then one MGT write
+    records the new size and drops the entry. :func:`recover_resize` finishes it at attach."""
     name = lv_name(rec.uuid, rec.vdi_type)
     current = repo.lvm.lv(repo.vg, name).size
     extent = repo.extent()
@@ -122,18 +124,50 @@ def resize_lv(repo: LvhdRepo, rec: VdiRecord, size: int, why: str) -> int:
         return current
     if target > current:
         repo.need_space(target - current, f"{why} of VDI {rec.uuid}")
-    crash_point(f"{why}:begin")
+    key = f"{why}-{rec.uuid}"
+    with repo.transaction(why) as txn:
+        txn.journal[key] = {"op": why, "vdi": rec.uuid, "lv": name, "size": target}
+    crash_point(f"{why}:journaled")
     new = repo.lvm.lvresize(repo.vg, name, target)
     crash_point(f"{why}:resized")
-    with repo.transaction(why) as txn:
-        cur = txn.vdis.get(rec.uuid)
-        if cur is not None:
-            txn.vdis[rec.uuid] = dataclasses.replace(cur, physical_utilisation=new)
+    _record_size(repo, rec.uuid, new, key, why)
+    crash_point(f"{why}:records")
     return new
 
 
+def _record_size(repo: LvhdRepo, uuid: str, size: int, key: str, why: str) -> None:
+    with repo.transaction(why) as txn:
+        cur = txn.vdis.get(uuid)
+        if cur is not None:
+            txn.vdis[uuid] = dataclasses.replace(cur, physical_utilisation=size)
+        txn.journal.pop(key, None)
+
+
+def recover_resize(repo: LvhdRepo, key: str, data: dict[str, str | int]) -> None:
+    """Finish an interrupted inflate/deflate: the LV gets the journaled size, never less than
+    the image it holds (a VHD's physical size)."""
+    from sm import vhd
+
+    name, size = str(data["lv"]), int(data["size"])
+    if repo.lvm.lv_exists(repo.vg, name):
+        if name.startswith("VHD-"):
+            used = vhd.physical_size(repo.storage.path(name), storage=repo.storage)
+            size = max(size, used)
+        size = repo.lvm.lvresize(repo.vg, name, size)
+    _record_size(repo, str(data["vdi"]), size, key, str(data["op"]))
+
+
+def leaf_target(repo: LvhdRepo, rec: VdiRecord) -> int:
+    """The inflated size of a VHD leaf: room for every block its virtual size allows."""
+    from sm import vhd
+
+    info = vhd.info(repo.path(rec), storage=repo.storage)
+    return max(full_vhd_size(info.virtual_size),
+               grown_size(info.physical_size, info.virtual_size, info.allocated_blocks))
+
+
 def inflate(repo: LvhdRepo, rec: VdiRecord) -> int:
-    return resize_lv(repo, rec, full_vhd_size(rec.virtual_size), "inflate")
+    return resize_lv(repo, rec, leaf_target(repo, rec), "inflate")
 
 
 def deflate(repo: LvhdRepo, rec: VdiRecord) -> int:

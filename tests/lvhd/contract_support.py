@@ -5,15 +5,9 @@ the ``storage_root`` the suite snapshots for "nothing changed"); its path and a 
 configuration directory travel in environment variables set by the ``lvhd_device`` fixture.
 Data is reached through :class:`srtypes.lvhd.storage.LvStorage`, as the driver does.
 
-NOT YET REGISTERED in tests/contract/conftest.py: with it, 37 contract tests pass and these
-fail on assumptions of directory-based SRs (to settle in the suite or here): the storage root
-must not exist before sr_create (a device always exists), "missing location" cases, raw VDI
-sizes (LV sizes round up to extents), snapshot type=single. Register with::
-
-    SRTypeConfig(name="lvhd", driver="srtypes.lvhd:LVHDSR", executable=ROOT / "bin" / "LVHDSR",
-                 make_device_config=device_config, open_data=open_data, images=images,
-                 check_image=check_image, storage_root=storage_root, unavailable=unavailable,
-                 fixture="lvhd_device")   # plus a conftest fixture wrapping lvhd_device()
+Registered in tests/contract/conftest.py with :data:`CONFIG` and the ``lvhd_device`` fixture.
+"Nothing changed" compares :func:`state` (every LV's size, tags and bytes), not a directory
+tree: the device exists before sr_create, so an empty state means "no SR storage".
 """
 
 from __future__ import annotations
@@ -144,3 +138,95 @@ def lvhd_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Non
         except CommandError:
             pass
         ex.run(["losetup", "-d", dev], check=False)
+
+
+def state(dconf: Mapping[str, str]) -> dict[str, str]:
+    """Every LV of every SR VG on the test's device: size, tags and a hash of its bytes (the
+    "nothing changed" check; empty when no SR exists on the device)."""
+    import hashlib
+
+    from srtypes.lvhd.storage import LvStorage
+
+    lvm = _lvm()
+    out: dict[str, str] = {}
+    for vg in lvm.find_sr_vgs():
+        storage = LvStorage(lvm, vg.name)
+        for lv in lvm.lvs(vg.name):
+            image = storage.open(storage.path(lv.name), False)
+            try:
+                digest = hashlib.sha256(image.pread(lv.size, 0)).hexdigest()
+            finally:
+                image.close()
+            out[f"{vg.name}/{lv.name}"] = f"{lv.size}:{','.join(lv.tags)}:{digest}"
+    return out
+
+
+def chain_paths(attached: Mapping[str, Any]) -> list[str]:
+    """The chain's images copied out of the LVs into files named like the LVs (the parent
+    locators are relative, ``./VHD-<uuid>``), for libvhdi, which reads files only."""
+    import tempfile
+
+    from sm import vhd
+
+    path = str(attached["params"])
+    storage = _storage_for(path)
+    out_dir = Path(tempfile.mkdtemp(prefix="chain-", dir=os.environ[DIR_VAR]))
+    paths = []
+    for info in vhd.chain(path, storage=storage):
+        name = os.path.basename(str(info.path))
+        image = storage.open(str(info.path), False)
+        try:
+            (out_dir / name).write_bytes(image.pread(image.size(), 0))
+        finally:
+            image.close()
+        paths.append(str(out_dir / name))
+    return paths
+
+
+def _sr_vg() -> str:
+    (vg,) = _lvm().find_sr_vgs()
+    return str(vg.name)
+
+
+def adopt(dconf: Mapping[str, str], size: int, writes: list[tuple[int, bytes]]) -> str:
+    """An administrator writes a VHD into a new LV (under another name, then renamed in)."""
+    import uuid as uuidlib
+
+    from sm import vhd
+    from srtypes.lvhd.repo import full_vhd_size
+    from srtypes.lvhd.storage import LvStorage
+
+    new = str(uuidlib.uuid4())
+    lvm, vg = _lvm(), _sr_vg()
+    staging = f"staging-{new}"
+    lvm.lvcreate(vg, staging, full_vhd_size(size))
+    storage = LvStorage(lvm, vg)
+    vhd.create(storage.path(staging), size, storage=storage, uuid=uuidlib.UUID(new))
+    with vhd.open_chain(storage.path(staging), writable=True, storage=storage) as disk:
+        for offset, data in writes:
+            disk.write(offset, data)
+        disk.flush()
+    lvm.lvrename(vg, staging, f"VHD-{new}")
+    return new
+
+
+def remove(dconf: Mapping[str, str], uuid: str) -> None:
+    lvm, vg = _lvm(), _sr_vg()
+    for kind in ("VHD", "LV"):
+        if lvm.lv_exists(vg, f"{kind}-{uuid}"):
+            lvm.lvremove(vg, f"{kind}-{uuid}")
+
+
+CONFIG: dict[str, Any] = {
+    "state": state,
+    "chain_paths": chain_paths,
+    "adopt": adopt,
+    "remove": remove,
+    "make_device_config": device_config,
+    "open_data": open_data,
+    "images": images,
+    "check_image": check_image,
+    "storage_root": storage_root,
+    "unavailable": unavailable,
+}
+"""The type-specific fields of the contract suite's SRTypeConfig for lvhd."""

@@ -94,30 +94,46 @@ def test_generated_commands(tmp_path: Path) -> None:
     lvm = Lvm(rec, tmp_path, devices=["/dev/sdb", "/dev/sdc"])
     rec.on(["lvcreate"])
     rec.on(["pvs", "--devices", "/dev/sdb,/dev/sdc", "--segments"], stdout=report("pvseg", *SEG_ROWS))
-    rec.on(["lvs"], stdout=report("lv", LV_ROWS[1]))
+    rec.on(["lvs"], stdout=report("lv", *LV_ROWS))
     lv = lvm.lvcreate(VG, "b", 4 * MiB - 1, tags=["hidden"])
     assert lv.name == "b" and lv.segments[0].start_extent == 2
     assert rec.argvs[0] == (
         "lvcreate", "--devices", "/dev/sdb,/dev/sdc", "--yes", "--wipesignatures", "n",
         "--zero", "n", "--addtag", "hidden", "--name", "b", "--size", "8192s", VG,
     )
-    assert rec.argvs[1][-2:] == ("--select", f'vg_name="{VG}" && lv_name="b"')
+    assert rec.argvs[1][-2:] == ("--select", f'vg_name="{VG}"')  # one report for the VG
     env = rec.calls[0].env
     assert env is not None and env["LVM_SYSTEM_DIR"] == str(tmp_path)
     assert env["LVM_SUPPRESS_FD_WARNINGS"] == "1"
+    # served from the cached reports until a command changes the metadata
+    assert lvm.lv(VG, "a").size == 16 * MiB and lvm.lv_exists(VG, "b")
+    assert not lvm.lv_exists(VG, "c") and len(lvm.segments(VG, "a")) == 2
+    assert len(rec.argvs) == 3 and lvm.commands == 3
+    with pytest.raises(LvmError, match="Failed to find"):
+        lvm.lv(VG, "c")
+    rec.on(["lvremove"])
+    lvm.lvremove(VG, "b")
+    lvm.lvs(VG)
+    assert [a[0] for a in rec.argvs[3:]] == ["lvremove", "pvs", "lvs"]
 
 
 def test_lvresize_skips_a_no_op_and_reports_the_real_size(tmp_path: Path) -> None:
     rec = RecordingExecutor()
     lvm = Lvm(rec, tmp_path)
-    size = {"lv_size": "8388608", "vg_extent_size": "4194304"}
-    rec.on(["lvs"], stdout=report("lv", size)).on(["lvs"], stdout=report("lv", size))
+    seg = dict(SEG_ROWS[2], seg_size="8388608", seg_pe_ranges="/dev/loop0:0-1")
+    vg = {"vg_name": VG, "vg_uuid": "vu", "vg_size": "62914560", "vg_free": "41943040",
+          "vg_extent_size": "4194304", "vg_extent_count": "15", "vg_free_count": "10",
+          "vg_tags": "", "pv_name": "/dev/loop0"}
+    grown = dict(seg, seg_size="12582912", seg_pe_ranges="/dev/loop0:0-2")
+    rec.on(["pvs"], stdout=report("pvseg", seg)).on(["pvs"], stdout=report("pvseg", grown))
+    rec.on(["lvs"], stdout=report("lv", dict(LV_ROWS[0], lv_size="8388608")))
+    rec.on(["lvs"], stdout=report("lv", dict(LV_ROWS[0], lv_size="12582912")))
+    rec.on(["vgs"], stdout=report("vg", vg))
     assert lvm.lvresize(VG, "a", 5 * MiB) == 8 * MiB
-    assert [a[0] for a in rec.argvs] == ["lvs"]
-    rec.on(["lvs"], stdout=report("lv", dict(size, lv_size="12582912")))
+    assert [a[0] for a in rec.argvs] == ["pvs", "lvs", "vgs"]
     rec.on(["lvresize"])
     assert lvm.lvresize(VG, "a", 9 * MiB) == 12 * MiB
-    assert rec.argvs[2] == ("lvresize", "--yes", "--force", "--size", "18432s", f"{VG}/a")
+    assert rec.argvs[3] == ("lvresize", "--yes", "--force", "--size", "18432s", f"{VG}/a")
 
 
 def test_failures_map_to_lvm_errors_without_noise(tmp_path: Path) -> None:
