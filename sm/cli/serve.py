@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -57,10 +58,17 @@ def serve(ctx: click.Context, socket_path: str | None, listen: str | None, allow
     logger.propagate = False
     click.echo(f"listening on {address} (token in {tokens})")
     sys.stdout.flush()
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        if address.startswith("unix:"):
+            Path(address[5:]).unlink(missing_ok=True)
 

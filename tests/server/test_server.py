@@ -146,6 +146,8 @@ def test_api_and_smapiv1_over_a_unix_socket(serve: Callable[..., Served],
         with pytest.raises(xmlrpc.client.Fault) as err:
             api.smapi.nosuchtype.sr_get_driver_info({})
         assert err.value.faultCode == 48
+        server.stop()
+        assert not sock.exists()  # removed at SIGTERM
     finally:
         server.stop()
         sock.unlink(missing_ok=True)
@@ -236,3 +238,37 @@ def test_sixteen_clients_snapshot_and_revert_at_once(env: dict[str, str],
         assert sm.state.journal() == []
     served = server.log_file.read_text().count(" vm.revert ok ")
     assert served == sum(cycles)
+
+
+def test_calls_wait_for_the_locks_the_cli_and_drivers_take(env: dict[str, str],
+                                                         server: Served) -> None:
+    """A driver command waits for the SR lock (held here as another `FileSR` process would
+    hold it), an API write for the API state lock; other calls go on meanwhile."""
+    api = server.client()
+    disk = api.vdi.create(1 * MiB, "d")
+    sr = api.sr.get("default")
+    location = sr["device_config"]["location"]
+    struct = {"sr_uuid": sr["uuid"], "sr_ref": "OpaqueRef:sr", "host_ref": "OpaqueRef:h",
+              "session_ref": "OpaqueRef:s", "device_config": sr["device_config"],
+              "vdi_uuid": disk["uuid"], "vdi_location": disk["location"],
+              "vdi_ref": "OpaqueRef:v", "driver_params": {}}
+    done: dict[str, object] = {}
+
+    def later(name: str, call: Callable[[], object]) -> threading.Thread:
+        thread = threading.Thread(target=lambda: done.__setitem__(name, call()))
+        thread.start()
+        return thread
+
+    for lock, name, call in (
+            (locking.sr_lock_path(location), "driver",
+             lambda: server.client().smapi.file.vdi_snapshot(struct)),
+            (Path(env["SM_HOME"]) / "state" / "api.lock", "api",
+             lambda: server.client().vdi.snapshot("d", "s"))):
+        with locking.lock(lock, purpose="test"):
+            thread = later(name, call)
+            time.sleep(1.0)
+            assert thread.is_alive() and name not in done, f"{name} call ignored the lock"
+            assert api.sm.ping() == "pong" and api.vdi.get("d")["uuid"] == disk["uuid"]
+        thread.join(60)
+        assert name in done
+    assert len([v for v in api.vdi.list() if v["is_a_snapshot"]]) == 2
