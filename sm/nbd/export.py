@@ -120,6 +120,16 @@ class Export:
         with self.use() as disk:
             return disk.read(offset, length)
 
+    def readinto(self, offset: int, buf: bytearray) -> None:
+        """Fill `buf` from `offset`: straight into nbdkit's buffer when the disk can (the
+        engine's `Disk.readinto` for sector-aligned requests), else through `read`."""
+        with self.use() as disk:
+            into = getattr(disk, "readinto", None)
+            if into is not None and not (offset | len(buf)) % 512:
+                into(offset, buf)
+            else:
+                buf[:] = disk.read(offset, len(buf))
+
     def write(self, offset: int, data: bytes | bytearray | memoryview, *,
               fua: bool = False) -> None:
         with self.use() as disk:

@@ -216,7 +216,7 @@ def _fail(err: Exception) -> None:
 
 def pread(h: int, buf: bytearray, offset: int, flags: int) -> None:
     try:
-        buf[:] = _C.export.read(offset, len(buf))
+        _C.export.readinto(offset, buf)
     except Exception as err:
         _fail(err)
         raise
