@@ -191,6 +191,22 @@ class RbdRepo:
         if vdi is not None and vdi != name:
             self.set_vdi(name, vdi)
 
+    def check_unwatched(self, image: str, what: str) -> None:
+        """VDIInUse if a client has `image` open (a data path on another host: ours are paused
+        or stopped when this is called), so its data does not change under a live reader."""
+        rbd = self.conn.rbd
+        with ceph_errors(SRUnavailable, f"watchers of {image}"):
+            try:
+                with self.image(image, read_only=True) as im:
+                    watchers = list(im.watchers_list())
+            except rbd.ImageNotFound:
+                return
+        if watchers:
+            from sm.errors import VDIInUse
+
+            raise VDIInUse(f"{what}: image {image} is open on another host "
+                           f"({', '.join(str(w.get('addr')) for w in watchers)})")
+
     def size(self, image: str, snap: str | None = None) -> int:
         with ceph_errors(VDIMissing, f"size of {image}"):
             with self.image(image, snapshot=snap, read_only=True) as im:

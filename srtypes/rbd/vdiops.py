@@ -173,6 +173,7 @@ def revert(repo: RbdRepo, snap: Snapshot, s: VdiRecord, target: VdiRecord) -> No
         raise VDISnapshot(f"VDI {s.uuid} is not a snapshot")
     if snap_of(target) is not None or target.hidden:
         raise VDIInUse(f"VDI {target.uuid} is a snapshot or a hidden base: cannot revert it")
+    repo.check_unwatched(image_of(target), f"revert of {target.uuid}")
     if image_of(s) == image_of(target):
         ident = repo.begin("revert", mode="rollback", snap=s.uuid, target=target.uuid)
     else:  # the snapshot lives on another image: the target becomes a clone of it
@@ -238,6 +239,7 @@ def resize(repo: RbdRepo, snap: Snapshot, rec: VdiRecord, size: int) -> VdiRecor
         raise VDISize(f"{size} bytes is more than {MAX_SIZE}")
     if size == rec.virtual_size:
         return rec
+    repo.check_unwatched(image_of(rec), f"resize of {rec.uuid}")
     ident = repo.begin("resize", vdi=rec.uuid, size=size)
     finish_resize(repo, snap, ident, {"vdi": rec.uuid, "size": size})
     return dataclasses.replace(rec, virtual_size=size)
@@ -261,6 +263,8 @@ def finish_resize(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str
 
 
 def delete(repo: RbdRepo, snap: Snapshot, rec: VdiRecord) -> None:
+    if snap_of(rec) is None:
+        repo.check_unwatched(image_of(rec), f"delete of {rec.uuid}")
     if children(snap, rec.uuid):
         if not rec.hidden:  # deferred: removed when its last dependant goes
             repo.store.commit(put=[dataclasses.replace(rec, hidden=True, managed=False)])
