@@ -6,6 +6,7 @@ SR_UUID RUN_DIR` is what a background run executes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -65,7 +66,26 @@ class FileBackend:
                 nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=vhd,
                                   attached=r.uuid in attached, blocks=blocks, block_size=bs,
                                   physical=size))
+            frozen = self._unpausable(attached, {r.uuid: r.parent for r in records})
+        if frozen:
+            nodes = [dataclasses.replace(n, attached=True) if n.uuid in frozen else n
+                     for n in nodes]
         return Graph.of(nodes)
+
+    def _unpausable(self, attached: set[str], parents: dict[str, str]) -> set[str]:
+        """The chains of attached VDIs without a data path the collector could pause (their
+        readers open images themselves): left alone entirely."""
+        from .datapath import find
+
+        out: set[str] = set()
+        for uuid in attached:
+            if find(self.repo, uuid) is not None:
+                continue
+            cur = uuid
+            while cur and cur not in out:
+                out.add(cur)
+                cur = parents.get(cur, "")
+        return out
 
     def recover(self) -> None:
         with self.repo.chain_lock("gc recover"):
