@@ -84,7 +84,8 @@ class RbdRepo:
             self.lease.release()
 
     def begin(self, op: str, **data: Any) -> str:
-        """Record an intent (fenced); returns its id."""
+        """Record an intent (fenced; the lease is renewed first); returns its id."""
+        self.lease.renew()
         ident = uuidlib.uuid4().hex
         self.store.commit(intent=(ident, {"op": op, "host": self.host, **data}))
         return ident

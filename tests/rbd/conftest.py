@@ -19,7 +19,10 @@ def ceph_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.skip(reason)
     from tests.rbd.cluster import start_cluster
 
-    cluster = start_cluster(Path(tmp_path_factory.mktemp("ceph")))
+    try:
+        cluster = start_cluster(Path(tmp_path_factory.mktemp("ceph")))
+    except RuntimeError:  # e.g. another worker took the free port first: once more
+        cluster = start_cluster(Path(tmp_path_factory.mktemp("ceph")))
     try:
         yield cluster
     finally:
