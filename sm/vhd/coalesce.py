@@ -93,6 +93,7 @@ class _Merge:
         self.full = bm.mask(0, src.spb)
         self.new: dict[int, int] = {}  # block -> bitmap offset of its new place in dst
         self.filled: list[int] = []  # blocks of dst that end up full
+        self.cloned = False  # a full block was reflinked: its bytes are never read
 
     def src_bits(self, blk: int) -> int:
         # the batmap says "full" without reading the bitmap
@@ -111,7 +112,8 @@ class _Merge:
         total, done = len(blocks) * self.bs, 0
         ahead = _ReadAhead(src, blocks)
         for i, blk in enumerate(blocks):
-            ahead.upto(i)
+            if not self.cloned:  # reading ahead what will be cloned costs a full read
+                ahead.upto(i)
             bits = self.src_bits(blk)
             if bits:
                 self.copy_block(blk, bits)
@@ -148,7 +150,7 @@ class _Merge:
         if start is not None:
             doff = start + bms
             if bits == self.full:
-                copy_backing_range(src.backing, soff, dst.backing, doff, bs)
+                self.cloned |= copy_backing_range(src.backing, soff, dst.backing, doff, bs)
             elif dst.disk_type == DiskType.DYNAMIC:
                 # unset sectors of a dynamic disk must read as zeros even to readers that
                 # ignore bitmaps, and the space past the end of data may hold stale bytes
@@ -165,7 +167,7 @@ class _Merge:
             have = dst.data_offset(blk)
             assert have is not None
             if bits == self.full:
-                copy_backing_range(src.backing, soff, dst.backing, have, bs)
+                self.cloned |= copy_backing_range(src.backing, soff, dst.backing, have, bs)
             else:
                 self.copy_runs(bits, soff, have)
             if dst.header is None:

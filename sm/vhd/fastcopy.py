@@ -28,12 +28,13 @@ def _reflink(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: int) 
     return True
 
 
-def copy_fd_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: int) -> None:
-    """Copy ``length`` bytes; a short source reads as zeros past its end."""
+def copy_fd_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: int) -> bool:
+    """Copy ``length`` bytes; a short source reads as zeros past its end. True when the range
+    was cloned (reflink: no bytes were read or written)."""
     if length <= 0:
-        return
+        return False
     if _reflink(src_fd, src_off, dst_fd, dst_off, length):
-        return
+        return True
     done = 0
     try:
         while done < length:
@@ -56,18 +57,20 @@ def copy_fd_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: 
             view = view[w:]
             pos += w
         done += n
+    return False
 
 
 def copy_backing_range(src: Backing, src_off: int, dst: Backing, dst_off: int,
-                       length: int) -> None:
-    """Copy between two Backings, offloaded to the kernel when both expose an fd range."""
+                       length: int) -> bool:
+    """Copy between two Backings, offloaded to the kernel when both expose an fd range; True
+    when the range was cloned (reflink)."""
     s = src.raw_range(src_off, length) if hasattr(src, "raw_range") else None
     d = dst.raw_range(dst_off, length) if hasattr(dst, "raw_range") else None
     if s is not None and d is not None:
-        copy_fd_range(s[0], s[1], d[0], d[1], length)
-        return
+        return copy_fd_range(s[0], s[1], d[0], d[1], length)
     done = 0
     while done < length:
         n = min(CHUNK, length - done)
         dst.pwrite(src.pread(n, src_off + done).ljust(n, b"\0"), dst_off + done)
         done += n
+    return False
