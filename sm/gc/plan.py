@@ -46,6 +46,9 @@ class Node:
     block_size: int = 2 * 1024 * 1024
     physical: int = 0
     """Bytes the image occupies (file size / LV size)."""
+    data_bytes: int | None = None
+    """Bytes of data the image holds if known (a sparse file's allocated bytes): a block
+    allocated for a 4 KiB write costs 4 KiB to merge, not a block."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,10 @@ def _bitmap_bytes(bs: int) -> int:
 def _merge(g: Graph, base: Node, child: Node, final_bytes: int) -> Action | None:
     bs = child.block_size
     per_block = bs + _bitmap_bytes(bs)
-    up = len(child.blocks) * bs
+    # up: a block new to a dynamic (root) base is written whole, others as sector runs
+    held = len(child.blocks) * bs
+    data = held if child.data_bytes is None else min(held, child.data_bytes)
+    up = min(held, data + (0 if base.parent else len(child.blocks - base.blocks) * bs))
     down = len(base.blocks - child.blocks) * bs
     overlap = len(base.blocks & child.blocks) * bs
     leaf = not child.hidden and not g.kids(child.uuid)

@@ -24,7 +24,7 @@ __all__ = ["FileBackend", "abort", "kick", "report", "run"]
 
 log = logging.getLogger(__name__)
 
-FINAL_BYTES = 64 * 1024 * 1024
+FINAL_BYTES = 16 * 1024 * 1024
 """Default bound of a leaf's final copy (its data path is paused meanwhile):
 `SM_GC_FINAL_BYTES` overrides it."""
 
@@ -50,7 +50,8 @@ class FileBackend:
             for r in records:
                 path = repo.path(r)
                 try:
-                    size = os.stat(path).st_size
+                    st = os.stat(path)
+                    size = st.st_size
                 except FileNotFoundError:
                     nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=False, attached=True))
                     continue
@@ -65,7 +66,7 @@ class FileBackend:
                         vhd = False
                 nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=vhd,
                                   attached=r.uuid in attached, blocks=blocks, block_size=bs,
-                                  physical=size))
+                                  physical=size, data_bytes=st.st_blocks * 512))
             frozen = self._unpausable(attached, {r.uuid: r.parent for r in records})
         if frozen:
             nodes = [dataclasses.replace(n, attached=True) if n.uuid in frozen else n
