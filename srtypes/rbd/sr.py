@@ -277,11 +277,14 @@ class RBDSR(SRDriver):
             snap = repo.read()
             rec = repo.resolve(snap, request.vdi_uuid, request.vdi_location)
             vdiops.ensure_exists(repo, rec)
-        if writable and (rec.read_only or rec.hidden or snap_of(rec) is not None):
-            raise VDIUnavailable(f"VDI {rec.uuid} is read-only (a snapshot or hidden base)")
-        current = self.host.attachment(rec.uuid)
-        if current and current.get("writable") and writable and not recovery:
-            raise VDIInUse(f"VDI {rec.uuid} is already attached writable on this host")
+            if writable and (rec.read_only or rec.hidden or snap_of(rec) is not None):
+                raise VDIUnavailable(f"VDI {rec.uuid} is read-only (a snapshot or hidden base)")
+            current = self.host.attachment(rec.uuid)
+            if current and current.get("writable") and writable and not recovery:
+                raise VDIInUse(f"VDI {rec.uuid} is already attached writable on this host")
+            if writable and not recovery and not current:
+                # librbd watches images opened writable (read-only opens do not)
+                repo.check_unwatched(image_of(rec), f"writable attach of {rec.uuid}")
         info = self.host.start(rec.uuid, image_of(rec), snap_of(rec), writable)
         keep_writable = bool(current and current.get("writable"))
         self.host.mark(rec.uuid, writable=writable or keep_writable,

@@ -26,9 +26,13 @@ def create(conn: Connection, sr_uuid: str) -> None:
     created_ns = False
     if cfg.namespace:
         with ceph_errors(SRUnavailable, f"namespace {cfg.namespace!r}"):
-            if not rbd.RBD().namespace_exists(conn.cluster.open_ioctx(cfg.pool), cfg.namespace):
-                rbd.RBD().namespace_create(conn.cluster.open_ioctx(cfg.pool), cfg.namespace)
-                created_ns = True
+            default = conn.namespace_ioctx("")
+            try:
+                if not rbd.RBD().namespace_exists(default, cfg.namespace):
+                    rbd.RBD().namespace_create(default, cfg.namespace)
+                    created_ns = True
+            finally:
+                default.close()
     store = Store(conn)
     existing = store.read()
     if existing.sr is not None:
@@ -68,11 +72,13 @@ def delete(repo: RbdRepo) -> None:
     if conn.config.namespace and sr is not None and \
             sr.sm_config.get("namespace_created") == "true":
         with ceph_errors(SRUnavailable, "removing the namespace"):
+            default = conn.namespace_ioctx("")
             try:
-                conn.rbd.RBD().namespace_remove(conn.cluster.open_ioctx(conn.config.pool),
-                                                conn.config.namespace)
+                conn.rbd.RBD().namespace_remove(default, conn.config.namespace)
             except conn.rbd.Error:
                 pass  # something else lives there: leave it
+            finally:
+                default.close()
 
 
 def probe(conn: Connection) -> str:

@@ -87,6 +87,9 @@ def test_revert_refused_while_open_on_another_host(rbd_namespace: str, short_tmp
                        "SM_RUN_DIR": str(short_tmp / "b-run")}
     assert b.fault("vdi_revert", [vdi], vdi=snap).code == 24
     assert b.fault("vdi_delete", vdi=vdi).code == 24
+    assert b.fault("vdi_attach", ["true"], vdi=vdi).code == 24  # one writer at a time
+    b.call("vdi_attach", ["false"], vdi=vdi)  # readers are fine
+    b.call("vdi_detach", vdi=vdi)
     b.snapshot(vdi)  # a snapshot from another host is fine: librbd asks the lock owner
     a.call("vdi_deactivate", vdi=vdi)
     a.call("vdi_detach", vdi=vdi)
