@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,9 +62,10 @@ def _server(dirs: list[str], backing: str) -> Any:
 
 
 def pause_all(mgr: StorageManager, disks: list[tuple[SRClient, tuple[str, str]]],
-              record: list[dict[str, Any]]) -> None:
-    """Pause every running server of `disks` ((client, backing ref) pairs); each pause is
-    appended to `record` as it happens (so a failure half-way can still be undone)."""
+              record: list[dict[str, Any]], on_change: Callable[[], None]) -> None:
+    """Pause every running server of `disks` ((client, backing ref) pairs). Each pause is
+    appended to `record` and `on_change` called (to journal it) *before* it happens, so a
+    crash half-way is undone by resuming (a no-op for a server that was not paused yet)."""
     dirs = _nbd_dirs(mgr)
     if not dirs:
         return
@@ -73,14 +75,18 @@ def pause_all(mgr: StorageManager, disks: list[tuple[SRClient, tuple[str, str]]]
         info = _server(dirs, ref[0])
         if info is None or server.status(info)["state"] != "running":
             continue
+        deactivate = client.has(Capability.VDI_DEACTIVATE)
         entry = {"sr": client.sr.uuid, "ref": list(ref), "writable": info.writable,
-                 "dir": os.path.dirname(info.control), "how": "deactivate"}
-        if client.has(Capability.VDI_DEACTIVATE):
+                 "dir": os.path.dirname(info.control),
+                 "how": "deactivate" if deactivate else "direct"}
+        record.append(entry)
+        on_change()
+        if deactivate:
             client.call("vdi_deactivate", vdi=ref)
         if server.status(info)["state"] == "running":
+            entry["how"] = "direct"  # running without an active attachment
+            on_change()
             server.pause(info)
-            entry["how"] = "direct"
-        record.append(entry)
         log.info("paused the data path of %s (%s)", ref[0], entry["how"])
 
 

@@ -95,10 +95,10 @@ class StorageManager(VmMethods):
             yield
 
     def _repair(self) -> None:
-        from . import vms
+        from . import vmsnap
 
         for entry in self.state.journal():
-            (vms.recover if entry.op == vms.OP else revert_ops.recover)(self, entry)
+            (vmsnap.recover if entry.op == vmsnap.OP else revert_ops.recover)(self, entry)
 
     def repair(self) -> int:
         """Finish or undo operations of this layer interrupted by a crash; how many."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, cast
 
-from . import vms
+from . import vms, vmsnap
 from .vms import Scope
 from .vmstate import VmState
 
@@ -54,7 +54,7 @@ class VmMethods:
         """Snapshot all disks at one consistency point (live disks paused together); all or
         nothing. `for_export` attaches each disk snapshot read-only and records where a backup
         tool reads it (`export_path`)."""
-        return vms.snapshot(self._sm(), ref, name, description, for_backup=for_backup,
+        return vmsnap.snapshot(self._sm(), ref, name, description, for_backup=for_backup,
                             for_export=for_export)
 
     def vm_snapshots(self, ref: str) -> VMSnapshotTree:

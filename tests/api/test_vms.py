@@ -37,11 +37,16 @@ class LvSr:
     name: str
     uuid: str
     device: str
-    lvm: Lvm
+    base: Path
 
     @property
     def vg(self) -> str:
         return VG_PREFIX + self.uuid
+
+    @property
+    def lvm(self) -> Lvm:
+        """A fresh checker view (an `Lvm` caches its reports)."""
+        return _checker_lvm(self.device, self.base)
 
 
 def _checker_lvm(device: str, base: Path) -> Lvm:
@@ -55,11 +60,11 @@ def _lvhd_sr(sm: StorageManager, sandbox: LvmSandbox, base: Path, size: int,
              allocation: str) -> Iterator[LvSr]:
     dev, _ = sandbox.loop_device(size)
     sr_uuid = str(uuidlib.uuid4())
-    lvm = _checker_lvm(dev, base)
     try:
         sm.sr_create("lv", "lvhd", {"device": dev, "allocation": allocation}, uuid=sr_uuid)
-        yield LvSr("lv", sr_uuid, dev, lvm)
+        yield LvSr("lv", sr_uuid, dev, base)
     finally:
+        lvm = _checker_lvm(dev, base)
         if lvm.vg_exists(VG_PREFIX + sr_uuid):
             lvm.vgremove(VG_PREFIX + sr_uuid)
             lvm.pvremove([dev])
@@ -152,8 +157,7 @@ def test_snapshot_revert_delete_across_file_and_lvhd(
         write(3)
 
         result = sm.vm_revert("web", "s1")
-        assert {d["vdi"]: d["path"] for d in result.disks} == {
-            a.uuid: "in-place", b.uuid: "clone-fallback"}
+        assert {d["vdi"]: d["path"] for d in result.disks}[a.uuid] == "in-place"
         check(1)
         for before in (a, b):
             after = sm.vdi(before.uuid, before.sr)
@@ -163,8 +167,17 @@ def test_snapshot_revert_delete_across_file_and_lvhd(
         assert [(s.name, s.current) for s in tree.walk()] == [("s1", True), ("s2", False)]
         assert tree.roots[0].children[0].snapshot.uuid == s2.uuid
 
-        sm.vm_revert("web", s2.uuid)
+        # The clone fallback, per disk, keeps every identity too.
+        sm.set_setting("revert", "clone")
+        result = sm.vm_revert("web", s2.uuid)
+        sm.set_setting("revert", None)
+        assert [d["path"] for d in result.disks] == ["clone-fallback"] * 2
         check(2)
+        for before in (a, b):
+            after = sm.vdi(before.uuid, before.sr)
+            assert (after.uuid, after.name_label, after.location) == (
+                before.uuid, before.name_label, before.location)
+            assert after.backing != before.uuid  # the data lives in the clone now
         assert sm.vm("web").current == s2.uuid
 
         # One snapshot: its disk snapshots go, its child moves up.
@@ -184,6 +197,31 @@ def test_snapshot_revert_delete_across_file_and_lvhd(
         assert _visible_snapshots(sm, fsr) == set() and _visible_snapshots(sm, lv.name) == set()
         check(2)
         assert sm.state.journal() == []
+
+
+@pytest.mark.root
+def test_in_place_revert_back_and_forth(manager: StorageManager, lvm_sandbox: LvmSandbox,
+                                        tmp_path: Path, run_dir: None) -> None:
+    """Revert to one snapshot, then to another, then back: every disk reads each one."""
+    sm = manager
+    fsr = new_sr(sm, "file", tmp_path, "fs")
+    with _lvhd_sr(sm, lvm_sandbox, tmp_path, 128 * MiB, "thin") as lv:
+        a = sm.vdi_create(8 * MiB, "a", sr=fsr)
+        b = sm.vdi_create(8 * MiB, "b", sr=lv.name)
+        sm.vm_create("vm")
+        sm.vm_add_disk("vm", a.uuid, sr=fsr)
+        sm.vm_add_disk("vm", b.uuid, sr=lv.name)
+        for i in (1, 2):
+            sm.vdi_write(a.uuid, 0, A[i], sr=fsr)
+            lv_write(sm, lv, b.uuid, B[i])
+            sm.vm_snapshot("vm", f"s{i}")
+        sm.vdi_write(a.uuid, 0, A[3], sr=fsr)
+        lv_write(sm, lv, b.uuid, B[3])
+        for i in (1, 2, 1):
+            result = sm.vm_revert("vm", f"s{i}")
+            assert [d["path"] for d in result.disks] == ["in-place"] * 2
+            got = (sm.vdi_read(a.uuid, 0, 32, sr=fsr), lv_read(sm, lv, b.uuid, 32))
+            assert got == (A[i], B[i]), f"after reverting to s{i}"
 
 
 @pytest.mark.root
