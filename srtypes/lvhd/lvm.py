@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from sm.executor import CommandError, Executor, Result
@@ -38,7 +39,7 @@ from .lvmreport import (
     Segment,
     VgInfo,
     parse_error,
-    parse_lvs,
+    parse_lv_segments,
     parse_pv_segments,
     parse_pvs,
     parse_vgs,
@@ -66,9 +67,9 @@ _PV_FIELDS = "pv_name,vg_name,pv_size,dev_size,pe_start,pv_uuid"
 _VG_FIELDS = (
     "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_tags,pv_name"
 )
-_LV_FIELDS = "lv_name,vg_name,lv_uuid,lv_size,lv_tags"
-_REPORT_COMMANDS = frozenset({"pvs", "vgs", "lvs"})
 _SEG_FIELDS = "pv_name,pe_start,lv_name,seg_start,seg_size,seg_pe_ranges,vg_extent_size"
+_VG_LV_FIELDS = _SEG_FIELDS + ",lv_size,lv_tags,lv_uuid,vg_name"
+_REPORT_COMMANDS = frozenset({"pvs", "vgs", "lvs"})
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -115,6 +116,7 @@ class Lvm:
         }
         self._lv_cache: dict[str, dict[str, LvInfo]] = {}
         self._vg_cache: dict[str, VgInfo] = {}
+        self._all_vgs: list[VgInfo] | None = None
         self.commands = 0
         """lvm processes started by this instance (benchmarks count them)."""
 
@@ -122,9 +124,10 @@ class Lvm:
         """Forget cached reports (another process may have changed the metadata)."""
         self._lv_cache.clear()
         self._vg_cache.clear()
+        self._all_vgs = None
 
-    def run(self, *args: str, check: bool = True) -> Result:
-        if args[0] not in _REPORT_COMMANDS:
+    def run(self, *args: str, check: bool = True, keep_cache: bool = False) -> Result:
+        if args[0] not in _REPORT_COMMANDS and not keep_cache:
             self.invalidate()
         self.commands += 1
         argv = [args[0]]
@@ -177,11 +180,23 @@ class Lvm:
         return found[0]
 
     def list_vgs(self) -> list[VgInfo]:
-        return parse_vgs(self.run("vgs", *_REPORT, "-o", _VG_FIELDS))
+        if self._all_vgs is None:
+            self._all_vgs = parse_vgs(self.run("vgs", *_REPORT, "-o", _VG_FIELDS))
+        return list(self._all_vgs)
 
     def vg_exists(self, name: str) -> bool:
         check_name(name, "VG name")
-        return any(vg.name == name for vg in self.list_vgs())
+        if name in self._vg_cache:
+            return True
+        if self._all_vgs is not None:
+            return any(vg.name == name for vg in self._all_vgs)
+        try:
+            self.vgs(name)  # the report is kept: free space and extent size come next
+        except LvmError as err:
+            if err.returncode is not None and b"not found" in err.stderr:
+                return False
+            raise
+        return True
 
     def find_sr_vgs(self, devices: Sequence[str] | None = None) -> list[VgInfo]:
         """VGs named ``VG_XenStorage-*`` (sr_probe), on ``devices`` if given, else on the
@@ -230,24 +245,41 @@ class Lvm:
             check_name(vg, "VG name"),
             check_name(old, "LV name"),
             check_name(new, "LV name"),
+            keep_cache=True,
         )
+        self._patch(vg, old, lambda lv: replace(lv, name=new), new)
 
     def lvremove(self, vg: str, name: str) -> None:
-        self.run("lvremove", "--force", "--yes", _path(vg, name))
+        self.run("lvremove", "--force", "--yes", _path(vg, name), keep_cache=True)
+        self._vg_cache.pop(vg, None)
+        self._all_vgs = None
+        self._patch(vg, name, None)
 
     def lv_addtag(self, vg: str, name: str, tag: str) -> None:
-        self.run("lvchange", "--addtag", check_tag(tag), _path(vg, name))
+        self.run("lvchange", "--addtag", check_tag(tag), _path(vg, name), keep_cache=True)
+        self._patch(vg, name, lambda lv: replace(lv, tags=(*lv.tags, tag)))
 
     def lv_deltag(self, vg: str, name: str, tag: str) -> None:
-        self.run("lvchange", "--deltag", check_tag(tag), _path(vg, name))
+        self.run("lvchange", "--deltag", check_tag(tag), _path(vg, name), keep_cache=True)
+        self._patch(vg, name, lambda lv: replace(lv, tags=tuple(t for t in lv.tags if t != tag)))
+
+    def _patch(self, vg: str, name: str, change: Callable[[LvInfo], LvInfo] | None,
+               new_name: str | None = None) -> None:
+        """Apply a rename/tag/remove (which moves no extents) to the cached report."""
+        cached = self._lv_cache.get(vg)
+        if cached is None or name not in cached:
+            self._lv_cache.pop(vg, None)
+            return
+        lv = cached.pop(name)
+        if change is not None:
+            cached[new_name or name] = change(lv)
 
     def _lv_map(self, vg: str) -> dict[str, LvInfo]:
         cached = self._lv_cache.get(vg)
         if cached is None:
-            check_name(vg, "VG name")
-            segments = self.pv_segments(vg)
-            result = self.run("lvs", *_REPORT, "-o", _LV_FIELDS, vg)
-            cached = {lv.name: lv for lv in parse_lvs(result, segments)}
+            result = self.run("pvs", "--segments", *_REPORT, "-o", _VG_LV_FIELDS,
+                              "--select", _select(vg_name=vg))
+            cached = parse_lv_segments(result)
             self._lv_cache[vg] = cached
         return cached
 

@@ -227,6 +227,24 @@ def parse_lvs(result: Result, segments: Mapping[str, list[Segment]]) -> list[LvI
         raise parse_error(result, err) from err
 
 
+def parse_lv_segments(result: Result) -> dict[str, LvInfo]:
+    """One ``pvs --segments`` report with LV fields (lv_name, lv_size, lv_tags, lv_uuid,
+    vg_name) -> every LV of the VG with its segments: the whole VG in one lvm command."""
+    segments = parse_pv_segments(result)
+    try:
+        out: dict[str, LvInfo] = {}
+        for row in report_rows(result, "pvseg"):
+            name = row["lv_name"]
+            if not name or name in out:
+                continue
+            out[name] = LvInfo(name=name, vg=row["vg_name"], uuid=row["lv_uuid"],
+                               size=_int(row, "lv_size"), tags=_tags(row["lv_tags"]),
+                               segments=tuple(segments.get(name, ())))
+        return out
+    except (KeyError, ValueError) as err:
+        raise parse_error(result, err) from err
+
+
 def parse_error(result: Result, err: Exception) -> LvmError:
     return LvmError(
         result.argv,

@@ -194,7 +194,31 @@ NFS = SRTypeConfig(
     fixture="nfs_server",
 )
 
-SR_TYPES: list[SRTypeConfig] = [FILE, NFS, _rbd_config()]
+# -- LVHD SR: VHD in LVs on real lvm2; a loop device per test (tests/lvhd/contract_support.py)
+
+
+@pytest.fixture
+def lvhd_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    from tests.lvhd import contract_support
+
+    yield from contract_support.lvhd_device(monkeypatch, tmp_path)
+
+
+def _lvhd() -> SRTypeConfig:
+    from tests.lvhd import contract_support as lv
+
+    return SRTypeConfig(
+        name="lvhd",
+        driver="srtypes.lvhd:LVHDSR",
+        executable=ROOT / "bin" / "LVHDSR",
+        **lv.CONFIG,
+        fixture="lvhd_device",
+    )
+
+
+LVHD = _lvhd()
+
+SR_TYPES: list[SRTypeConfig] = [FILE, NFS, LVHD, _rbd_config()]
 """Every SR type the contract suite runs against (LVM and NFS add theirs here)."""
 
 

@@ -176,7 +176,7 @@ def chain_paths(attached: Mapping[str, Any]) -> list[str]:
         name = os.path.basename(str(info.path))
         image = storage.open(str(info.path), False)
         try:
-            (out_dir / name).write_bytes(image.pread(image.size(), 0))
+            (out_dir / name).write_bytes(image.pread(info.physical_size, 0))
         finally:
             image.close()
         paths.append(str(out_dir / name))

@@ -89,12 +89,23 @@ def test_parse_vgs_folds_pvs_and_parse_pvs() -> None:
     assert pv.vg is None and pv.pe_start == MiB
 
 
+def _with_lv(row: dict[str, str]) -> dict[str, str]:
+    """A segment row of the one-command VG report (LV fields added)."""
+    lv = next((r for r in LV_ROWS if r["lv_name"] == row["lv_name"]), None)
+    extra = {"lv_size": "0", "lv_tags": "", "lv_uuid": "", "vg_name": VG}
+    if lv is not None:
+        extra = {k: lv[k] for k in ("lv_size", "lv_tags", "lv_uuid", "vg_name")}
+    return {**row, **extra}
+
+
+VG_ROWS = [_with_lv(r) for r in SEG_ROWS]
+
+
 def test_generated_commands(tmp_path: Path) -> None:
     rec = RecordingExecutor()
     lvm = Lvm(rec, tmp_path, devices=["/dev/sdb", "/dev/sdc"])
     rec.on(["lvcreate"])
-    rec.on(["pvs", "--devices", "/dev/sdb,/dev/sdc", "--segments"], stdout=report("pvseg", *SEG_ROWS))
-    rec.on(["lvs"], stdout=report("lv", *LV_ROWS))
+    rec.on(["pvs", "--devices", "/dev/sdb,/dev/sdc", "--segments"], stdout=report("pvseg", *VG_ROWS))
     lv = lvm.lvcreate(VG, "b", 4 * MiB - 1, tags=["hidden"])
     assert lv.name == "b" and lv.segments[0].start_extent == 2
     assert rec.argvs[0] == (
@@ -108,32 +119,33 @@ def test_generated_commands(tmp_path: Path) -> None:
     # served from the cached reports until a command changes the metadata
     assert lvm.lv(VG, "a").size == 16 * MiB and lvm.lv_exists(VG, "b")
     assert not lvm.lv_exists(VG, "c") and len(lvm.segments(VG, "a")) == 2
-    assert len(rec.argvs) == 3 and lvm.commands == 3
+    assert len(rec.argvs) == 2 and lvm.commands == 2
     with pytest.raises(LvmError, match="Failed to find"):
         lvm.lv(VG, "c")
-    rec.on(["lvremove"])
+    # renames, tags and removals move no extents: the cached report is patched
+    rec.on(["lvremove"]).on(["lvrename"]).on(["lvchange"])
     lvm.lvremove(VG, "b")
-    lvm.lvs(VG)
-    assert [a[0] for a in rec.argvs[3:]] == ["lvremove", "pvs", "lvs"]
+    lvm.lvrename(VG, "a", "z")
+    lvm.lv_addtag(VG, "z", "t")
+    assert [lv.name for lv in lvm.lvs(VG)] == ["z"] and lvm.lv(VG, "z").tags == ("hidden", "x", "t")
+    assert [a[0] for a in rec.argvs[2:]] == ["lvremove", "lvrename", "lvchange"]
 
 
 def test_lvresize_skips_a_no_op_and_reports_the_real_size(tmp_path: Path) -> None:
     rec = RecordingExecutor()
     lvm = Lvm(rec, tmp_path)
-    seg = dict(SEG_ROWS[2], seg_size="8388608", seg_pe_ranges="/dev/loop0:0-1")
+    seg = dict(VG_ROWS[2], seg_size="8388608", seg_pe_ranges="/dev/loop0:0-1", lv_size="8388608")
     vg = {"vg_name": VG, "vg_uuid": "vu", "vg_size": "62914560", "vg_free": "41943040",
           "vg_extent_size": "4194304", "vg_extent_count": "15", "vg_free_count": "10",
           "vg_tags": "", "pv_name": "/dev/loop0"}
-    grown = dict(seg, seg_size="12582912", seg_pe_ranges="/dev/loop0:0-2")
+    grown = dict(seg, seg_size="12582912", seg_pe_ranges="/dev/loop0:0-2", lv_size="12582912")
     rec.on(["pvs"], stdout=report("pvseg", seg)).on(["pvs"], stdout=report("pvseg", grown))
-    rec.on(["lvs"], stdout=report("lv", dict(LV_ROWS[0], lv_size="8388608")))
-    rec.on(["lvs"], stdout=report("lv", dict(LV_ROWS[0], lv_size="12582912")))
     rec.on(["vgs"], stdout=report("vg", vg))
     assert lvm.lvresize(VG, "a", 5 * MiB) == 8 * MiB
-    assert [a[0] for a in rec.argvs] == ["pvs", "lvs", "vgs"]
+    assert [a[0] for a in rec.argvs] == ["pvs", "vgs"]
     rec.on(["lvresize"])
     assert lvm.lvresize(VG, "a", 9 * MiB) == 12 * MiB
-    assert rec.argvs[3] == ("lvresize", "--yes", "--force", "--size", "18432s", f"{VG}/a")
+    assert rec.argvs[2] == ("lvresize", "--yes", "--force", "--size", "18432s", f"{VG}/a")
 
 
 def test_failures_map_to_lvm_errors_without_noise(tmp_path: Path) -> None:
