@@ -1,12 +1,19 @@
 """The cluster-wide chain lock of an RBD SR: a lease in the `lock` omap key of `sm.sr`.
 
-Value: JSON `{host, pid, start, token, purpose, hostname, expires}`; "" when free. Taking and
-giving back are compare-and-swap write ops (`omap_cmp` + `set_omap`, atomic on the OSD), so
-exactly one host wins. A held lock is broken (by the same CAS, so only one breaker wins) when
-its lease has expired (`expires` in the past: its owner stalled or died on any host) or when
-its owner is a process of THIS host (same host id) that no longer runs. Clocks of the hosts
-are assumed synchronised to well under the lease (NTP); the lease is renewed between steps.
-Every records commit under the lock is fenced by `omap_cmp(lock == our value)`.
+Value: JSON `{host, pid, start, token, purpose, hostname, expires, lease}`; "" when free.
+Taking, renewing and giving back are compare-and-swap write ops (`omap_cmp` + `set_omap`, one
+atomic op on the OSD), so exactly one host wins. Every records commit under the lock carries
+`omap_cmp(lock == our value)` too (fencing: a holder whose lock was broken writes nothing).
+
+While held, a thread renews the lease every `lease / 4` seconds (a new token each time), so a
+long step (rolling back a large image) keeps it. A waiter breaks a held lock (with the same
+CAS, so only one breaker wins) when
+
+- its owner is a process of THIS host (same host id) that no longer runs: at once; or
+- the value has not changed for a whole lease as measured by the waiter's own monotonic clock
+  (the owner stopped renewing: it died, or its host did, or it is cut off from the cluster).
+  No host's wall clock is trusted, so clock skew cannot break a live lock; `expires` is
+  informational only.
 """
 
 from __future__ import annotations
@@ -16,12 +23,13 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
-from sm.errors import LockErr
+from sm.errors import LockErr, SMError
 
 from .store import Store
 
@@ -72,68 +80,101 @@ class Lease:
         self.wait = wait
         self.value: str | None = None
         self.purpose = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost: str | None = None
 
     def _make(self) -> str:
         pid = os.getpid()
         return json.dumps({
             "host": self.host, "pid": pid, "start": _start_time(pid), "hostname":
             socket.gethostname(), "token": uuidlib.uuid4().hex, "purpose": self.purpose,
-            "expires": round(time.time() + self.lease, 3),
+            "expires": round(time.time() + self.lease, 3), "lease": self.lease,
         }, sort_keys=True)
 
-    def breakable(self, value: str) -> str | None:
-        """Why the lock `value` may be broken, or None if its owner holds it."""
+    def dead_owner(self, value: str) -> str | None:
+        """Why the owner of lock `value` is certainly gone (a process of this host), or None."""
         try:
             owner: dict[str, Any] = json.loads(value)
-            expires = float(owner["expires"])
-        except (ValueError, KeyError, TypeError):
-            return "unreadable lock value"
-        if time.time() > expires:
-            return f"lease expired {time.time() - expires:.1f} s ago"
-        if owner.get("host") == self.host:
-            pid = int(owner.get("pid", 0))
-            if pid == os.getpid():
-                return None  # this process: never ours to break (no re-entry)
-            if _start_time(pid) != owner.get("start"):
-                return f"owner process {pid} on this host is gone"
+        except ValueError:
+            return None
+        if not isinstance(owner, dict) or owner.get("host") != self.host:
+            return None
+        pid = int(owner.get("pid", 0))
+        if pid == os.getpid():
+            return None
+        if _start_time(pid) != owner.get("start"):
+            return f"owner process {pid} on this host is gone"
         return None
 
     def acquire(self, purpose: str) -> None:
         self.purpose = purpose
-        deadline = time.monotonic() + self.wait
+        start = time.monotonic()
+        deadline = start + self.wait
         delay = 0.01
+        seen, seen_at = None, start
         while True:
             current = self.store.lock_value()
-            reason = None if current == "" else self.breakable(current)
-            if current == "" or reason is not None:
+            now = time.monotonic()
+            if current != seen:
+                seen, seen_at = current, now
+            reason = None
+            if current:
+                reason = self.dead_owner(current)
+                if reason is None and now - seen_at >= self.lease:
+                    reason = f"not renewed for {now - seen_at:.1f} s (lease {self.lease:.0f} s)"
+            if not current or reason is not None:
                 mine = self._make()
                 if self.store.cas_lock(current, mine):
                     if reason is not None:
                         log.warning("broke the SR lock (%s): %s", reason, current)
-                    self.value = mine
-                    self.store.lease_value = mine
+                    self._held(mine)
                     return
                 continue
-            if time.monotonic() > deadline:
+            if now > deadline:
                 raise LockErr(f"{purpose}: the SR lock is held by {current} (waited "
                               f"{self.wait:.0f} s)")
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.2)
 
+    def _held(self, value: str) -> None:
+        self.value = value
+        self.store.lease_value = value
+        self.lost = None
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renewer, name="sm-rbd-lease",
+                                        daemon=True)
+        self._thread.start()
+
+    def _renewer(self) -> None:
+        while not self._stop.wait(self.lease / 4):
+            try:
+                self.renew()
+            except SMError as err:  # lost or unreachable: the next fenced commit fails
+                self.lost = str(err)
+                log.error("%s: renewing the SR lock failed: %s", self.purpose, err)
+                return
+
     def renew(self) -> None:
-        """Extend the lease (between steps of a long operation); LockErr if it was lost."""
-        if self.value is None:
-            return
-        mine = self._make()
-        if not self.store.cas_lock(self.value, mine):
-            raise LockErr(f"{self.purpose}: the SR lock was broken while held")
-        self.value = mine
-        self.store.lease_value = mine
+        """Extend the lease; LockErr if it was lost (broken by another host)."""
+        with self.store.fence:
+            if self.value is None:
+                return
+            mine = self._make()
+            if not self.store.cas_lock(self.value, mine):
+                raise LockErr(f"{self.purpose}: the SR lock was broken while held")
+            self.value = mine
+            self.store.lease_value = mine
 
     def release(self) -> None:
-        if self.value is None:
-            return
-        value, self.value = self.value, None
-        self.store.lease_value = None
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self.store.fence:
+            if self.value is None:
+                return
+            value, self.value = self.value, None
+            self.store.lease_value = None
         if not self.store.cas_lock(value, ""):
             log.warning("%s: the SR lock had been broken before release", self.purpose)

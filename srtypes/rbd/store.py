@@ -16,6 +16,7 @@ no longer change anything (fencing).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,7 @@ class Store:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.lease_value: str | None = None  # set by the lease while held
+        self.fence = threading.RLock()  # a renewal never slips between reading and writing
 
     # -- reading -------------------------------------------------------------------------
 
@@ -155,7 +157,7 @@ class Store:
             keys.append(INTENT_PREFIX + intent[0])
             values.append(json.dumps(intent[1], sort_keys=True).encode())
         gone = [VDI_PREFIX + u for u in remove] + [INTENT_PREFIX + i for i in done]
-        with ceph_errors(SRUnavailable, "writing the SR records"):
+        with self.fence, ceph_errors(SRUnavailable, "writing the SR records"):
             with rados.WriteOpCtx() as op:
                 if self.lease_value is not None:
                     op.omap_cmp(LOCK_KEY, self.lease_value, rados.LIBRADOS_CMPXATTR_OP_EQ)

@@ -96,16 +96,46 @@ def test_lease_broken_when_expired_or_owner_dead(rbd_namespace: str, tmp_path: P
     assert sr.fault("vdi_create", [str(MiB)]).code == 37
     assert time.monotonic() - t0 < 10
     assert sr.tree() == before
-    # the same owner's lease expired: broken
-    _set_lock(sr, {"host": "other", "pid": 1, "start": "1", "token": "t",
-                   "expires": time.time() - 1})
+    # the same owner stops renewing: broken once the waiter saw it unchanged for a lease
+    # (its own clock; the owner's "expires" is not trusted)
+    monkeypatch.setenv("SM_RBD_LEASE", "1")
+    monkeypatch.setenv("SM_RBD_LOCK_WAIT", "10")
+    t0 = time.monotonic()
     sr.vdi_create(MiB)
+    assert 1 <= time.monotonic() - t0 < 8
+    monkeypatch.setenv("SM_RBD_LEASE", "60")
     # a dead process of this host, lease still valid: broken
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     _set_lock(sr, {"host": host, "pid": dead.pid, "start": "0", "token": "t",
                    "expires": time.time() + 600})
     sr.vdi_create(MiB)
+    consistent(sr)
+
+
+def test_lease_renewed_while_held(rbd_namespace: str, tmp_path: Path) -> None:
+    """A holder renews its lease in the background: a waiter with a short lease does not
+    break it while the holder works, and gets it once released."""
+    from srtypes.rbd.config import RbdConfig
+    from srtypes.rbd.conn import Connection
+    from srtypes.rbd.lease import Lease
+    from srtypes.rbd.store import Store
+
+    sr = harness(tmp_path).create()
+    cfg = RbdConfig.parse(sr.device_config)
+    with Connection(cfg) as c1, Connection(cfg) as c2:
+        holder = Lease(Store(c1), "host-a", lease=0.4, wait=5)
+        waiter = Lease(Store(c2), "host-b", lease=0.4, wait=1.5)
+        holder.acquire("long step")
+        first = holder.value
+        with pytest.raises(Exception) as err:
+            waiter.acquire("must wait")
+        assert getattr(err.value, "code", None) == 37
+        assert holder.value != first  # renewed meanwhile
+        holder.store.commit()  # still fenced by a valid lease
+        holder.release()
+        waiter.acquire("now")
+        waiter.release()
     consistent(sr)
 
 
