@@ -86,7 +86,7 @@ def test_vm_snapshot_pauses_all_disks_together(env: dict[str, str],  # noqa: F81
             deadline = time.monotonic() + 60
             while done[0] < 3 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            snap = sm.vm_snapshot("vm", "live")
+            snap = sm.vm_snapshot("vm", "live", for_export=True)
             at_snapshot = done[0]
             while done[0] < at_snapshot + 3 and time.monotonic() < deadline and thread.is_alive():
                 time.sleep(0.01)
@@ -106,6 +106,13 @@ def test_vm_snapshot_pauses_all_disks_together(env: dict[str, str],  # noqa: F81
                             / f"{by_disk[disks[1].uuid]}.vhd"), limit)
         assert a >= 3, (a, b)
         assert a - 1 <= b <= a, f"not crash-consistent: disk A has {a} writes, disk B {b}"
+        # An export snapshot is served read-only over NBD: a backup tool reads the same.
+        for d, n in zip(snap.disks, (a, b) if snap.disks[0].vdi == disks[0].uuid else (b, a)):
+            assert d.export_path.startswith("nbd:unix:"), d.export_path
+            with NbdClient.from_url(d.export_path) as reader:
+                assert _count(reader.read(0, limit * SECTOR)) == n
+        sm.vm_snapshot_delete("vm", "live")  # detaches the exports, deletes the snapshots
+        assert not [v for sr in srs for v in sm.vdis(sr) if v.is_a_snapshot]
         # The live disks kept every write (the servers ran again after the snapshot).
         for c, d in zip(clients, disks):
             c.vdi_detach(d.ref)
