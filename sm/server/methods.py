@@ -44,6 +44,10 @@ API_METHODS: Mapping[str, str] = {
 """XML-RPC method -> StorageManager method."""
 
 
+MAX_READ = 16 * 1024 * 1024
+"""Largest `vdi.read` answered (the response is base64 in memory)."""
+
+
 def method_names() -> list[str]:
     return sorted([*API_METHODS, "sm.ping", "sm.version", "system.listMethods",
                    "smapi.<type>.<command>"])
@@ -67,6 +71,11 @@ def call(mgr: Callable[[], StorageManager], method: str, params: list[Value]) ->
         raise Unimplemented(f"unknown method {method!r}")
     func = getattr(mgr(), name)
     args, kwargs = _bind(func, method, params)
+    if method == "vdi.read":
+        length = args[2] if len(args) > 2 else kwargs.get("length")
+        if not isinstance(length, int) or length > MAX_READ:
+            raise InvalidArg(f"vdi.read over XML-RPC needs a length of at most {MAX_READ} "
+                             "bytes (use sm vdi export, or the VDI's NBD server, for more)")
     return to_wire(func(*args, **kwargs))
 
 

@@ -134,6 +134,9 @@ def test_api_and_smapiv1_over_a_unix_socket(serve: Callable[..., Served],
         with pytest.raises(xmlrpc.client.Fault) as err:
             api.no.such.method()
         assert err.value.faultCode == 38
+        with pytest.raises(xmlrpc.client.Fault) as err:
+            api.vdi.read("disk1")  # the whole disk in one response: refused
+        assert err.value.faultCode == 1 and "at most" in err.value.faultString
         assert "vm.snapshot" in api.system.listMethods()
         # SMAPIv1, as the API sends it, and as a raw driver document on /smapiv1/<type>.
         info = api.smapi.file.sr_get_driver_info({})
