@@ -182,7 +182,8 @@ def revert(repo: RbdRepo, snap: Snapshot, s: VdiRecord, target: VdiRecord) -> No
                            old_image=image_of(target), keep=keep,
                            new_image=str(uuidlib.uuid4()))
     crash_point("vdi_revert:journaled")
-    finish_revert(repo, repo.read(), ident, repo.read().intents[ident])
+    now = repo.read()
+    finish_revert(repo, now, ident, now.intents[ident])
 
 
 def finish_revert(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str, Any]) -> None:
@@ -192,7 +193,7 @@ def finish_revert(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str
         repo.store.commit(done=[ident])
         return
     put: list[VdiRecord] = []
-    size = repo.size(image_of(s), snap_of(s))
+    size = s.virtual_size  # a snapshot's size never changes
     if intent["mode"] == "rollback":
         with ceph_errors(VDISnapshot, f"rollback of {target.uuid} to {s.uuid}"):
             with repo.image(image_of(target)) as im:

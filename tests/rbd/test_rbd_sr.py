@@ -272,3 +272,33 @@ def test_cluster_down_bounded_and_nothing_half_done(tmp_path: Path,
         sr.assert_content(vdi, b"before the outage".ljust(2 * MiB, b"\0"))
     finally:
         cluster.stop()
+
+
+def test_sr_create_and_delete_own_the_namespace(rbd_namespace: str, tmp_path: Path) -> None:
+    """sr_create makes the namespace and refuses one with foreign images; sr_delete refuses
+    images without records and removes the namespace it made."""
+    sr = harness(tmp_path)
+    with Rados({**sr.device_config, "namespace": ""}) as r:
+        assert not r.rbd.RBD().namespace_exists(r.ioctx, rbd_namespace)
+        r.rbd.RBD().namespace_create(r.ioctx, rbd_namespace)
+    with Rados(sr.device_config) as r:
+        r.rbd.RBD().create(r.ioctx, "foreign", MiB)
+    err = sr.fault("sr_create", ["0"])
+    assert err.code == 202 and "no SR" in err.string, err
+    with Rados(sr.device_config) as r:
+        r.rbd.RBD().remove(r.ioctx, "foreign")
+        r.ioctx.set_namespace("")
+        r.rbd.RBD().namespace_remove(r.ioctx, rbd_namespace)
+    sr.create()
+    assert sr.fault("sr_create", ["0"]).code == 42
+    from tests.rbd.support import adopt
+
+    stray = adopt(sr.device_config, MiB, [])
+    assert sr.fault("sr_delete").code == 39  # sr_scan would adopt it
+    from tests.rbd.support import remove
+
+    remove(sr.device_config, stray)
+    sr.call("sr_delete")
+    with Rados({**sr.device_config, "namespace": ""}) as r:
+        assert not r.rbd.RBD().namespace_exists(r.ioctx, rbd_namespace)
+    sr.call("sr_delete")  # nothing there: a no-op
