@@ -24,7 +24,8 @@ import click
               show_default=True, help="Largest request body accepted.")
 @click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True,
               help="Connections served at once.")
-@click.option("--log-file", type=click.Path(dir_okay=False), help="Also log requests here.")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="Log requests here instead of stderr.")
 @click.option("--show-token", is_flag=True, help="Print the token (made if missing) and exit.")
 @click.pass_context
 def serve(ctx: click.Context, socket_path: str | None, listen: str | None, allow_remote: bool,
