@@ -240,8 +240,9 @@ def test_deferred_delete_keeps_dependants(rbd_namespace: str, tmp_path: Path) ->
 
 def test_cluster_down_bounded_and_nothing_half_done(tmp_path: Path,
                                                    rbd_namespace: str) -> None:
-    """A cluster of its own whose monitor is killed: every command answers SRUnavailable (47)
-    within its bound; after the monitor returns, the SR is exactly as before."""
+    """A cluster of its own whose monitor is killed, then its OSD: every command answers
+    SRUnavailable (47) within its bound; when the daemon returns the SR is exactly as before
+    (records, content, no pending intent, lock free)."""
     from tests.rbd.cluster import start_cluster
 
     cluster = start_cluster(Path(str(tmp_path)[:40] + "-down"))
@@ -269,7 +270,24 @@ def test_cluster_down_bounded_and_nothing_half_done(tmp_path: Path,
             assert took < 5, (command, took)
         cluster.start_mon()
         assert sr.records() == before
-        sr.assert_content(vdi, b"before the outage".ljust(2 * MiB, b"\0"))
+        sr.model = {vdi: bytearray(b"before the outage".ljust(2 * MiB, b"\0"))}
+        sr.model[snap] = sr.model[vdi]
+        sr.assert_all_content()
+        consistent(sr)
+        # the OSD gone, the monitor up: connecting works, object operations time out
+        cluster.stop_daemon("osd")
+        for command, args in calls[:2] + calls[3:8:2] + calls[9:10]:
+            target = {"vdi_revert": snap}.get(command, vdi)
+            t0 = time.monotonic()
+            err = sr.fault(command, args, vdi=None if command.startswith("sr_") or
+                           command in ("vdi_create", "sm_vdi_list") else target)
+            assert err.code == 47, (command, err)
+            assert time.monotonic() - t0 < 8, command
+        cluster.start_osd()
+        cluster.wait_osd_up()
+        assert sr.records() == before
+        sr.assert_all_content()
+        consistent(sr)
     finally:
         cluster.stop()
 
