@@ -320,3 +320,39 @@ def test_sr_create_and_delete_own_the_namespace(rbd_namespace: str, tmp_path: Pa
     with Rados({**sr.device_config, "namespace": ""}) as r:
         assert not r.rbd.RBD().namespace_exists(r.ioctx, rbd_namespace)
     sr.call("sr_delete")  # nothing there: a no-op
+
+
+def test_revert_to_a_snapshot_of_another_image(rbd_namespace: str, tmp_path: Path) -> None:
+    """A snapshot that is not on the target's image (another VDI's, or one left on the image a
+    revert replaced): the target's image is replaced by a clone of it; the target keeps its
+    identity, the old image stays (hidden) while snapshots of it remain."""
+    sr = harness(tmp_path).create()
+    x = sr.vdi_create(4 * MiB, "x", "keep me")
+    sr.write(x, [(0, b"X" * 5000)])
+    s = sr.snapshot(x)
+    y = sr.vdi_create(2 * MiB, "y")
+    sr.write(y, [(100, b"Y" * 300)])
+    t = sr.snapshot(y)
+    sr.write(x, [(0, b"x-later")])
+    before = sr.record(x)
+    sr.revert(t, x)
+    after = sr.record(x)
+    assert {k: after[k] for k in ("uuid", "location", "name_label", "name_description")} == \
+        {k: before[k] for k in ("uuid", "location", "name_label", "name_description")}
+    assert int(after["virtual_size"]) == 2 * MiB
+    assert after["parent"] == t
+    sr.assert_all_content()
+    hidden = [u for u, r in sr.records().items() if r["hidden"]]
+    assert len(hidden) == 1 and sr.record(s)["parent"] == hidden[0]  # x's old image
+    sr.assert_consistent()
+    sr.revert(s, x)  # s lives on the old image now: replaced once more
+    sr.assert_all_content()
+    sr.write(x, [(10, b"independent")])
+    sr.assert_all_content()
+    sr.assert_consistent()
+    for v in (s, t, y, x):
+        sr.delete(v)
+        sr.assert_all_content()
+        sr.assert_consistent()
+    assert sr.records() == {} and images(sr.device_config) == {}
+    consistent(sr)
