@@ -190,8 +190,9 @@ def _merge(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
     return {}
 
 
-def _finish_merge(repo: FileRepo, entry: Entry) -> None:
-    """From `merged` on (caller holds the SR lock): switch the chain over, delete, records."""
+def _finish_merge(repo: FileRepo, entry: Entry, *, records: bool = True) -> None:
+    """From `merged` on (caller holds the SR lock): switch the chain over, delete, then (with
+    `records`) the records."""
     from sm import atomic, vhd
 
     d = entry.data
@@ -225,7 +226,15 @@ def _finish_merge(repo: FileRepo, entry: Entry) -> None:
         _step(entry, "gc_merge", "reparented")
         atomic.unlink(cp, missing_ok=True)
         _step(entry, "gc_merge", "deleted")
+    if records:
+        _merge_records(repo, entry)
+
+
+def _merge_records(repo: FileRepo, entry: Entry) -> None:
+    d = entry.data
+    bp, cp = repo.layout.image(d["base"]), repo.layout.image(d["child"])
     with repo.records.transaction(purpose="gc_merge") as txn:
+        kids = [r.uuid for r in txn.all() if r.parent == d["child"]]
         base, child = txn.find(d["base"]), txn.find(d["child"])
         if d["direction"] == "down" or d["visible"]:
             # the child's record survives (its identity), the base's goes
@@ -276,11 +285,12 @@ def _leaf_merge(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, A
         assert c is not None
         d = _merge_data(b, c, action)
         t0 = time.monotonic()
-        with live(repo, c.uuid):
-            paused = time.monotonic()
-            with repo.journal.begin("gc_merge", **d) as entry:
-                crash_point("gc_merge:journaled")
-                _step(entry, "gc_merge", "marked")
+        with repo.journal.begin("gc_merge", **d) as entry:
+            crash_point("gc_merge:journaled")
+            _step(entry, "gc_merge", "marked")
+            # paused: the copy of what the leaf holds, its file replaced; records after
+            with live(repo, c.uuid):
+                paused = time.monotonic()
                 ctx.step("final copy (paused)")
                 try:
                     _copy(repo, d, ctx.progress)
@@ -288,8 +298,9 @@ def _leaf_merge(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, A
                     entry.done()  # nothing to undo: only shadowed sectors were written
                     raise
                 _step(entry, "gc_merge", "copied")
-                _finish_merge(repo, entry)
-            done = time.monotonic()
+                _finish_merge(repo, entry, records=False)
+                done = time.monotonic()
+            _merge_records(repo, entry)
         return {"pause_seconds": round(done - paused, 4),
                 "locked_seconds": round(time.monotonic() - t0, 4),
                 "attached": _attached(repo, c.uuid)}
@@ -303,14 +314,18 @@ def _leaf_snapshot(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str
         assert c is not None
         new = str(uuidlib.uuid4())
         t0 = time.monotonic()
-        with live(repo, c.uuid), repo.journal.begin(
-                "gc_leafsnap", vdi=c.uuid, new=new, base=action.base) as entry:
+        with repo.journal.begin("gc_leafsnap", vdi=c.uuid, new=new,
+                                base=action.base) as entry:
             crash_point("gc_leafsnap:journaled")
+            with live(repo, c.uuid):  # paused: rename, new empty leaf; records after
+                t0 = time.monotonic()
+                _forward_leafsnap(repo, entry, records=False)
+                paused = time.monotonic() - t0
             _forward_leafsnap(repo, entry)
-        return {"pause_seconds": round(time.monotonic() - t0, 4), "new_base": new}
+        return {"pause_seconds": round(paused, 4), "new_base": new}
 
 
-def _forward_leafsnap(repo: FileRepo, entry: Entry) -> None:
+def _forward_leafsnap(repo: FileRepo, entry: Entry, *, records: bool = True) -> None:
     from sm import atomic, vhd
 
     d = entry.data
@@ -328,6 +343,8 @@ def _forward_leafsnap(repo: FileRepo, entry: Entry) -> None:
     if not os.path.exists(cp):
         vhd.snapshot(np_, cp, uuid=uuidlib.UUID(d["vdi"]))
     _step(entry, "gc_leafsnap", "leaf")
+    if not records:
+        return
     with repo.records.transaction(purpose="gc_leafsnap") as txn:
         if txn.find(d["new"]) is None:
             x = txn.get(d["vdi"])
