@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,27 +119,36 @@ def copy_baseline(src: Path, dst: Path, dropped: bool) -> float:
     return time.perf_counter() - t0
 
 
-def phase_merge(base_dir: Path, size: int) -> float:
-    work = Path(tempfile.mkdtemp(prefix="bench-gc-", dir=base_dir))
-    try:
-        sr, full = merge_setup(work, size)
-        raw = work / "baseline.src"
-        with open(raw, "wb") as f:
-            for _ in range(0, size, CHUNK):
-                f.write(b"\x5a" * CHUNK)
-            os.fsync(f.fileno())
-        dropped = drop_caches()
-        t_gc, summary = timed_gc(sr, [full], dropped)
-        kinds = [a["kind"] for a in summary["actions"]]
-        t_cp = copy_baseline(raw, work / "baseline.dst", dropped)
-        print(f"merge-ext4  {size // MiB} MiB of full blocks: gc run {t_gc:.3f} s "
-              f"({size / MiB / t_gc:.0f} MiB/s), copy_file_range {t_cp:.3f} s "
-              f"({size / MiB / t_cp:.0f} MiB/s) -> ratio {t_cp / t_gc:.2f} "
-              f"(target >= 0.9); steps {kinds}; "
-              f"{'drop_caches' if dropped else 'warm inputs'}")
-        return t_gc
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def phase_merge(base_dir: Path, size: int, repeat: int) -> float:
+    """Alternating gc / copy_file_range runs (a shared disk is noisy); medians."""
+    gcs, cps, kinds, dropped = [], [], [], False
+    for i in range(repeat):
+        work = Path(tempfile.mkdtemp(prefix="bench-gc-", dir=base_dir))
+        try:
+            sr, full = merge_setup(work, size)
+            raw = work / "baseline.src"
+            with open(raw, "wb") as f:
+                for _ in range(0, size, CHUNK):
+                    f.write(b"\x5a" * CHUNK)
+                os.fsync(f.fileno())
+            dropped = drop_caches()
+            if i % 2:
+                cps.append(copy_baseline(raw, work / "baseline.dst", dropped))
+                drop_caches()
+            t, summary = timed_gc(sr, [full], dropped)
+            gcs.append(t)
+            kinds = [a["kind"] for a in summary["actions"]]
+            if not i % 2:
+                cps.append(copy_baseline(raw, work / "baseline.dst", dropped))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    t_gc, t_cp = statistics.median(gcs), statistics.median(cps)
+    print(f"merge-ext4  {size // MiB} MiB of full blocks, median of {repeat}: gc run "
+          f"{t_gc:.3f} s ({size / MiB / t_gc:.0f} MiB/s), copy_file_range {t_cp:.3f} s "
+          f"({size / MiB / t_cp:.0f} MiB/s) -> ratio {t_cp / t_gc:.2f} (target >= 0.9); "
+          f"steps {kinds}; {'drop_caches' if dropped else 'warm inputs'}; runs gc "
+          f"{', '.join(f'{x:.2f}' for x in gcs)} s, copy {', '.join(f'{x:.2f}' for x in cps)} s")
+    return t_gc
 
 
 @contextlib.contextmanager
@@ -160,16 +170,19 @@ def xfs_mount(base_dir: Path, size: int) -> Iterator[Path | None]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def phase_xfs(base_dir: Path, size: int, ext4_time: float) -> None:
-    with xfs_mount(base_dir, size) as mnt:
-        if mnt is None:
-            print("merge-xfs   skipped (needs root and mkfs.xfs)")
-            return
-        sr, full = merge_setup(mnt, size)
-        dropped = drop_caches()
-        t, _ = timed_gc(sr, [full], dropped)
-        print(f"merge-xfs   {size // MiB} MiB of full blocks with reflinks: {t:.3f} s = "
-              f"{100 * t / ext4_time:.1f} % of the ext4 merge (target < 5 %)")
+def phase_xfs(base_dir: Path, size: int, ext4_time: float, repeat: int) -> None:
+    times = []
+    for _ in range(repeat):
+        with xfs_mount(base_dir, size) as mnt:
+            if mnt is None:
+                print("merge-xfs   skipped (needs root and mkfs.xfs)")
+                return
+            sr, full = merge_setup(mnt, size)
+            dropped = drop_caches()
+            times.append(timed_gc(sr, [full], dropped)[0])
+    t = statistics.median(times)
+    print(f"merge-xfs   {size // MiB} MiB of full blocks with reflinks, median of {repeat}: "
+          f"{t:.3f} s = {100 * t / ext4_time:.1f} % of the ext4 merge (target < 5 %)")
 
 
 def phase_pause(size: int) -> None:
@@ -224,7 +237,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default="/var/tmp", help="where to work (ext4 for the ratio)")
     ap.add_argument("--size-mib", type=int, default=1024)
-    ap.add_argument("--quick", action="store_true", help="64 MiB (a smoke run)")
+    ap.add_argument("--quick", action="store_true", help="64 MiB, one run (a smoke run)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each merge (median)")
     ap.add_argument("--warm", action="store_true",
                     help="do not drop the page cache (inputs are read once instead)")
     args = ap.parse_args()
@@ -234,8 +248,9 @@ def main() -> None:
     os.environ.setdefault("SM_DATA_PATH", "none")
     size = (64 if args.quick else args.size_mib) * MiB
     base = Path(args.dir)
-    t_ext4 = phase_merge(base, size)
-    phase_xfs(base, size, t_ext4)
+    repeat = 1 if args.quick else max(1, args.repeat)
+    t_ext4 = phase_merge(base, size, repeat)
+    phase_xfs(base, size, t_ext4, repeat)
     phase_pause(size // 4 if not args.quick else 64 * MiB)
 
 
