@@ -109,13 +109,21 @@ class Collector:
 
     def run(self, *, max_actions: int = 10_000) -> dict[str, Any]:
         """One collector run; returns its summary (also saved as `last_run`)."""
-        lock = state.GCLock(self.backend.gc_dir)
-        if not lock.acquire(0.0):
-            return {"result": "busy", "message": "another collector runs on this SR"}
-        try:
-            return self._run(max_actions)
-        finally:
-            lock.release()
+        gc_dir = self.backend.gc_dir
+        lock = state.GCLock(gc_dir)
+        summary: dict[str, Any] = {"result": "busy",
+                                   "message": "another collector runs on this SR"}
+        # a kick that found this collector running asked for one more run (`rerun`); checked
+        # after the lock is released too, so a request is never lost between the two
+        while lock.acquire(0.0):
+            try:
+                state.take_rerun(gc_dir)
+                summary = self._run(max_actions)
+            finally:
+                lock.release()
+            if summary["result"] != "done" or not state.take_rerun(gc_dir):
+                break
+        return summary
 
     def _run(self, max_actions: int) -> dict[str, Any]:
         gc_dir = self.backend.gc_dir

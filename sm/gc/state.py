@@ -4,6 +4,7 @@
     status.json   current step and progress, last run (rewritten atomically)
     abort         present: the running collector stops at its next check (seconds at most)
     gc.log        log of background runs
+    rerun         present: work was added while a collector ran; it runs once more
 
 `request_abort` is what a detach or SR delete calls: it writes `abort`, waits until the
 running collector let go of `gc.lock` (it rolls back or leaves its journal entry for
@@ -82,6 +83,25 @@ def write_status(gc_dir: Path, status: Mapping[str, Any]) -> None:
     gc_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_atomic(status_path(gc_dir), json.dumps(dict(status), sort_keys=True).encode(),
                         sync=False)
+
+
+def rerun_path(gc_dir: Path) -> Path:
+    return gc_dir / "rerun"
+
+
+def request_rerun(gc_dir: Path) -> None:
+    """New work appeared: the running collector (if any) runs once more before it exits."""
+    gc_dir.mkdir(parents=True, exist_ok=True)
+    rerun_path(gc_dir).touch()
+
+
+def take_rerun(gc_dir: Path) -> bool:
+    """Whether a rerun was requested (and clear the request)."""
+    try:
+        rerun_path(gc_dir).unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def abort_path(gc_dir: Path) -> Path:

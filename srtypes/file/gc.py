@@ -122,6 +122,7 @@ def kick(repo: FileRepo) -> None:
         if not spawn.auto_enabled():
             return
         lay = repo.layout
+        state.request_rerun(gc_dir(repo))  # first: a collector about to exit sees it
         if state.GCLock(gc_dir(repo)).busy():
             return
         spawn.start_background(

@@ -239,3 +239,34 @@ def test_chain_check_every_image_after_gc(sr: FileSRClient) -> None:
     check_sr(sr, model)
     assert depth(sr, a) == 1
     assert vhd.check(str(sr.location / f"{a}.vhd"), bitmaps=True) == []
+
+
+def test_work_added_during_a_run_is_not_lost(sr: FileSRClient, monkeypatch:
+                                              pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from tests.gc.support import gc_argv, gc_env
+
+    a = sr.create_vdi(16 * MiB)
+    sr.write(a, 0, _data(30, 8 * MiB))
+    s1 = sr.snapshot(a)
+    sr.write(a, 0, _data(31, 8 * MiB))
+    s2 = sr.snapshot(a)
+    b = sr.create_vdi(8 * MiB)
+    sr.write(b, 0, _data(32, MiB))
+    t = sr.snapshot(b)
+    model = {a: sr.read(a), s2: sr.read(s2), b: sr.read(b)}
+    sr.call("vdi_delete", vdi=s1)
+    proc = subprocess.Popen(gc_argv(sr), env=gc_env({"SM_GC_RATE": str(8 * MiB)}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (gc_status(sr)["collector"]["current"] or {}).get("done"):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    monkeypatch.setenv("SM_GC_AUTO", "1")
+    sr.call("vdi_delete", vdi=t)  # the kick finds the collector busy: it asks for a rerun
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    st = gc_status(sr)
+    assert st["pending"] == [] and st["garbage"] == [] and not st["collector"]["running"]
+    check_sr(sr, model)
