@@ -241,6 +241,8 @@ class RbdRepo:
             vdiops.finish_resize(self, snap, ident, intent)
         elif op == "delete":
             vdiops.finish_delete(self, snap, ident, intent)
+        elif op == "flatten":
+            vdiops.finish_flatten(self, snap, ident, intent)
         else:
             log.error("unknown intent %s: %s; dropped", ident, intent)
             self.store.commit(done=[ident])

@@ -128,7 +128,8 @@ def _adopt(repo: RbdRepo, image: str) -> VdiRecord:
 
 def scan(repo: RbdRepo) -> None:
     """Recover, adopt images named by a uuid that no record knows (and have no parent), forget
-    records whose image or snapshot vanished, collect garbage."""
+    records whose image or snapshot vanished, flatten clones that keep deleted images alive,
+    collect garbage."""
     from . import vdiops
 
     with repo.chain_lock("sr_scan") as snap:
@@ -139,6 +140,7 @@ def scan(repo: RbdRepo) -> None:
         gone = _vanished(repo, snap, images)
         if put or gone:
             repo.store.commit(put=put, remove=gone)
+        vdiops.flatten(repo, repo.read())
         vdiops.collect(repo)
 
 

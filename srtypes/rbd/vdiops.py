@@ -13,6 +13,8 @@
   snapshot (the old image stays as a hidden base if snapshots of it remain).
 - delete: removed at once when nothing depends on the VDI; otherwise hidden (deferred) and
   removed by `collect` when its last dependant goes. Nothing a dependant reads is removed.
+  `flatten` (sr_scan) copies a deleted image's data into the clones that still need it, so
+  the image and its hidden base snapshot can go.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from .conn import ceph_errors
 from .repo import IMAGE_KEY, SNAP_KEY, RbdRepo, image_of, snap_of
 from .store import Snapshot
 
-__all__ = ["MAX_DEPTH", "MAX_SIZE", "collect", "create", "delete", "resize",
+__all__ = ["MAX_DEPTH", "MAX_SIZE", "collect", "create", "delete", "flatten", "resize",
            "revert", "snapshot"]
 
 MAX_DEPTH = 30
@@ -317,6 +319,51 @@ def collect(repo: RbdRepo) -> list[str]:
         ident = repo.begin("delete", vdis=[r.uuid for r in garbage])
         finish_delete(repo, snap, ident, {"vdis": [r.uuid for r in garbage]})
         removed += [r.uuid for r in garbage]
+
+
+def flatten_plan(snap: Snapshot) -> list[VdiRecord]:
+    """Clones whose flattening frees deleted data: visible clones of a hidden snapshot that
+    lives on a hidden (deleted) image. After `flatten` they read their own objects only, and
+    the collector can remove the snapshot and the image."""
+    out = []
+    for base in snap.vdis.values():
+        owner = snap.vdis.get(base.parent) if base.parent else None
+        if not (base.hidden and snap_of(base) and owner is not None and owner.hidden):
+            continue
+        out += [c for c in children(snap, base.uuid) if snap_of(c) is None and not c.hidden]
+    return out
+
+
+def flatten(repo: RbdRepo, snap: Snapshot) -> list[str]:
+    """The collector's flattening step (sr_scan): journaled, rolled forward if interrupted."""
+    clones = flatten_plan(snap)
+    if not clones:
+        return []
+    ident = repo.begin("flatten", vdis=[c.uuid for c in clones])
+    finish_flatten(repo, snap, ident, {"vdis": [c.uuid for c in clones]})
+    return [c.uuid for c in clones]
+
+
+def finish_flatten(repo: RbdRepo, snap: Snapshot, ident: str,
+                   intent: Mapping[str, Any]) -> None:
+    rbd = repo.conn.rbd
+    put = []
+    for uuid in intent["vdis"]:
+        rec = snap.vdis.get(uuid)
+        if rec is None:
+            continue
+        with ceph_errors(VDIClone, f"flatten of {uuid}"):
+            with repo.image(image_of(rec)) as im:
+                try:
+                    im.get_parent_image_spec()
+                except rbd.ImageNotFound:
+                    pass  # already flat
+                else:
+                    im.flatten()
+        crash_point("flatten:image")
+        repo.lease.renew()
+        put.append(dataclasses.replace(rec, parent=""))
+    repo.store.commit(put=put, done=[ident])
 
 
 def ensure_exists(repo: RbdRepo, rec: VdiRecord) -> None:

@@ -356,3 +356,38 @@ def test_revert_to_a_snapshot_of_another_image(rbd_namespace: str, tmp_path: Pat
         sr.assert_consistent()
     assert sr.records() == {} and images(sr.device_config) == {}
     consistent(sr)
+
+
+def test_scan_flattens_clones_of_deleted_images(rbd_namespace: str, tmp_path: Path) -> None:
+    """Deleting a VDI that was cloned keeps its image for the clone (deferred); sr_scan
+    flattens the clone, and the deleted image and its base snapshot are removed."""
+    sr = harness(tmp_path).create()
+    gold = sr.vdi_create(4 * MiB, "golden")
+    sr.write(gold, [(0, random.Random(3).randbytes(3 * MiB))])
+    clone = sr.clone(gold)
+    sr.write(clone, [(MiB, b"mine")])
+    sr.delete(gold)
+    assert len(images(sr.device_config)) == 3  # gold kept (hidden), its base snapshot, clone
+    sr.call("sr_scan")
+    left = images(sr.device_config)
+    assert set(left) == {clone} and left[clone].parent is None, left
+    assert sr.record(clone)["parent"] == ""
+    sr.assert_all_content()
+    consistent(sr)
+
+
+def test_flatten_interrupted_is_rolled_forward(rbd_namespace: str, tmp_path: Path) -> None:
+    from tests.smapi import dumps
+
+    sr = harness(tmp_path).create()
+    gold = sr.vdi_create(2 * MiB)
+    sr.write(gold, [(0, b"G" * 70000)])
+    clone = sr.clone(gold)
+    sr.delete(gold)
+    outcome = sr.with_transport(process=True).transport.send(
+        dumps(sr.struct("sr_scan")), env={"SM_TEST_FAULTS": "1", "SM_CRASH_AT": "flatten:image"})
+    assert outcome.signal == 9, outcome
+    sr.call("sr_scan")
+    assert set(images(sr.device_config)) == {clone}
+    sr.assert_all_content()
+    consistent(sr)
