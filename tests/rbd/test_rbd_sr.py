@@ -124,8 +124,9 @@ def test_lease_renewed_while_held(rbd_namespace: str, tmp_path: Path) -> None:
     sr = harness(tmp_path).create()
     cfg = RbdConfig.parse(sr.device_config)
     with Connection(cfg) as c1, Connection(cfg) as c2:
-        holder = Lease(Store(c1), "host-a", lease=0.4, wait=5)
-        waiter = Lease(Store(c2), "host-b", lease=0.4, wait=1.5)
+        # renewals every 0.4 s; the waiter would break a value left unchanged for 1.6 s
+        holder = Lease(Store(c1), "host-a", lease=1.6, wait=5)
+        waiter = Lease(Store(c2), "host-b", lease=1.6, wait=4)
         holder.acquire("long step")
         first = holder.value
         with pytest.raises(Exception) as err:
