@@ -24,7 +24,7 @@ __all__ = ["FileBackend", "abort", "kick", "report", "run"]
 
 log = logging.getLogger(__name__)
 
-FINAL_BYTES = 16 * 1024 * 1024
+FINAL_BYTES = 8 * 1024 * 1024
 """Default bound of a leaf's final copy (its data path is paused meanwhile):
 `SM_GC_FINAL_BYTES` overrides it."""
 
