@@ -42,7 +42,7 @@ from sm.faults import crash_point
 from sm.records import VdiRecord
 
 from .repo import LvhdRepo
-from .snapshot import MAX_DEPTH, RO_TAG, leaf_size
+from .snapshot import MAX_DEPTH, RO_TAG, leaf_size, write_child
 
 __all__ = ["STEPS", "recover", "resolve", "run"]
 
@@ -148,27 +148,6 @@ def recover(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
     _forward(repo, key, data)
 
 
-def _valid_child(repo: LvhdRepo, lv: str, uuid: str, parent: str) -> bool:
-    from sm import vhd
-
-    try:
-        info = vhd.info(repo.storage.path(lv), storage=repo.storage)
-    except (vhd.VhdError, OSError):
-        return False
-    return str(info.uuid) == uuid and str(info.parent_uuid) == parent
-
-
-def _child(repo: LvhdRepo, lv: str, uuid: str, parent: str, size: int) -> None:
-    """LV ``lv`` holding an empty child (uuid ``uuid``) of ``VHD-<parent>`` (idempotent)."""
-    from sm import vhd
-
-    if not repo.lvm.lv_exists(repo.vg, lv):
-        repo.lvm.lvcreate(repo.vg, lv, size)
-    if not _valid_child(repo, lv, uuid, parent):
-        vhd.snapshot(repo.storage.path(_lv(parent)), repo.storage.path(lv),
-                     uuid=uuidlib.UUID(uuid), storage=repo.storage)
-
-
 def _forward(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
     from sm import vhd
 
@@ -195,15 +174,15 @@ def _forward(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
         if not info.hidden:
             vhd.set_hidden(bp, True, storage=repo.storage)
         crash_point("vdi_revert:hidden")
-        _child(repo, _lv(s_uuid), s_uuid, b2, leaf_size(repo, s_uuid, vsize, d["thick"]))
+        write_child(repo, _lv(s_uuid), s_uuid, b2, leaf_size(repo, s_uuid, vsize, d["thick"]))
         crash_point("vdi_revert:snapleaf")
     else:  # hit anyway, so a crash test can name every step on every path
         for name in ("renamed", "hidden", "snapleaf"):
             crash_point(f"vdi_revert:{name}")
     steps = list(d.get("steps", []))
     if "leaf" not in steps:
-        _child(repo, _tmp(x_uuid), x_uuid, p_uuid,
-               leaf_size(repo, x_uuid, vsize, d["thick"]))
+        write_child(repo, _tmp(x_uuid), x_uuid, p_uuid,
+                    leaf_size(repo, x_uuid, vsize, d["thick"]))
         steps.append("leaf")
         with repo.transaction("vdi_revert") as txn:
             txn.journal[key] = {**d, "steps": steps}

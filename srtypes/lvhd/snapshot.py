@@ -104,25 +104,19 @@ def recover(repo: LvhdRepo, data: Mapping[str, Any]) -> None:
     _forward(repo, data)
 
 
-def _valid_child(repo: LvhdRepo, uuid: str, parent: str) -> bool:
+def write_child(repo: LvhdRepo, lv: str, uuid: str, parent: str, size: int) -> None:
+    """LV ``lv`` holding an empty child (uuid ``uuid``) of ``VHD-<parent>``; idempotent.
+
+    The child is always written, never trusted when found: a new LV may sit on extents of a
+    removed one, whose stale VHD can carry the same uuid and parent (a revert repeated, a
+    snapshot replayed) and would bring its old blocks back. Rewriting is safe because callers
+    run before the records expose the child, with the VDI's data path paused."""
     from sm import vhd
 
-    try:
-        info = vhd.info(repo.storage.path(_lv(uuid)), storage=repo.storage)
-    except (vhd.VhdError, OSError):
-        return False
-    return str(info.uuid) == uuid and str(info.parent_uuid) == parent
-
-
-def _child(repo: LvhdRepo, uuid: str, parent: str, size: int) -> None:
-    """LV ``VHD-<uuid>`` holding an empty child of ``VHD-<parent>`` (idempotent)."""
-    from sm import vhd
-
-    if not repo.lvm.lv_exists(repo.vg, _lv(uuid)):
-        repo.lvm.lvcreate(repo.vg, _lv(uuid), size)
-    if not _valid_child(repo, uuid, parent):
-        vhd.snapshot(repo.storage.path(_lv(parent)), repo.storage.path(_lv(uuid)),
-                     uuid=uuidlib.UUID(uuid), storage=repo.storage)
+    if not repo.lvm.lv_exists(repo.vg, lv):
+        repo.lvm.lvcreate(repo.vg, lv, size)
+    vhd.snapshot(repo.storage.path(_lv(parent)), repo.storage.path(lv),
+                 uuid=uuidlib.UUID(uuid), storage=repo.storage)
 
 
 def _forward(repo: LvhdRepo, d: Mapping[str, Any]) -> None:
@@ -157,11 +151,13 @@ def _forward(repo: LvhdRepo, d: Mapping[str, Any]) -> None:
         if info.hidden != (not d.get("single")):
             vhd.set_hidden(bp, not d.get("single"), storage=repo.storage)
         crash_point(f"{op}:hidden")
-        _child(repo, x.uuid, d["base"], leaf_size(repo, x.uuid, x.virtual_size, d["thick"]))
+        write_child(repo, _lv(x.uuid), x.uuid, d["base"],
+                    leaf_size(repo, x.uuid, x.virtual_size, d["thick"]))
         crash_point(f"{op}:leaf")
         parent = d["base"]
     if not d.get("single"):
-        _child(repo, d["new"], parent, leaf_size(repo, "", x.virtual_size, d["thick"]))
+        write_child(repo, _lv(d["new"]), d["new"], parent,
+                    leaf_size(repo, "", x.virtual_size, d["thick"]))
     crash_point(f"{op}:snap")
     sizes = {lv.name: lv.size for lv in lvm.lvs(vg)}
     with repo.transaction(op) as txn:
