@@ -208,7 +208,7 @@ def test_two_hosts_at_once(rbd_namespace: str, tmp_path: Path) -> None:
     sr = harness(tmp_path / "admin").create()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     procs = [subprocess.Popen([sys.executable, "-c", HOST_SCRIPT, str(tmp_path / f"h{i}"),
-                               str(i + 1), "4"], env=env) for i in range(2)]
+                               str(i + 1), "3"], env=env) for i in range(2)]
     for p in procs:
         assert p.wait(timeout=300) == 0
     for i in range(2):
