@@ -75,6 +75,7 @@ class Backend(Protocol):
     """Directory of the collector's lock, status and abort files (on the SR)."""
     final_bytes: int
     """The most a leaf-merge copies while the leaf's data path is paused."""
+    # optional: `allow_down = False` when the backend only merges children into bases
 
     def graph(self) -> Graph:
         """A consistent snapshot of the SR's images (taken under the SR lock)."""
@@ -142,7 +143,8 @@ class Collector:
                 if state.abort_requested(gc_dir):
                     raise Aborted("abort requested")
                 actions = plan(self.backend.graph(), final_bytes=self.backend.final_bytes,
-                               exclude=exclude)
+                               exclude=exclude,
+                               allow_down=getattr(self.backend, "allow_down", True))
                 if not actions:
                     break
                 action = actions[0]
@@ -210,7 +212,8 @@ def _alive(pid: Any) -> bool:
 def report(backend: Backend) -> dict[str, Any]:
     """`sm gc status`: chains, pending work, and the collector's state."""
     g = backend.graph()
-    actions = plan(g, final_bytes=backend.final_bytes)
+    actions = plan(g, final_bytes=backend.final_bytes,
+                   allow_down=getattr(backend, "allow_down", True))
     out = chain_report(g, actions)
     st = state.read_status(backend.gc_dir)
     running = st.get("state") == "running" and _alive(st.get("pid"))

@@ -147,7 +147,8 @@ def _bitmap_bytes(bs: int) -> int:
     return max(512, -(-(bs // 512) // 8 // 512) * 512)
 
 
-def _merge(g: Graph, base: Node, child: Node, final_bytes: int) -> Action | None:
+def _merge(g: Graph, base: Node, child: Node, final_bytes: int, allow_down: bool
+           ) -> Action | None:
     bs = child.block_size
     per_block = bs + _bitmap_bytes(bs)
     # up: a block new to a dynamic (root) base is written whole, others as sector runs
@@ -165,7 +166,7 @@ def _merge(g: Graph, base: Node, child: Node, final_bytes: int) -> Action | None
     if child.attached:
         return None
     # down needs a parent for the child to move onto (a root base has none)
-    if base.parent and down < up:
+    if allow_down and base.parent and down < up:
         return Action("merge", base.uuid, child.uuid, "down", down,
                       len(base.blocks - child.blocks) * per_block, overlap)
     return Action("merge", base.uuid, child.uuid, "up", up,
@@ -175,12 +176,14 @@ def _merge(g: Graph, base: Node, child: Node, final_bytes: int) -> Action | None
 _ORDER = {"remove": 0, "merge": 1, "leaf-merge": 2, "leaf-snapshot": 2}
 
 
-def plan(g: Graph, *, final_bytes: int, exclude: Iterable[str] = ()) -> list[Action]:
+def plan(g: Graph, *, final_bytes: int, exclude: Iterable[str] = (),
+         allow_down: bool = True) -> list[Action]:
     """Every action that can run now, best first: garbage, then merges nearest the root (so a
     leaf is merged only into a base that is itself final), then leaf steps.
 
     `final_bytes`: the most a leaf-merge may copy while its data path is paused. Actions
-    touching an `exclude`d image (or a descendant of one) are left out.
+    touching an `exclude`d image (or a descendant of one) are left out. `allow_down`: the
+    backend can merge a base into its child (else every merge goes up).
     """
     skip: set[str] = set()
     for u in exclude:
@@ -200,7 +203,7 @@ def plan(g: Graph, *, final_bytes: int, exclude: Iterable[str] = ()) -> list[Act
         child = g.nodes.get(kids[0])
         if child is None or not child.vhd:
             continue
-        act = _merge(g, n, child, final_bytes)
+        act = _merge(g, n, child, final_bytes, allow_down)
         if act is not None:
             out.append(((_ORDER[act.kind], g.depth(uuid), uuid), act))
     out.sort(key=lambda t: t[0])

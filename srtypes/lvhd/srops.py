@@ -101,6 +101,8 @@ def recover(repo: LvhdRepo) -> None:
             resize.recover(repo, key, data)
         elif op == "vdi_revert":
             revert.recover(repo, key, data)
+        elif str(op).startswith("gc_"):  # the collector's steps (srtypes/lvhd/gc.py)
+            __import__("srtypes.lvhd.gc", fromlist=["recover"]).recover(repo, key, data)
         else:
             log.warning("sr_attach: unknown journal entry %s (%s) left alone", key, op)
 

@@ -1,0 +1,99 @@
+"""The collector on the LVHD SR (srtypes/lvhd/gc.py), on real lvm2 with loop devices: a hidden
+base merged into its parent and a leaf merged into its base (the LV keeps the VDI's name),
+SIGKILL at every step of a merge, then `sr_attach` replays it; nothing lost."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sm import vhd
+from sm.executor import SubprocessExecutor
+from sm.faults import crash_env
+from srtypes.lvhd.gc import CRASH_POINTS
+from srtypes.lvhd.repo import LvhdRepo
+from tests.conftest import ROOT
+from tests.lvhd.conftest import lvm_sandbox  # noqa: F401  (fixture: loop devices)
+from tests.lvhd.test_lvhd_sr import Sr, _make, _read, _write, device  # noqa: F401
+
+pytestmark = pytest.mark.root
+MiB = 1 << 20
+
+
+@pytest.fixture
+def sr(device: str, tmp_path: Path) -> Iterator[Sr]:  # noqa: F811
+    yield from _make(device, tmp_path, "thin")
+
+
+def _write_vdi(sr: Sr, vdi: str, off: int, data: bytes) -> None:
+    sr.call("vdi_attach", [True], vdi_uuid=vdi)
+    try:
+        _write(sr, vdi, off, data)
+    finally:
+        sr.call("vdi_detach", vdi_uuid=vdi)
+
+
+def _scenario(sr: Sr) -> tuple[dict[str, bytes], str]:
+    rng = random.Random(5)
+    a = sr.create_vdi(16 * MiB)
+    _write_vdi(sr, a, 0, rng.randbytes(6 * MiB))
+    s1 = sr.call("vdi_snapshot", vdi_uuid=a)["uuid"]
+    _write_vdi(sr, a, 8 * MiB, rng.randbytes(2 * MiB))
+    s2 = sr.call("vdi_snapshot", vdi_uuid=a)["uuid"]
+    _write_vdi(sr, a, MiB, rng.randbytes(100_000))
+    sr.call("vdi_delete", vdi_uuid=s1)  # root base <- hidden base (a, s2)
+    sr.call("vdi_delete", vdi_uuid=s2)  # ... <- a: both merge
+    return {a: _read(sr, a, 0, 16 * MiB)}, a
+
+
+def _gc(sr: Sr, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    run_dir = sr.transport.env["SM_RUN_DIR"]
+    return subprocess.run([sys.executable, "-m", "srtypes.lvhd.gc", sr.uuid, sr.device, run_dir],
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                          capture_output=True, text=True, timeout=300)
+
+
+def _check(sr: Sr, model: dict[str, bytes], *, collected: bool) -> None:
+    records = sr.records()
+    lvs = sr.lv_sizes()
+    assert {f"VHD-{u}" for u in records} == {n for n in lvs if n.startswith("VHD-")}
+    for u, r in records.items():
+        path = f"/dev/{sr.vg}/VHD-{u}"
+        info = vhd.info(path, storage=sr.storage())
+        assert str(info.uuid) == u and info.hidden == r["hidden"], u
+        assert vhd.check(path, storage=sr.storage()) == [], u
+        if collected:
+            assert not r["hidden"] or sum(x["parent"] == u for x in records.values()) >= 2
+    for u, content in model.items():
+        assert _read(sr, u, 0, len(content)) == content, f"VDI {u} reads different data"
+    repo = LvhdRepo(sr.uuid, sr.dconf(), SubprocessExecutor(),
+                    Path(sr.transport.env["SM_RUN_DIR"]))
+    assert repo.read().journal == {}  # replayed (sr_attach) or never left
+
+
+def test_merges_keep_the_vdi(sr: Sr) -> None:
+    model, a = _scenario(sr)
+    assert len(sr.records()) == 3
+    out = _gc(sr)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "gc: merge" in out.stderr and "gc: leaf-merge" in out.stderr
+    assert list(sr.records()) == [a] and sr.records()[a]["parent"] == ""
+    _check(sr, model, collected=True)
+
+
+@pytest.mark.parametrize("step", CRASH_POINTS["gc_merge"])
+def test_sigkill_at_every_merge_step(sr: Sr, step: str) -> None:
+    model, _a = _scenario(sr)
+    out = _gc(sr, crash_env(f"gc_merge:{step}"))
+    assert out.returncode == -9, f"{step} not reached: {out.stderr[-2000:]}"
+    sr.call("sr_attach")  # replays the collector's entry
+    _check(sr, model, collected=False)
+    out = _gc(sr)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check(sr, model, collected=True)
