@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,27 @@ log = logging.getLogger(__name__)
 FINAL_BYTES = 8 * 1024 * 1024
 """Default bound of a leaf's final copy (its data path is paused meanwhile):
 `SM_GC_FINAL_BYTES` overrides it."""
+
+
+SHARED_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "ceph", "glusterfs", "fuse.glusterfs",
+                       "9p", "lustre", "gpfs", "ocfs2", "gfs2"})
+
+
+def fs_type(path: str) -> str:
+    """The file system type of the mount holding `path` (/proc/self/mounts)."""
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mnt = parts[1].replace("\\040", " ")
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
+                    best, kind = mnt, parts[2]
+    except OSError:
+        return ""
+    return kind
 
 
 def gc_dir(repo: FileRepo) -> Path:
@@ -98,7 +120,12 @@ class FileBackend:
     def execute(self, action: Action, ctx: StepContext) -> dict[str, Any]:
         from . import gcops
 
-        return gcops.execute(self.repo, action, ctx)
+        return gcops.execute(self.repo, action, ctx, shared=self.shared)
+
+    @cached_property
+    def shared(self) -> bool:
+        """The SR is on a network file system (NFS...): other hosts may attach its VDIs."""
+        return fs_type(str(self.repo.layout.location)) in SHARED_FS
 
 
 def run(repo: FileRepo) -> dict[str, Any]:

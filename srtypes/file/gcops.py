@@ -72,8 +72,11 @@ def _attached(repo: FileRepo, uuid: str) -> bool:
     return repo.attachment(uuid) is not None
 
 
-def _recheck(repo: FileRepo, action: Action) -> tuple[VdiRecord, VdiRecord | None]:
-    """The records of the action's images if the chain is still as planned, else Skip."""
+def _recheck(repo: FileRepo, action: Action, *, shared: bool = False
+             ) -> tuple[VdiRecord, VdiRecord | None]:
+    """The records of the action's images if the chain is still as planned, else Skip.
+    `shared`: other hosts may use the SR (NFS) and their attachments are invisible here, so a
+    leaf is only touched where it is attached writable with a data path to pause."""
     b = repo.records.find(action.base)
     if b is None or not b.hidden or b.vdi_type != "vhd" or _attached(repo, b.uuid):
         raise Skip(f"{action.base} changed meanwhile (gone, visible or attached)")
@@ -90,6 +93,9 @@ def _recheck(repo: FileRepo, action: Action) -> tuple[VdiRecord, VdiRecord | Non
         raise Skip(f"{c.uuid} is no longer what the plan saw")
     if not leaf and _attached(repo, c.uuid):
         raise Skip(f"{c.uuid} is attached")
+    if leaf and shared and not (repo.attachment(c.uuid) or {}).get("writable"):
+        raise Skip(f"VDI {c.uuid}: on a shared SR a leaf is merged only by the host where it "
+                   "is attached writable (another host may be using it)")
     if leaf and _attached(repo, c.uuid):
         from .datapath import find
 
@@ -277,11 +283,12 @@ def _reparent_live(repo: FileRepo, uuid: str, path: str, new_parent: str, puuid:
 # -- leaf steps (under the SR lock, the leaf's data path paused) ----------------------------
 
 
-def _leaf_merge(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
+def _leaf_merge(repo: FileRepo, action: Action, ctx: StepContext, shared: bool
+                ) -> dict[str, Any]:
     from .datapath import live
 
     with _locked(repo, action.base, action.child):
-        b, c = _recheck(repo, action)
+        b, c = _recheck(repo, action, shared=shared)
         assert c is not None
         d = _merge_data(b, c, action)
         t0 = time.monotonic()
@@ -306,11 +313,12 @@ def _leaf_merge(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, A
                 "attached": _attached(repo, c.uuid)}
 
 
-def _leaf_snapshot(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
+def _leaf_snapshot(repo: FileRepo, action: Action, ctx: StepContext, shared: bool
+                   ) -> dict[str, Any]:
     from .datapath import live
 
     with _locked(repo, action.base, action.child):
-        _b, c = _recheck(repo, action)
+        _b, c = _recheck(repo, action, shared=shared)
         assert c is not None
         new = str(uuidlib.uuid4())
         t0 = time.monotonic()
@@ -362,13 +370,16 @@ def _forward_leafsnap(repo: FileRepo, entry: Entry, *, records: bool = True) -> 
 # -- dispatch and recovery ------------------------------------------------------------------
 
 
-def execute(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
-    """Run one planned action; returns extra facts for the run summary."""
+def execute(repo: FileRepo, action: Action, ctx: StepContext, *, shared: bool = False
+            ) -> dict[str, Any]:
+    """Run one planned action; returns extra facts for the run summary. `shared`: the SR is
+    on a network file system other hosts may attach it from."""
     from sm.errors import LockErr
 
     handlers: Mapping[str, Callable[[FileRepo, Action, StepContext], Any]] = {
-        "remove": _remove, "merge": _merge, "leaf-merge": _leaf_merge,
-        "leaf-snapshot": _leaf_snapshot,
+        "remove": _remove, "merge": _merge,
+        "leaf-merge": lambda r, a, c: _leaf_merge(r, a, c, shared),
+        "leaf-snapshot": lambda r, a, c: _leaf_snapshot(r, a, c, shared),
     }
     try:
         return handlers[action.kind](repo, action, ctx) or {}

@@ -270,3 +270,25 @@ def test_work_added_during_a_run_is_not_lost(sr: FileSRClient, monkeypatch:
     st = gc_status(sr)
     assert st["pending"] == [] and st["garbage"] == [] and not st["collector"]["running"]
     check_sr(sr, model)
+
+
+def test_shared_sr_merges_a_leaf_only_where_it_is_attached(
+        sr: FileSRClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from srtypes.file import gc as file_gc
+
+    # a unit check of the branch: the SR "is" on NFS (tests/nfs runs real shared SRs)
+    monkeypatch.setattr(file_gc, "fs_type", lambda path: "nfs4")
+    a = sr.create_vdi(8 * MiB)
+    sr.write(a, 0, _data(40, MiB))
+    s1 = sr.snapshot(a)
+    sr.write(a, MiB, _data(41, MiB))
+    s2 = sr.snapshot(a)
+    model = {a: sr.read(a)}
+    sr.call("vdi_delete", vdi=s1)
+    sr.call("vdi_delete", vdi=s2)
+    summary = gc_run(sr)
+    assert [x["kind"] for x in summary["actions"]] == ["merge"]  # hidden bases: safe anywhere
+    [skip] = summary["skipped"]
+    assert "shared SR" in skip["reason"] and skip["kind"] == "leaf-merge"
+    check_sr(sr, model, collected=False)
+    assert depth(sr, a) == 2
