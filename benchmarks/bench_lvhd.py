@@ -72,6 +72,7 @@ class Bench:
             f.truncate(pv_size)
         self.device = subprocess.run(["losetup", "-f", "--show", str(self.image)], check=True,
                                      capture_output=True, text=True).stdout.strip()
+        os.environ["SM_DATA_PATH"] = "none"  # NBD start-up is bench_nbd.py's subject
         self.env = {**os.environ, "SM_STATE_DIR": str(root / "state"),
                     "SM_RUN_DIR": str(root / "run"), "SM_DATA_PATH": "none"}
         self.vg = f"VG_XenStorage-{SR_UUID}"

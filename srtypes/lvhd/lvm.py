@@ -42,6 +42,7 @@ from .lvmreport import (
     parse_lv_segments,
     parse_pv_segments,
     parse_pvs,
+    parse_vg_of_segments,
     parse_vgs,
 )
 
@@ -68,7 +69,8 @@ _VG_FIELDS = (
     "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_tags,pv_name"
 )
 _SEG_FIELDS = "pv_name,pe_start,lv_name,seg_start,seg_size,seg_pe_ranges,vg_extent_size"
-_VG_LV_FIELDS = _SEG_FIELDS + ",lv_size,lv_tags,lv_uuid,vg_name"
+_VG_LV_FIELDS = (_SEG_FIELDS + ",lv_size,lv_tags,lv_uuid,vg_name,vg_uuid,vg_size,vg_free,"
+                 "vg_extent_count,vg_free_count,vg_tags")
 _REPORT_COMMANDS = frozenset({"pvs", "vgs", "lvs"})
 
 
@@ -172,6 +174,11 @@ class Lvm:
         cached = self._vg_cache.get(name)
         if cached is not None:
             return cached
+        self._lv_cache.pop(name, None)
+        self._lv_map(name)  # one report: the VG's LVs, segments and free space
+        cached = self._vg_cache.get(name)
+        if cached is not None:
+            return cached
         result = self.run("vgs", *_REPORT, "-o", _VG_FIELDS, check_name(name, "VG name"))
         found = parse_vgs(result)
         if len(found) != 1:
@@ -190,13 +197,9 @@ class Lvm:
             return True
         if self._all_vgs is not None:
             return any(vg.name == name for vg in self._all_vgs)
-        try:
-            self.vgs(name)  # the report is kept: free space and extent size come next
-        except LvmError as err:
-            if err.returncode is not None and b"not found" in err.stderr:
-                return False
-            raise
-        return True
+        self._lv_cache.pop(name, None)
+        self._lv_map(name)  # kept: the LVs, free space and extent size are asked for next
+        return name in self._vg_cache
 
     def find_sr_vgs(self, devices: Sequence[str] | None = None) -> list[VgInfo]:
         """VGs named ``VG_XenStorage-*`` (sr_probe), on ``devices`` if given, else on the
@@ -237,7 +240,8 @@ class Lvm:
         if -(-size // extent) * extent == current:
             return current  # lvresize would fail: "New size matches existing size"
         self.run("lvresize", "--yes", "--force", "--size", _sectors(size), _path(vg, name))
-        return self.lv(vg, name).size
+        # lvm rounds the sectors up to whole extents: the new size is known without a report
+        return -(-(-(-size // 512) * 512) // extent) * extent
 
     def lvrename(self, vg: str, old: str, new: str) -> None:
         self.run(
@@ -281,6 +285,9 @@ class Lvm:
                               "--select", _select(vg_name=vg))
             cached = parse_lv_segments(result)
             self._lv_cache[vg] = cached
+            info = parse_vg_of_segments(result)
+            if info is not None:
+                self._vg_cache[vg] = info
         return cached
 
     def lvs(self, vg: str) -> list[LvInfo]:

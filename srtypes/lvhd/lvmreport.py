@@ -245,6 +245,24 @@ def parse_lv_segments(result: Result) -> dict[str, LvInfo]:
         raise parse_error(result, err) from err
 
 
+def parse_vg_of_segments(result: Result) -> VgInfo | None:
+    """The VG described by a ``pvs --segments`` report with VG fields (None: no rows, i.e. no
+    such VG on the devices lvm looked at)."""
+    try:
+        rows = report_rows(result, "pvseg")
+        if not rows:
+            return None
+        row = rows[0]
+        pvs = tuple(dict.fromkeys(r["pv_name"] for r in rows))
+        return VgInfo(name=row["vg_name"], uuid=row["vg_uuid"], size=_int(row, "vg_size"),
+                      free=_int(row, "vg_free"), extent_size=_int(row, "vg_extent_size"),
+                      extent_count=_int(row, "vg_extent_count"),
+                      free_count=_int(row, "vg_free_count"), pvs=pvs,
+                      tags=_tags(row["vg_tags"]))
+    except (KeyError, ValueError) as err:
+        raise parse_error(result, err) from err
+
+
 def parse_error(result: Result, err: Exception) -> LvmError:
     return LvmError(
         result.argv,

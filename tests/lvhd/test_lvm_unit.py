@@ -95,7 +95,9 @@ def _with_lv(row: dict[str, str]) -> dict[str, str]:
     extra = {"lv_size": "0", "lv_tags": "", "lv_uuid": "", "vg_name": VG}
     if lv is not None:
         extra = {k: lv[k] for k in ("lv_size", "lv_tags", "lv_uuid", "vg_name")}
-    return {**row, **extra}
+    vg = {"vg_uuid": "vu", "vg_size": "62914560", "vg_free": "41943040",
+          "vg_extent_count": "15", "vg_free_count": "10", "vg_tags": ""}
+    return {**row, **extra, **vg}
 
 
 VG_ROWS = [_with_lv(r) for r in SEG_ROWS]
@@ -119,6 +121,9 @@ def test_generated_commands(tmp_path: Path) -> None:
     # served from the cached reports until a command changes the metadata
     assert lvm.lv(VG, "a").size == 16 * MiB and lvm.lv_exists(VG, "b")
     assert not lvm.lv_exists(VG, "c") and len(lvm.segments(VG, "a")) == 2
+    vg = lvm.vgs(VG)  # the same report carried the VG's fields
+    assert (vg.free, vg.extent_size, vg.pvs) == (40 * MiB, 4 * MiB, ("/dev/loop0",))
+    assert lvm.vg_exists(VG)
     assert len(rec.argvs) == 2 and lvm.commands == 2
     with pytest.raises(LvmError, match="Failed to find"):
         lvm.lv(VG, "c")
@@ -142,10 +147,11 @@ def test_lvresize_skips_a_no_op_and_reports_the_real_size(tmp_path: Path) -> Non
     rec.on(["pvs"], stdout=report("pvseg", seg)).on(["pvs"], stdout=report("pvseg", grown))
     rec.on(["vgs"], stdout=report("vg", vg))
     assert lvm.lvresize(VG, "a", 5 * MiB) == 8 * MiB
-    assert [a[0] for a in rec.argvs] == ["pvs", "vgs"]
+    assert [a[0] for a in rec.argvs] == ["pvs"]  # sizes and extent size from one report
     rec.on(["lvresize"])
-    assert lvm.lvresize(VG, "a", 9 * MiB) == 12 * MiB
-    assert rec.argvs[2] == ("lvresize", "--yes", "--force", "--size", "18432s", f"{VG}/a")
+    assert lvm.lvresize(VG, "a", 9 * MiB) == 12 * MiB  # rounded up to extents, not re-read
+    assert rec.argvs[1] == ("lvresize", "--yes", "--force", "--size", "18432s", f"{VG}/a")
+    assert lvm.lv(VG, "a").size == 12 * MiB and len(rec.argvs) == 3  # re-read when asked
 
 
 def test_failures_map_to_lvm_errors_without_noise(tmp_path: Path) -> None:
