@@ -175,9 +175,10 @@ class LVHDSR(SRDriver):
                 revert.run(repo, snap, target)
 
     def vdi_resize(self, request: VDIResizeRequest) -> VdiRef:
-        from . import resize
+        from . import datapath, resize
 
-        with self._locked("vdi_resize") as repo:
+        # a served VDI is paused and resumed, so its server reopens the chain at the new size
+        with self._locked("vdi_resize") as repo, datapath.live(repo, request.vdi_uuid):
             rec = resize.resize(repo, request.vdi_uuid, request.new_size)
         return VdiRef(rec.uuid, rec.location)
 
