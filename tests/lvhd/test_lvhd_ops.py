@@ -233,7 +233,12 @@ def _state(sr: Sr) -> dict[str, str]:
     return out
 
 
-def test_full_vg_refusals_change_nothing(sr: Sr) -> None:
+def test_full_vg_refusals_change_nothing(lvm_sandbox: LvmSandbox, tmp_path: Path) -> None:
+    with _make_sr(lvm_sandbox, tmp_path, "thin", 64 * MiB) as sr:  # small: hashed often
+        _full_vg_refusals(sr)
+
+
+def _full_vg_refusals(sr: Sr) -> None:
     vdi = sr.create_vdi(8 * MiB)
     _write(sr, vdi, 0, A)
     snap = sr.call("vdi_snapshot", vdi_uuid=vdi)["uuid"]
