@@ -113,7 +113,7 @@ def _forward(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
         virtual = lvm.lv(vg, name).size
     crash_point("vdi_resize:resized")
     rec = repo.read().vdis.get(d["vdi"])
-    if (rec is not None and not raw and repo.allocation() == "thin"
+    if (rec is not None and not raw and repo.allocation(repo.read()) == "thin"
             and not _writable_here(repo, d["vdi"])):
         deflate(repo, rec)
     crash_point("vdi_resize:deflated")

@@ -93,7 +93,8 @@ def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
         raise InvalidArg(f"vdi_revert: VDI {snap.uuid} is both the snapshot and the target")
     if target.hidden:
         raise InvalidArg(f"vdi_revert: the target {target.uuid} is a hidden base")
-    vdis = repo.read().vdis
+    doc = repo.read()
+    vdis = doc.vdis
     if any(r.parent == target.uuid for r in vdis.values()):
         raise VDIInUse(f"vdi_revert: the target {target.uuid} is the parent of other VDIs")
     if not repo.lvm.lv_exists(repo.vg, _lv(snap.uuid)):
@@ -114,7 +115,7 @@ def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     if depth > MAX_DEPTH:
         raise SnapshotChainTooLong(f"vdi_revert: the reverted VDI would have a chain of "
                                    f"{depth} images (limit {MAX_DEPTH})")
-    thick = repo.allocation() == "thick"
+    thick = repo.allocation(doc) == "thick"
     need = [leaf_size(repo, target.uuid, info.virtual_size, thick)]
     if b2:
         need.append(leaf_size(repo, snap.uuid, info.virtual_size, thick))

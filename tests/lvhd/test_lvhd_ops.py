@@ -319,6 +319,7 @@ def test_lv_sizes_follow_the_lvm_report(lvm_sandbox: LvmSandbox, tmp_path: Path,
     the provisioning rules say, and the records carry the same size."""
     with _make_sr(lvm_sandbox, tmp_path, allocation, 128 * MiB) as sr:
         thick = allocation == "thick"
+        sr.allocation = ""  # from here on the SR record's sm_config decides
         size = 10 * MiB
 
         def lv(uuid: str) -> int:
