@@ -257,8 +257,10 @@ def _merge_records(repo: FileRepo, entry: Entry) -> None:
                 kr = txn.find(k)
                 if kr is not None:
                     txn.put(with_parent(kr, d["base"]))
-            if base is not None:
+            if base is not None:  # grown to the child's size if it was larger
+                size = max(base.virtual_size, child.virtual_size if child else 0)
                 txn.put(dataclasses.replace(base, physical_utilisation=physical(bp, "vhd"),
+                                            virtual_size=size,
                                             sm_config=_unbusy(base.sm_config)))
     _step(entry, "gc_merge", "records")
 
@@ -321,7 +323,6 @@ def _leaf_snapshot(repo: FileRepo, action: Action, ctx: StepContext, shared: boo
         _b, c = _recheck(repo, action, shared=shared)
         assert c is not None
         new = str(uuidlib.uuid4())
-        t0 = time.monotonic()
         with repo.journal.begin("gc_leafsnap", vdi=c.uuid, new=new,
                                 base=action.base) as entry:
             crash_point("gc_leafsnap:journaled")

@@ -74,6 +74,7 @@ def check_sr(sr: FileSRClient, model: Mapping[str, bytes], *, collected: bool = 
         if r["vdi_type"] == "vhd":
             info = vhd.info(path)
             assert str(info.uuid) == u and info.hidden == r["hidden"], u
+            assert info.virtual_size == int(r["virtual_size"]), u
             want_parent = str(sr.location / f"{r['parent']}.vhd") if r["parent"] else None
             assert info.parent_path == want_parent, u
             assert vhd.check(path, bitmaps=True) == [], u

@@ -292,3 +292,18 @@ def test_shared_sr_merges_a_leaf_only_where_it_is_attached(
     assert "shared SR" in skip["reason"] and skip["kind"] == "leaf-merge"
     check_sr(sr, model, collected=False)
     assert depth(sr, a) == 2
+
+
+def test_merge_into_a_smaller_base_grows_it(sr: FileSRClient) -> None:
+    a = sr.create_vdi(8 * MiB)
+    sr.write(a, 0, _data(50, 2 * MiB))
+    s1 = sr.snapshot(a)                            # B1: 8 MiB
+    sr.call("vdi_resize", [str(16 * MiB)], vdi=a)
+    sr.write(a, 12 * MiB, _data(51, MiB))
+    s2 = sr.snapshot(a)                            # B2: 16 MiB, parent B1
+    model = {a: sr.read(a), s2: sr.read(s2)}
+    sr.call("vdi_delete", vdi=s1)                  # B2 into B1 (up: B1 is a root)
+    assert [x["kind"] for x in gc_run(sr)["actions"]] == ["merge"]
+    check_sr(sr, model)                            # B1's record says 16 MiB, as its image
+    base = sr.record(a)["parent"]
+    assert int(sr.record(base)["virtual_size"]) == 16 * MiB

@@ -18,7 +18,7 @@ from tests.srtypes.file.conftest import FileSRClient
 
 SIZE = 4 * MiB
 OPS = ("create", "write", "write", "snapshot", "snapshot", "single", "clone", "revert",
-       "delete", "delete", "gc")
+       "delete", "delete", "gc", "resize")
 
 op_lists = st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 10_000),
                               st.integers(0, 10_000)), min_size=4, max_size=16)
@@ -49,8 +49,9 @@ class Model:
             if self.read_only[u] or self.has_children(u):
                 return
             rng = random.Random(j)
-            off, n = rng.randrange(SIZE - 1), rng.randrange(1, MiB)
-            n = min(n, SIZE - off)
+            size = len(self.content[u])
+            off, n = rng.randrange(size - 1), rng.randrange(1, MiB)
+            n = min(n, size - off)
             data = rng.randbytes(n)
             sr.write(u, off, data)
             c = bytearray(self.content[u])
@@ -71,6 +72,12 @@ class Model:
                 return
             sr.revert(u, target)
             self.content[target] = self.content[u]
+        elif op == "resize":
+            if self.has_children(u):
+                return
+            grown = len(self.content[u]) + (j % 3 + 1) * MiB
+            sr.call("vdi_resize", [str(grown)], vdi=u)
+            self.content[u] = self.content[u].ljust(grown, b"\0")
         elif op == "delete":
             sr.call("vdi_delete", vdi=u)
             del self.content[u], self.read_only[u]
