@@ -16,12 +16,10 @@ from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.requests import SRRequest, VDIRequest
 
+from .resize import STEPS as RESIZE_STEPS
+from .revert import STEPS as REVERT_STEPS
 from .snapshot import STEPS
-
-INFLATE_STEPS = ("journaled", "resized", "records")
-REVERT_STEPS = ("journaled", "renamed", "hidden", "snapleaf", "leaf", "switched", "records",
-                "pruned")  # srtypes.lvhd.revert.STEPS (not imported: it loads lvm code)
-RESIZE_STEPS = ("journaled", "grown", "resized", "deflated", "records")
+from .vdiops import INFLATE_STEPS
 
 if TYPE_CHECKING:
     from sm.requests import (

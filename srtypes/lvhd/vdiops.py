@@ -28,6 +28,8 @@ __all__ = ["attach", "create", "deflate", "delete", "detach", "inflate"]
 
 log = logging.getLogger(__name__)
 SECTOR = 512
+INFLATE_STEPS = ("journaled", "resized", "records")
+"""Crash points ``inflate:<step>`` / ``deflate:<step>`` of :func:`resize_lv`."""
 
 
 def _get(repo: LvhdRepo, uuid: str) -> VdiRecord:
