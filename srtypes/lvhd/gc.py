@@ -286,6 +286,8 @@ def _merge_records(repo: LvhdRepo, key: str, d: Mapping[str, Any], kids: list[st
     base, child = d["base"], d["child"]
     size = {lv.name: lv.size for lv in repo.lvm.lvs(repo.vg)}
     with repo.transaction("gc_merge") as txn:
+        grown = max((txn.vdis[u].virtual_size for u in (base, child) if u in txn.vdis),
+                    default=0)
         if not d["visible"]:
             txn.vdis.pop(child, None)
             for k in kids:
@@ -299,7 +301,8 @@ def _merge_records(repo: LvhdRepo, key: str, d: Mapping[str, Any], kids: list[st
             keep = child
         if keep in txn.vdis:
             txn.vdis[keep] = dataclasses.replace(
-                txn.vdis[keep], physical_utilisation=size.get(_lv(keep), 0))
+                txn.vdis[keep], physical_utilisation=size.get(_lv(keep), 0),
+                virtual_size=txn.vdis[keep].virtual_size if d["visible"] else grown)
         txn.journal.pop(key, None)
 
 
