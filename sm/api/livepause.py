@@ -37,11 +37,8 @@ def _nbd_dirs(mgr: StorageManager) -> list[str]:
     """Where this host's servers can be: the run directory of in-process drivers (our
     environment) and of executed ones (the drivers' environment)."""
     from sm.driver import DEFAULT_RUN_DIR
+    from sm.nbd.serving import nbd_dir
 
-    try:
-        from srtypes.file.datapath import nbd_dir
-    except ImportError:  # the File SR is not installed: no sm.nbd servers either
-        return []
     out: list[str] = []
     for env in (os.environ, mgr.driver_environ):
         found = nbd_dir(Path(env.get("SM_RUN_DIR") or DEFAULT_RUN_DIR))

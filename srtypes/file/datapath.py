@@ -6,9 +6,8 @@
     vdi_detach      stop it
     _live(vdi)      pause around a chain change, resume on the leaf in a `finally`
 
-Servers live in `nbd_dir(run_dir)`: `<run_dir>/nbd` if a socket path there fits in 107 bytes,
-else `/tmp/sm-nbd-<hash of run_dir>` (deterministic, so later driver calls find them).
-Without nbdkit installed (or with SM_DATA_PATH=none), attach hands out `params` only.
+Servers live in `sm.nbd.serving.nbd_dir(run_dir)` with every SR type's; without nbdkit
+installed (or with SM_DATA_PATH=none), attach hands out `params` only.
 
 Recovery: a driver that dies inside `_live` leaves the server paused (chain closed, requests
 held), so journal replay under the SR lock never races a write. `resume_orphans` (run after
@@ -19,13 +18,11 @@ server paused by `vdi_deactivate` has `active` false and stays paused.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from sm.nbd.serving import available, nbd_dir
 
 if TYPE_CHECKING:
     from sm.nbd.server import ServerInfo
@@ -37,25 +34,7 @@ __all__ = ["activate", "available", "deactivate", "live", "nbd_dir", "resume_orp
 
 log = logging.getLogger(__name__)
 
-_SOCK_NAME_LEN = len("00000000-0000-0000-0000-000000000000.sock") + 1
 RAW_OPENER = "sm.nbd.rawdisk:open_raw"
-
-
-def nbd_dir(run_dir: Path) -> str:
-    """Where the servers of a host (run directory) live; socket paths stay < 108 bytes."""
-    preferred = os.path.join(os.path.abspath(run_dir), "nbd")
-    if len(preferred.encode()) + _SOCK_NAME_LEN <= 107:
-        return preferred
-    digest = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
-    return f"/tmp/sm-nbd-{digest}"
-
-
-def available() -> bool:
-    """nbdkit is installed and the data path is not switched off (`SM_DATA_PATH=none`: attach
-    hands out `params` only; the test suite sets it outside the data-path tests)."""
-    if os.environ.get("SM_DATA_PATH", "nbd") == "none":
-        return False
-    return shutil.which("nbdkit") is not None
 
 
 def _dir(repo: FileRepo) -> str:
@@ -69,21 +48,13 @@ def find(repo: FileRepo, uuid: str) -> ServerInfo | None:
 
 
 def start(repo: FileRepo, uuid: str, path: str, writable: bool) -> ServerInfo | None:
-    """Start or find the server of `uuid` (None without nbdkit). A read-only attach shares a
-    running writable server; a writable attach over a read-only server is VDIInUse (24)."""
-    from sm.errors import VDIInUse
-    from sm.nbd import server
+    """Start or find the server of `uuid` (None without nbdkit); the sharing rules are
+    `sm.nbd.serving.Servers.start`'s."""
+    from sm.nbd.serving import Servers
 
-    if not available():
-        log.warning("nbdkit is not installed: VDI %s attached without params_nbd", uuid)
-        return None
-    existing = find(repo, uuid)
-    if existing is not None:
-        if existing.writable or not writable:
-            return existing
-        raise VDIInUse(f"VDI {uuid} is attached read-only on this host; detach it first")
     opener = RAW_OPENER if path.endswith(".raw") else None
-    return server.start(uuid, path, writable=writable, run_dir=_dir(repo), opener=opener)
+    return Servers(repo.layout.host_dir.parent.parent).start(uuid, path, writable=writable,
+                                                             opener=opener)
 
 
 def stop(repo: FileRepo, uuid: str) -> None:

@@ -24,17 +24,17 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sm.nbd.server import ServerInfo
+    from sm.nbd.serving import Servers
 
     from .lvio import LvBacking
     from .repo import LvhdRepo
 
-__all__ = ["OPENER", "activate", "deactivate", "live", "open_disk", "start", "stop"]
+__all__ = ["OPENER", "activate", "deactivate", "live", "open_disk", "servers", "start", "stop"]
 
 log = logging.getLogger(__name__)
 
@@ -108,87 +108,37 @@ def open_disk(path: str, *, writable: bool, arg: str) -> Any:
 # -- driver side --------------------------------------------------------------------------------
 
 
-def _dir(repo: LvhdRepo) -> str:
-    from srtypes.file.datapath import nbd_dir
+def servers(repo: LvhdRepo) -> Servers:
+    from sm.nbd.serving import Servers
 
-    return nbd_dir(repo.host_dir.parent.parent)
-
-
-def available() -> bool:
-    from srtypes.file.datapath import available as nbd_available
-
-    return nbd_available()
-
-
-def find(repo: LvhdRepo, uuid: str) -> ServerInfo | None:
-    from sm.nbd import server
-
-    return server.find(uuid, _dir(repo))
+    return Servers(repo.host_dir.parent.parent)
 
 
 def start(repo: LvhdRepo, uuid: str, path: str, writable: bool) -> ServerInfo | None:
-    """Start or find the server of `uuid` (None without nbdkit). A read-only attach shares a
-    running writable server; a writable attach over a read-only server is VDIInUse (24)."""
-    from sm.errors import VDIInUse
-    from sm.nbd import server
-
-    if not available():
-        return None
-    existing = find(repo, uuid)
-    if existing is not None:
-        if existing.writable or not writable:
-            return existing
-        raise VDIInUse(f"VDI {uuid} is attached read-only on this host; detach it first")
-    return server.start(uuid, path, writable=writable, run_dir=_dir(repo), opener=OPENER,
-                        opener_arg=opener_arg(repo))
+    """Start or find the server of `uuid` (None without nbdkit)."""
+    return servers(repo).start(uuid, path, writable=writable, opener=OPENER,
+                               opener_arg=opener_arg(repo))
 
 
 def stop(repo: LvhdRepo, uuid: str) -> None:
-    from sm.nbd import server
-
-    server.stop(uuid, run_dir=_dir(repo))
+    servers(repo).stop(uuid)
 
 
 def activate(repo: LvhdRepo, uuid: str, path: str, writable: bool) -> None:
-    from sm.nbd import server
+    from sm.nbd.serving import available
 
-    if not available():
-        return
-    info = find(repo, uuid)
-    if info is None:  # killed, or the host restarted: serve again (clients reconnect)
+    if available() and not servers(repo).resume(uuid):
+        # killed, or the host restarted: serve again (clients reconnect)
         log.warning("VDI %s: data path lost; restarting it", uuid)
         start(repo, uuid, path, writable)
-        return
-    server.resume(info, run_dir=_dir(repo))
 
 
 def deactivate(repo: LvhdRepo, uuid: str) -> None:
-    from sm.nbd import server
-
-    info = find(repo, uuid)
-    if info is not None:
-        server.pause(info)
+    servers(repo).pause(uuid)
 
 
-@contextlib.contextmanager
-def live(repo: LvhdRepo, uuid: str) -> Iterator[None]:
-    """Pause a running server of `uuid` around a chain change (caller holds the SR lock) and
-    resume it after, even on error: the leaf keeps its LV name, so resume reopens the same
-    path, now the new leaf, with a fresh segment map. A server already paused (deactivated)
-    stays paused."""
-    from sm.nbd import server
-
-    info = find(repo, uuid) if available() else None
-    if info is None:
-        yield
-        return
-    was_running = server.status(info)["state"] == "running"
-    server.pause(info)
-    try:
-        yield
-    finally:
-        if was_running:
-            try:
-                server.resume(info, run_dir=_dir(repo))
-            except Exception as err:
-                log.error("VDI %s: resume of the data path failed (%s)", uuid, err)
+def live(repo: LvhdRepo, uuid: str) -> contextlib.AbstractContextManager[None]:
+    """Pause a running server of `uuid` around a chain change (caller holds the SR lock): the
+    leaf keeps its LV name, so resume reopens the same path, now the new leaf, with a fresh
+    segment map."""
+    return servers(repo).live(uuid)

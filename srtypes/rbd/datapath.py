@@ -3,7 +3,7 @@
 Per host (`SM_RUN_DIR`): `<run_dir>/rbd/<sr_uuid>/<vdi>.json` = `{writable, active}` and the
 server descriptor `<vdi>.desc.json` (cluster, pool, namespace, image, snapshot: what nbdkit's
 `srtypes.rbd.nbddisk` opens through librbd). Servers live with the other SR types' in
-`<run_dir>/nbd` (`srtypes.file.datapath.nbd_dir`). `live` pauses a running server (drained,
+`sm.nbd.serving.nbd_dir(run_dir)`. `live` pauses a running server (drained,
 flushed, image closed) around a snapshot/clone/revert/resize and resumes it after, so the
 snapshot holds every acknowledged write and the server reopens the changed image.
 """
@@ -13,30 +13,23 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sm import atomic
+from sm.nbd.serving import available
 
 from .config import RbdConfig
 
 if TYPE_CHECKING:
     from sm.nbd.server import ServerInfo
+    from sm.nbd.serving import Servers
 
 __all__ = ["Host", "available"]
 
 log = logging.getLogger(__name__)
 
 OPENER = "srtypes.rbd.nbddisk:open_rbd"
-
-
-def available() -> bool:
-    if os.environ.get("SM_DATA_PATH", "nbd") == "none":
-        return False
-    return shutil.which("nbdkit") is not None
 
 
 class Host:
@@ -49,9 +42,7 @@ class Host:
 
     @property
     def nbd_dir(self) -> str:
-        from srtypes.file.datapath import nbd_dir
-
-        return nbd_dir(self.run_dir)
+        return self.servers.dir
 
     def attachment(self, vdi: str) -> dict[str, Any] | None:
         try:
@@ -83,63 +74,38 @@ class Host:
         atomic.write_atomic(str(path), json.dumps(data, sort_keys=True).encode(), mode=0o600)
         return str(path)
 
-    # -- servers -------------------------------------------------------------------------
+    # -- servers (the rules are sm.nbd.serving.Servers') --------------------------------
+
+    @property
+    def servers(self) -> Servers:
+        from sm.nbd.serving import Servers
+
+        return Servers(self.run_dir)
 
     def find(self, vdi: str) -> ServerInfo | None:
-        from sm.nbd import server
-
-        return server.find(vdi, self.nbd_dir)
+        return self.servers.find(vdi)
 
     def start(self, vdi: str, image: str, snap: str | None, writable: bool) -> ServerInfo | None:
-        from sm.errors import VDIInUse
-        from sm.nbd import server
-
         if not available():
             return None
-        existing = self.find(vdi)
-        if existing is not None:
-            if existing.writable or not writable:
-                return existing
-            raise VDIInUse(f"VDI {vdi} is attached read-only on this host; detach it first")
-        desc = self.descriptor(vdi, image, snap)
-        return server.start(vdi, desc, writable=writable, run_dir=self.nbd_dir, opener=OPENER)
+        return self.servers.start(vdi, self.descriptor(vdi, image, snap), writable=writable,
+                                  opener=OPENER)
 
     def stop(self, vdi: str) -> None:
-        from sm.nbd import server
-
-        server.stop(vdi, run_dir=self.nbd_dir)
+        self.servers.stop(vdi)
 
     def resume(self, vdi: str) -> None:
-        from sm.nbd import server
-
-        info = self.find(vdi)
-        if info is not None:
-            server.resume(info, run_dir=self.nbd_dir)
+        self.servers.resume(vdi)
 
     def pause(self, vdi: str) -> None:
-        from sm.nbd import server
+        self.servers.pause(vdi)
 
-        info = self.find(vdi)
-        if info is not None:
-            server.pause(info)
-
-    @contextlib.contextmanager
-    def live(self, vdi: str, image: str | None = None) -> Iterator[None]:
-        """Pause `vdi`'s running server around a change of its image; resume after (on
-        `image` if the VDI's image was replaced), unless it was paused by vdi_deactivate."""
-        from sm.nbd import server
-
-        info = self.find(vdi) if self.attachment(vdi) else None
-        if info is None:
-            yield
-            return
-        was_running = server.status(info)["state"] == "running"
-        server.pause(info)
-        try:
-            yield
-        finally:
-            if was_running:
-                server.resume(info, run_dir=self.nbd_dir)
+    def live(self, vdi: str) -> contextlib.AbstractContextManager[None]:
+        """Pause `vdi`'s running server around a change of its image; resume after, unless
+        it was paused by vdi_deactivate."""
+        if self.attachment(vdi) is None:
+            return contextlib.nullcontext()
+        return self.servers.live(vdi)
 
     def rewrite_descriptor(self, vdi: str, image: str, snap: str | None) -> None:
         if (self.dir / f"{vdi}.desc.json").exists():

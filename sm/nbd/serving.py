@@ -1,0 +1,123 @@
+"""The NBD servers of one host, as SR types use them (driver side).
+
+Every SR type keeps its servers in one directory per host, `nbd_dir(run_dir)`: VDI uuids are
+unique, so File, LVHD and RBD servers share it and the layer above finds any of them (VM-wide
+pauses). `Servers` holds the rules the SR types share: a read-only attach shares a running
+writable server, a writable attach over a read-only one is VDIInUse (24), and `live` pauses a
+running server around a chain change and resumes it after (a server paused by
+`vdi_deactivate` stays paused).
+
+`sm.nbd.server` is imported on first use: drivers import this module on every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sm.nbd.server import ServerInfo
+
+__all__ = ["Servers", "available", "nbd_dir"]
+
+log = logging.getLogger(__name__)
+
+_SOCK_NAME_LEN = len("00000000-0000-0000-0000-000000000000.sock") + 1
+
+
+def nbd_dir(run_dir: str | os.PathLike[str]) -> str:
+    """Where the servers of a host (run directory) live; socket paths stay < 108 bytes:
+    `<run_dir>/nbd`, else `/tmp/sm-nbd-<hash of run_dir>` (deterministic, so later driver
+    calls find them)."""
+    preferred = os.path.join(os.path.abspath(run_dir), "nbd")
+    if len(preferred.encode()) + _SOCK_NAME_LEN <= 107:
+        return preferred
+    digest = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
+    return f"/tmp/sm-nbd-{digest}"
+
+
+def available() -> bool:
+    """nbdkit is installed and the data path is not switched off (`SM_DATA_PATH=none`: attach
+    hands out `params` only; the test suite sets it outside the data-path tests)."""
+    if os.environ.get("SM_DATA_PATH", "nbd") == "none":
+        return False
+    return shutil.which("nbdkit") is not None
+
+
+class Servers:
+    """The servers of the host whose run directory is `run_dir`."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.dir = nbd_dir(Path(run_dir))
+
+    def find(self, vdi: str) -> ServerInfo | None:
+        from sm.nbd import server
+
+        return server.find(vdi, self.dir)
+
+    def start(self, vdi: str, leaf: str, *, writable: bool, opener: str | None = None,
+              opener_arg: str | None = None) -> ServerInfo | None:
+        """Start or find the server of `vdi` (None without nbdkit)."""
+        from sm.errors import VDIInUse
+        from sm.nbd import server
+
+        if not available():
+            log.info("nbdkit unavailable or SM_DATA_PATH=none: VDI %s without params_nbd", vdi)
+            return None
+        existing = self.find(vdi)
+        if existing is not None:
+            if existing.writable or not writable:
+                return existing
+            raise VDIInUse(f"VDI {vdi} is attached read-only on this host; detach it first")
+        return server.start(vdi, leaf, writable=writable, run_dir=self.dir, opener=opener,
+                            opener_arg=opener_arg)
+
+    def stop(self, vdi: str) -> None:
+        from sm.nbd import server
+
+        server.stop(vdi, run_dir=self.dir)
+
+    def pause(self, vdi: str) -> None:
+        from sm.nbd import server
+
+        info = self.find(vdi)
+        if info is not None:
+            server.pause(info)
+
+    def resume(self, vdi: str, new_path: str | None = None) -> bool:
+        """Resume the server of `vdi` (on `new_path` if given); False if there is none."""
+        from sm.nbd import server
+
+        info = self.find(vdi)
+        if info is None:
+            return False
+        server.resume(info, new_path, run_dir=self.dir)
+        return True
+
+    @contextlib.contextmanager
+    def live(self, vdi: str) -> Iterator[None]:
+        """Pause `vdi`'s running server around a change of its chain or image; resume it
+        after, even on error (a failed resume is logged: the server stays paused for the
+        next recovery)."""
+        from sm.nbd import server
+
+        info = self.find(vdi) if available() else None
+        if info is None:
+            yield
+            return
+        was_running = server.status(info)["state"] == "running"
+        server.pause(info)
+        try:
+            yield
+        finally:
+            if was_running:
+                try:
+                    server.resume(info, run_dir=self.dir)
+                except Exception as err:
+                    log.error("VDI %s: resume of the data path failed (%s)", vdi, err)
