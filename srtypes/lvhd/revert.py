@@ -15,8 +15,10 @@ Steps (crash points ``vdi_revert:<step>``), journaled in MGT:
     snapleaf   VHD-S = new LV, empty child of B2                     }
     leaf       LV ``VHD-X.revert`` = empty child of P (a name sr_scan ignores); step in MGT
     switched   lvremove VHD-X, lvrename VHD-X.revert -> VHD-X
-    records    X.parent = P, size; B2 and S.parent = B2; the journal entry removed
-    pruned     X's old hidden bases without children are removed (LVs, then records)
+    records    X.parent = P, size; B2 and S.parent = B2; the journal entry removed (kept, with
+               step "records", when X's old parent may need pruning)
+    pruned     X's old hidden bases without children are removed (LVs, then records and
+               the journal entry)
 
 Recovery rolls forward once anything was changed (each step checks before it acts) and drops
 the entry otherwise.
@@ -150,6 +152,17 @@ def recover(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
 
 
 def _forward(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
+    p_uuid = d["parent"]
+    prune_from = d["old_parent"] if d["old_parent"] and d["old_parent"] != p_uuid else None
+    if "records" not in d.get("steps", []):
+        _switch(repo, key, d, prune_from)
+    if prune_from is not None:
+        prune(repo, prune_from, key)
+    crash_point("vdi_revert:pruned")
+
+
+def _switch(repo: LvhdRepo, key: str, d: Mapping[str, Any], prune_from: str | None) -> None:
+    """Every step up to ``records`` (the new records published)."""
     from sm import vhd
 
     from .vdiops import resize_lv
@@ -196,11 +209,11 @@ def _forward(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
     sizes = {lv.name: lv.size for lv in lvm.lvs(vg)}
     with repo.transaction("vdi_revert") as txn:
         _records(txn.vdis, d, sizes)
-        txn.journal.pop(key, None)
+        if prune_from is None:
+            txn.journal.pop(key, None)
+        else:  # kept until X's old bases are pruned, so a crash cannot leave them behind
+            txn.journal[key] = {**d, "steps": [*steps, "records"]}
     crash_point("vdi_revert:records")
-    if d["old_parent"] and d["old_parent"] != p_uuid:
-        prune(repo, d["old_parent"])
-    crash_point("vdi_revert:pruned")
 
 
 def _records(vdis: dict[str, VdiRecord], d: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
@@ -235,15 +248,18 @@ def orphans(vdis: Mapping[str, VdiRecord], start: str) -> list[VdiRecord]:
     return out
 
 
-def prune(repo: LvhdRepo, start: str) -> None:
-    """Remove the LVs, then the records, of the hidden bases left without children."""
+def prune(repo: LvhdRepo, start: str, key: str | None = None) -> None:
+    """Remove the LVs, then the records, of the hidden bases left without children (and the
+    journal entry ``key`` with the records)."""
     from .repo import lv_name
 
     doomed = orphans(repo.read().vdis, start)
     for rec in doomed:
         if repo.lvm.lv_exists(repo.vg, lv_name(rec.uuid, rec.vdi_type)):
             repo.lvm.lvremove(repo.vg, lv_name(rec.uuid, rec.vdi_type))
-    if doomed:
+    if doomed or key is not None:
         with repo.transaction("prune") as txn:
             for rec in doomed:
                 txn.vdis.pop(rec.uuid, None)
+            if key is not None:
+                txn.journal.pop(key, None)

@@ -180,6 +180,26 @@ def test_revert_crash_then_attach(sr: Sr, step: str) -> None:
     _check_sr(sr)
 
 
+@pytest.mark.parametrize("step", ["switched", "records", "pruned"])
+def test_revert_crash_leaves_no_orphan_base(sr: Sr, step: str) -> None:
+    """X -> s1, write, s2, delete s2: X's parent b2 has X as its only child; reverting X to s1
+    leaves b2 without children, and it is removed even when the revert is killed."""
+    x = sr.create_vdi(8 * MiB)
+    _write(sr, x, 0, A)
+    s1 = sr.call("vdi_snapshot", vdi_uuid=x)["uuid"]
+    _write(sr, x, 0, B)
+    s2 = sr.call("vdi_snapshot", vdi_uuid=x)["uuid"]
+    sr.call("vdi_delete", vdi_uuid=s2)
+    old_parent = sr.records()[x]["parent"]
+    _crash(sr, f"vdi_revert:{step}", "vdi_revert", [x], s1)
+    sr.call("sr_attach")
+    records = _check_sr(sr)
+    assert old_parent not in records and _read(sr, x, 0, len(A)) == A
+    assert records[x]["parent"] == records[s1]["parent"]
+    hidden = [u for u, r in records.items() if r["hidden"]]
+    assert all(any(r["parent"] == h for r in records.values()) for h in hidden), records
+
+
 @pytest.mark.parametrize("step", ["journaled", "resized", "records"])
 def test_inflate_crash_then_attach(sr: Sr, step: str) -> None:
     vdi = sr.create_vdi(12 * MiB)
