@@ -5,6 +5,7 @@ lvm2 commands each one runs, and sr_scan of an SR holding many VDIs.
 |---|---|---|
 | lvm | one `pvs --segments` report of the SR's VG (the cheapest lvm2 command sm runs) | ms (the baseline) |
 | create, attach, detach, snapshot, clone, revert, resize | the command through `sm.dispatch.run` in-process, median | ms, lvm commands, ratio to `lvm` |
+| process-snapshot | `bin/LVHDSR vdi_snapshot` as a child process, median | ms, ratio to `python -c pass` |
 | scan-adopt | first `sr_scan` of N image LVs written behind the SR's back | s |
 | scan | steady-state `sr_scan` of the SR holding N VDIs (median of 3) | s, ratio to one report of that VG |
 
@@ -167,6 +168,36 @@ def bulk_lvs(b: Bench, count: int) -> list[str]:
     return uuids
 
 
+def process_snapshot(b: Bench, vdis: list[str], runs: int) -> None:
+    """The driver as a toolstack runs it: one process per request (modules byte-compiled
+    first, as an installed package is)."""
+    import compileall
+
+    for package in ("sm", "srtypes"):
+        compileall.compile_dir(ROOT / package, quiet=2)
+    exe = [sys.executable, str(ROOT / "bin" / "LVHDSR")]
+    todo = iter(vdis)
+
+    def snapshot() -> None:
+        s = {"host_ref": "OpaqueRef:h", "session_ref": "OpaqueRef:s", "command": "vdi_snapshot",
+             "args": [], "sr_uuid": SR_UUID, "sr_ref": "OpaqueRef:sr", "driver_params": {},
+             "device_config": {"SRmaster": "true", "device": b.device}}
+        vdi = next(todo)
+        s.update(vdi_uuid=vdi, vdi_location=vdi, vdi_ref="OpaqueRef:v")
+        doc = xmlrpc.client.dumps((s,), methodname="vdi_snapshot")
+        proc = subprocess.run([*exe, doc], env=b.env, check=True, capture_output=True,
+                              text=True)
+        xmlrpc.client.loads(proc.stdout)
+
+    def baseline() -> None:
+        subprocess.run([sys.executable, "-c", "pass"], env=b.env, check=True)
+
+    baseline()
+    base = median_ms(baseline, runs)
+    ms = median_ms(snapshot, runs)
+    print(f"process-snapshot {ms:.1f} ms, python -c pass {base:.1f} ms: ratio {ms / base:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="50 VDIs, 3 runs")
@@ -230,6 +261,7 @@ def main() -> None:
         op("revert", revert)
         it = iter(vdis)
         op("resize", lambda: b.call("vdi_resize", [str(32 * MiB)], vdi=next(it)))
+        process_snapshot(b, vdis, runs)
 
         start = time.perf_counter()
         bulk_lvs(b, count)

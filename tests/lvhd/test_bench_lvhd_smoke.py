@@ -24,6 +24,7 @@ def test_bench_lvhd_quick(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     for phase in ("create", "attach", "detach", "snapshot", "clone", "revert", "resize"):
         assert f"\n{phase} " in proc.stdout, proc.stdout
-    assert "scan-adopt" in proc.stdout and "ratio" in proc.stdout
+    assert "scan-adopt" in proc.stdout and "process-snapshot" in proc.stdout
+    assert "ratio" in proc.stdout
     assert "10 new LVs (" in proc.stdout
     assert list(tmp_path.iterdir()) == []  # cleaned up after itself
