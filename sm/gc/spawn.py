@@ -5,12 +5,16 @@ collector's own tests)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["auto_enabled", "start_background"]
+__all__ = ["abort", "auto_enabled", "kick", "start_background"]
+
+log = logging.getLogger(__name__)
 
 ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
@@ -45,3 +49,40 @@ def start_background(argv: Sequence[str], log_path: Path,
         os._exit(0)
     os.waitpid(pid, 0)
     return pid
+
+
+def kick(gc_dir: Path, argv: Sequence[str]) -> None:
+    """Start a background run (`python argv...`) unless one runs or `SM_GC_AUTO=0`; a
+    running collector is asked to run once more. Never fails the caller."""
+    from . import state
+
+    try:
+        if not auto_enabled():
+            return
+        state.request_rerun(gc_dir)  # first: a collector about to exit sees it
+        if state.GCLock(gc_dir).busy():
+            return
+        start_background(argv, gc_dir / "gc.log")
+    except Exception as err:
+        log.warning("could not start the garbage collector: %s", err)
+
+
+@contextlib.contextmanager
+def abort(gc_dir: Path, *, vdi: str | None = None, reason: str = "",
+          timeout: float = 30.0) -> Iterator[None]:
+    """Stop a running collector (all of it; with `vdi`, only if its current step touches
+    that VDI) and keep new ones out for the `with` block."""
+    from . import state
+
+    if not gc_dir.is_dir():
+        yield
+        return
+    if vdi is not None:
+        current = (state.read_status(gc_dir).get("current") or {}).get("action") or {}
+        if vdi not in (current.get("base"), current.get("child")):
+            yield
+            return
+    with state.request_abort(gc_dir, timeout=timeout, reason=reason) as got:
+        if not got:
+            log.warning("the garbage collector did not stop within %s s", timeout)
+        yield

@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,43 +142,20 @@ def report(repo: FileRepo) -> dict[str, Any]:
 
 def kick(repo: FileRepo) -> None:
     """Start a background run unless one runs or `SM_GC_AUTO=0`; never fails the caller."""
-    from sm.gc import spawn, state
+    from sm.gc import spawn
 
-    try:
-        if not spawn.auto_enabled():
-            return
-        lay = repo.layout
-        state.request_rerun(gc_dir(repo))  # first: a collector about to exit sees it
-        if state.GCLock(gc_dir(repo)).busy():
-            return
-        spawn.start_background(
-            ["-m", "srtypes.file.gc", str(lay.location), lay.sr_uuid or "",
-             str(lay.host_dir.parent.parent)],
-            gc_dir(repo) / "gc.log")
-    except Exception as err:
-        log.warning("could not start the garbage collector: %s", err)
+    lay = repo.layout
+    spawn.kick(gc_dir(repo), ["-m", "srtypes.file.gc", str(lay.location), lay.sr_uuid or "",
+                              str(lay.host_dir.parent.parent)])
 
 
-@contextlib.contextmanager
 def abort(repo: FileRepo, *, vdi: str | None = None, reason: str = "",
-          timeout: float = 30.0) -> Iterator[None]:
+          timeout: float = 30.0) -> contextlib.AbstractContextManager[None]:
     """Stop a running collector (all of it; with `vdi`, only if its current step touches
     that VDI) and keep new ones out for the `with` block."""
-    from sm.gc import state
+    from sm.gc import spawn
 
-    gd = gc_dir(repo)
-    if not gd.is_dir():
-        yield
-        return
-    if vdi is not None:
-        current = (state.read_status(gd).get("current") or {}).get("action") or {}
-        if vdi not in (current.get("base"), current.get("child")):
-            yield
-            return
-    with state.request_abort(gd, timeout=timeout, reason=reason) as got:
-        if not got:
-            log.warning("the garbage collector did not stop within %s s", timeout)
-        yield
+    return spawn.abort(gc_dir(repo), vdi=vdi, reason=reason, timeout=timeout)
 
 
 def main(argv: list[str]) -> int:

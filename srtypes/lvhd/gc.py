@@ -32,7 +32,7 @@ from sm.gc import Action, Collector, Graph, Node, Skip, StepContext
 if TYPE_CHECKING:
     from .repo import LvhdRepo
 
-__all__ = ["CRASH_POINTS", "LvhdBackend", "recover", "run"]
+__all__ = ["CRASH_POINTS", "LvhdBackend", "abort", "kick", "recover", "report", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -324,8 +324,32 @@ def recover(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
 
 
 def run(repo: LvhdRepo) -> dict[str, Any]:
+    """One collector run in this process (`sm gc run`, `sm_gc_run`)."""
     repo.check()
     return Collector(LvhdBackend(repo)).run()
+
+
+def report(repo: LvhdRepo) -> dict[str, Any]:
+    from sm.gc import report as gc_report
+
+    repo.check()
+    return gc_report(LvhdBackend(repo))
+
+
+def kick(repo: LvhdRepo) -> None:
+    """Start a background run unless one runs or `SM_GC_AUTO=0`; never fails the caller."""
+    from sm.gc import spawn
+
+    spawn.kick(repo.host_dir / "gc", ["-m", "srtypes.lvhd.gc", repo.sr_uuid,
+                                      ",".join(repo.devices), str(repo.host_dir.parent.parent)])
+
+
+def abort(repo: LvhdRepo, *, vdi: str | None = None, reason: str = "",
+          timeout: float = 30.0) -> contextlib.AbstractContextManager[None]:
+    """Stop a running collector and keep new ones out for the `with` block."""
+    from sm.gc import spawn
+
+    return spawn.abort(repo.host_dir / "gc", vdi=vdi, reason=reason, timeout=timeout)
 
 
 def main(argv: list[str]) -> int:
