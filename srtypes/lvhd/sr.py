@@ -68,6 +68,8 @@ class LVHDSR(SRDriver):
     EXTRA_COMMANDS = MappingProxyType({
         "sm_vdi_list": Command(SRRequest, "sm_vdi_list"),
         "sm_vdi_get": Command(VDIRequest, "sm_vdi_get"),
+        "sm_gc_run": Command(SRRequest, "sm_gc_run"),
+        "sm_gc_status": Command(SRRequest, "sm_gc_status"),
     })
 
     @cached_property
@@ -101,20 +103,23 @@ class LVHDSR(SRDriver):
         srops.create(repo, allocation)
 
     def sr_delete(self, request: SRRequest) -> None:
-        from . import srops
+        from . import gc, srops
 
-        srops.delete(self.repo)
+        with gc.abort(self.repo, reason="sr_delete"):
+            srops.delete(self.repo)
 
     def sr_attach(self, request: SRRequest) -> None:
-        from . import srops
+        from . import gc, srops
 
         with self._locked("sr_attach") as repo:
             srops.attach(repo)
+        gc.kick(self.repo)
 
     def sr_detach(self, request: SRRequest) -> None:
-        from . import srops
+        from . import gc, srops
 
-        srops.detach(self.repo)
+        with gc.abort(self.repo, reason="sr_detach"):
+            srops.detach(self.repo)
 
     def sr_scan(self, request: SRRequest) -> None:
         from . import srops
@@ -145,10 +150,11 @@ class LVHDSR(SRDriver):
         return VdiRef(uuid, uuid)
 
     def vdi_delete(self, request: VDIRequest) -> None:
-        from . import vdiops
+        from . import gc, vdiops
 
         with self._locked("vdi_delete") as repo:
             vdiops.delete(repo, request.vdi_uuid)
+        gc.kick(repo)
 
     def vdi_snapshot(self, request: VDISnapshotRequest) -> VdiRef:
         return self._snapshot(request)
@@ -255,3 +261,20 @@ class LVHDSR(SRDriver):
         if rec is None:
             raise VDIMissing(f"no VDI {request.vdi_uuid}")
         return RecordResult(rec)
+
+    def sm_gc_run(self, request: SRRequest) -> str:
+        """Run the garbage collector now, in this process (docs/gc.md); its summary as a JSON
+        string."""
+        import json
+
+        from .gc import run
+
+        return json.dumps(run(self.repo), sort_keys=True)
+
+    def sm_gc_status(self, request: SRRequest) -> str:
+        """Chains, pending merges and the collector's state (docs/gc.md) as a JSON string."""
+        import json
+
+        from .gc import report
+
+        return json.dumps(report(self.repo), sort_keys=True)

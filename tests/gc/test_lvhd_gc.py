@@ -97,3 +97,44 @@ def test_sigkill_at_every_merge_step(sr: Sr, step: str) -> None:
     out = _gc(sr)
     assert out.returncode == 0, out.stderr[-3000:]
     _check(sr, model, collected=True)
+
+
+def test_gc_commands_of_the_driver(sr: Sr) -> None:
+    """`sm_gc_status` / `sm_gc_run` (what `sm gc status|run` and the API call) on LVHD."""
+    import json
+
+    model, a = _scenario(sr)
+    before = json.loads(sr.call("sm_gc_status"))
+    mine = next(v for v in before["vdis"] if v["uuid"] == a)
+    assert mine["pending_merges"] >= 1 and mine["depth_after_gc"] < mine["depth"]
+    assert before["pending"] and before["collector"]["running"] is False
+    summary = json.loads(sr.call("sm_gc_run"))
+    assert summary["result"] == "done", summary
+    _check(sr, model, collected=True)
+    after = json.loads(sr.call("sm_gc_status"))
+    assert after["pending"] == [] and after["garbage"] == []
+    assert next(v for v in after["vdis"] if v["uuid"] == a)["depth"] == mine["depth_after_gc"]
+    assert after["collector"]["last_run"] is not None
+
+
+def test_delete_starts_the_collector_in_the_background(sr: Sr,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import time
+
+    rng = random.Random(9)
+    a = sr.create_vdi(8 * MiB)
+    _write_vdi(sr, a, 0, rng.randbytes(3 * MiB))
+    s1 = sr.call("vdi_snapshot", vdi_uuid=a)["uuid"]
+    _write_vdi(sr, a, 4 * MiB, rng.randbytes(MiB))
+    model = {a: _read(sr, a, 0, 8 * MiB)}
+    monkeypatch.setenv("SM_GC_AUTO", "1")
+    sr.call("vdi_delete", vdi_uuid=s1)  # kicks a detached collector
+    deadline = time.monotonic() + 120
+    while True:
+        st = json.loads(sr.call("sm_gc_status"))
+        if not st["pending"] and not st["collector"]["running"] and st["collector"]["last_run"]:
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
+    _check(sr, model, collected=True)
