@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from .lvio import LvBacking
     from .repo import LvhdRepo
 
-__all__ = ["OPENER", "activate", "deactivate", "live", "open_disk", "servers", "start", "stop"]
+__all__ = ["OPENER", "activate", "deactivate", "live", "open_disk", "resume_orphans", "servers",
+           "start", "stop"]
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,19 @@ def start(repo: LvhdRepo, uuid: str, path: str, writable: bool) -> ServerInfo | 
                                opener_arg=opener_arg(repo))
 
 
+def _deactivated(repo: LvhdRepo, uuid: str) -> Path:
+    return repo.host_dir / f"deactivated-vdi-{uuid}"
+
+
 def stop(repo: LvhdRepo, uuid: str) -> None:
     servers(repo).stop(uuid)
+    _deactivated(repo, uuid).unlink(missing_ok=True)
 
 
 def activate(repo: LvhdRepo, uuid: str, path: str, writable: bool) -> None:
     from sm.nbd.serving import available
 
+    _deactivated(repo, uuid).unlink(missing_ok=True)
     if available() and not servers(repo).resume(uuid):
         # killed, or the host restarted: serve again (clients reconnect)
         log.warning("VDI %s: data path lost; restarting it", uuid)
@@ -134,6 +141,7 @@ def activate(repo: LvhdRepo, uuid: str, path: str, writable: bool) -> None:
 
 
 def deactivate(repo: LvhdRepo, uuid: str) -> None:
+    _deactivated(repo, uuid).touch()  # first: a crash in between still counts as paused
     servers(repo).pause(uuid)
 
 
@@ -142,3 +150,25 @@ def live(repo: LvhdRepo, uuid: str) -> contextlib.AbstractContextManager[None]:
     leaf keeps its LV name, so resume reopens the same path, now the new leaf, with a fresh
     segment map."""
     return servers(repo).live(uuid)
+
+
+def resume_orphans(repo: LvhdRepo) -> None:
+    """Resume the servers a driver killed inside `live` left paused (caller holds the chain
+    lock, so no `live` of a living process is in progress): every attached VDI's server that
+    is paused although `vdi_deactivate` did not pause it."""
+    from sm.nbd import server
+    from sm.nbd.serving import available
+
+    if not available():
+        return
+    for marker in repo.host_dir.glob("attached-vdi-*"):
+        uuid = marker.name.removeprefix("attached-vdi-")
+        if _deactivated(repo, uuid).exists():
+            continue
+        try:
+            info = servers(repo).find(uuid)
+            if info is not None and server.status(info)["state"] == "paused":
+                log.warning("VDI %s: resuming a data path left paused", uuid)
+                server.resume(info, run_dir=servers(repo).dir)
+        except Exception as err:
+            log.error("VDI %s: could not check its data path (%s)", uuid, err)

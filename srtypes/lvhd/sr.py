@@ -87,9 +87,16 @@ class LVHDSR(SRDriver):
     def _locked(self, purpose: str) -> Iterator[LvhdRepo]:
         from sm import locking
 
+        from . import datapath, srops
+
         repo = self._open()
         repo.host_dir.mkdir(parents=True, exist_ok=True)
         with locking.lock(repo.host_dir / "chain.lock", purpose=purpose):
+            # Holding the lock, every journal entry and every paused (not deactivated) server
+            # was left by a driver that died: finish its work, then let the clients go on.
+            if repo.read().journal:
+                srops.recover(repo)
+            datapath.resume_orphans(repo)
             yield repo
 
     # -- SR commands -------------------------------------------------------------------------

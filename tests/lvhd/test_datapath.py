@@ -106,3 +106,30 @@ def test_api_reads_and_writes_an_lvhd_vdi(device: str, tmp_path: Path) -> None:
         assert sm.vdi_read(vdi.uuid, sr="lv")[3 * MiB:5 * MiB] == data
         sm.vdi_delete(vdi.uuid, sr="lv")
         sm.sr_delete("lv")
+
+
+def test_driver_killed_inside_a_live_snapshot(device: str, tmp_path: Path) -> None:
+    """SIGKILL of bin/LVHDSR while the server is paused for a snapshot: the next command on
+    the SR finishes the snapshot and resumes the server; the client's data is all there."""
+    from sm.faults import crash_env
+    from tests.smapi import dumps, request
+
+    sr = Sr(device, str(uuidlib.uuid4()), _transport(tmp_path / "a", process=True), tmp_path)
+    sr.call("sr_create", ["0"])
+    sr.call("sr_attach")
+    v = sr.create_vdi(8 * MiB)
+    url = sr.call("vdi_attach", [True], vdi_uuid=v)["params_nbd"]
+    qemu_io(url, "write -P 0x51 0 1M", "flush")
+    doc = request("vdi_snapshot", [], device_config=sr.dconf(), sr_uuid=sr.uuid, vdi_uuid=v)
+    out = sr.transport.send(dumps(doc), env=crash_env("vdi_snapshot:renamed"))
+    assert out.returncode == -9, out.stderr
+    info = server.find(v, os.path.dirname(url.split(":")[2]))
+    assert info is not None and server.status(info)["state"] == "paused"
+    sr.call("vdi_create", [str(MiB), "other"])  # any chain command: replay, then resume
+    assert server.status(info)["state"] == "running"
+    qemu_io(url, "read -P 0x51 0 1M", "write -P 0x52 1M 64k", "flush")
+    assert len([r for r in sr.records().values() if r["is_a_snapshot"]]) == 1
+    sr.call("vdi_detach", vdi_uuid=v)
+    assert _read_lv_chain(sr, v, MiB, 65536) == b"\x52" * 65536
+    sr.lvm().vgremove(sr.vg)
+    sr.lvm().pvremove([device])
