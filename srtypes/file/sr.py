@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
@@ -17,10 +16,10 @@ from typing import TYPE_CHECKING, ClassVar
 from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.errors import VDIUnavailable
+from sm.recordwire import RecordList, RecordResult
 from sm.requests import SRRequest, VDIRequest
 
 if TYPE_CHECKING:
-    from sm.records import VdiRecord
     from sm.requests import (
         SRCreateRequest,
         SRProbeRequest,
@@ -39,30 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["FileSR"]
 
 C = Capability
-
-
-@dataclass(frozen=True)
-class RecordList:
-    """`sm_vdi_list` result: an array of VDI record structs."""
-
-    records: tuple[VdiRecord, ...]
-
-    def to_wire(self) -> Value:
-        from .srops import record_to_wire
-
-        return [record_to_wire(r) for r in self.records]
-
-
-@dataclass(frozen=True)
-class RecordResult:
-    """`sm_vdi_get` result: one VDI record struct."""
-
-    record: VdiRecord
-
-    def to_wire(self) -> Value:
-        from .srops import record_to_wire
-
-        return record_to_wire(self.record)
 
 
 class FileSR(SRDriver):

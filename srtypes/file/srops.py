@@ -24,13 +24,11 @@ from sm.errors import (
 from .layout import IMAGE_NAME
 
 if TYPE_CHECKING:
-    from sm.records import VdiRecord
-    from sm.xmlrpc import Value
 
     from .layout import SRLayout
     from .repo import FileRepo
 
-__all__ = ["attach", "create", "delete", "detach", "probe", "record_to_wire", "update"]
+__all__ = ["attach", "create", "delete", "detach", "probe", "update"]
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +149,3 @@ def update(repo: FileRepo) -> None:
         txn.put_sr(dataclasses.replace(sr, sm_config={**sr.sm_config, **stats}))
 
 
-def record_to_wire(record: VdiRecord) -> Value:
-    """A VDI record as an XML-RPC struct (sizes as decimal strings: XML-RPC ints are 32-bit)."""
-    return {
-        "uuid": record.uuid, "location": record.location, "name_label": record.name_label,
-        "name_description": record.name_description, "type": record.type,
-        "vdi_type": record.vdi_type, "read_only": record.read_only, "hidden": record.hidden,
-        "managed": record.managed, "is_a_snapshot": record.is_a_snapshot,
-        "snapshot_of": record.snapshot_of, "snapshot_time": record.snapshot_time,
-        "virtual_size": str(record.virtual_size),
-        "physical_utilisation": str(record.physical_utilisation), "parent": record.parent,
-        "sm_config": dict(record.sm_config), "other_config": dict(record.other_config),
-    }

@@ -256,13 +256,13 @@ class LVHDSR(SRDriver):
     # -- extension commands ------------------------------------------------------------------
 
     def sm_vdi_list(self, request: SRRequest) -> object:
-        from srtypes.file.sr import RecordList
+        from sm.recordwire import RecordList
 
         return RecordList(tuple(self._open().read().vdis.values()))
 
     def sm_vdi_get(self, request: VDIRequest) -> object:
         from sm.errors import VDIMissing
-        from srtypes.file.sr import RecordResult
+        from sm.recordwire import RecordResult
 
         rec = self._open().read().vdis.get(request.vdi_uuid)
         if rec is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -16,10 +15,10 @@ from typing import TYPE_CHECKING
 from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.errors import SRInUse, VDIInUse, VDIMissing, VDIUnavailable
+from sm.recordwire import RecordList, RecordResult
 from sm.requests import SRRequest, VDIRequest
 
 if TYPE_CHECKING:
-    from sm.records import VdiRecord
     from sm.requests import (
         SRCreateRequest,
         SRProbeRequest,
@@ -40,26 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["RBDSR"]
 
 C = Capability
-
-
-@dataclass(frozen=True)
-class RecordList:
-    records: tuple[VdiRecord, ...]
-
-    def to_wire(self) -> Value:
-        from srtypes.file.srops import record_to_wire
-
-        return [record_to_wire(r) for r in sorted(self.records, key=lambda r: r.uuid)]
-
-
-@dataclass(frozen=True)
-class RecordResult:
-    record: VdiRecord
-
-    def to_wire(self) -> Value:
-        from srtypes.file.srops import record_to_wire
-
-        return record_to_wire(self.record)
 
 
 class RBDSR(SRDriver):

@@ -1,0 +1,47 @@
+"""The SR's own VDI records on the wire: the results of the extension commands `sm_vdi_list`
+and `sm_vdi_get` (docs/smapiv1.md), shared by every SR type that keeps `sm.records` records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sm.records import VdiRecord
+    from sm.xmlrpc import Value
+
+__all__ = ["RecordList", "RecordResult", "record_to_wire"]
+
+
+def record_to_wire(record: VdiRecord) -> Value:
+    """A VDI record as an XML-RPC struct (sizes as decimal strings: XML-RPC ints are 32-bit)."""
+    return {
+        "uuid": record.uuid, "location": record.location, "name_label": record.name_label,
+        "name_description": record.name_description, "type": record.type,
+        "vdi_type": record.vdi_type, "read_only": record.read_only, "hidden": record.hidden,
+        "managed": record.managed, "is_a_snapshot": record.is_a_snapshot,
+        "snapshot_of": record.snapshot_of, "snapshot_time": record.snapshot_time,
+        "virtual_size": str(record.virtual_size),
+        "physical_utilisation": str(record.physical_utilisation), "parent": record.parent,
+        "sm_config": dict(record.sm_config), "other_config": dict(record.other_config),
+    }
+
+
+@dataclass(frozen=True)
+class RecordList:
+    """`sm_vdi_list` result: an array of VDI record structs, by uuid."""
+
+    records: tuple[VdiRecord, ...]
+
+    def to_wire(self) -> Value:
+        return [record_to_wire(r) for r in sorted(self.records, key=lambda r: r.uuid)]
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """`sm_vdi_get` result: one VDI record struct."""
+
+    record: VdiRecord
+
+    def to_wire(self) -> Value:
+        return record_to_wire(self.record)
