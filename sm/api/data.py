@@ -52,20 +52,12 @@ def _server_paused(attach: Mapping[str, Any]) -> Iterator[None]:
     if not isinstance(url, str) or not url.startswith("nbd:unix:"):
         yield
         return
-    from sm.nbd import server
+    from sm.nbd.client import parse_url
+    from sm.nbd.serving import Servers
 
-    sock = url[len("nbd:unix:"):].split(":exportname=", 1)[0]
-    info = server.find(os.path.basename(sock).removesuffix(".sock"), os.path.dirname(sock))
-    if info is None:
+    sock, _ = parse_url(url)
+    with Servers.in_dir(os.path.dirname(sock)).live(os.path.basename(sock).removesuffix(".sock")):
         yield
-        return
-    was_running = server.status(info)["state"] == "running"
-    server.pause(info)
-    try:
-        yield
-    finally:
-        if was_running:
-            server.resume(info)
 
 
 @contextlib.contextmanager

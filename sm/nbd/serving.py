@@ -56,6 +56,13 @@ class Servers:
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.dir = nbd_dir(Path(run_dir))
 
+    @classmethod
+    def in_dir(cls, directory: str) -> Servers:
+        """The servers of the server directory `directory` itself (e.g. from a socket path)."""
+        found = cls.__new__(cls)
+        found.dir = directory
+        return found
+
     def find(self, vdi: str) -> ServerInfo | None:
         from sm.nbd import server
 
@@ -107,7 +114,7 @@ class Servers:
         next recovery)."""
         from sm.nbd import server
 
-        info = self.find(vdi) if available() else None
+        info = self.find(vdi)
         if info is None:
             yield
             return
