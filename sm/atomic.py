@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +37,15 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _write_temp(path: Path, data: bytes, mode: int, sync: bool) -> str:
     """Write ``data`` to a fresh temporary file next to ``path``; return its name."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    # tempfile.mkstemp's naming, without importing tempfile (and random) on every driver start
+    while True:
+        tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}{TEMP_SUFFIX}")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                         0o600)
+            break
+        except FileExistsError:
+            continue
     try:
         try:
             _write_all(fd, data)

@@ -26,8 +26,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -203,9 +201,9 @@ class Journal:
         if not op:
             raise ValueError("journal op must not be empty")
         created_ns = time.time_ns()
-        entry_id = f"{created_ns:020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        entry_id = f"{created_ns:020d}-{os.getpid()}-{os.urandom(4).hex()}"
         raw = {"id": entry_id, "op": op, "created": created_ns / 1e9, "pid": os.getpid(),
-               "host": socket.gethostname(), "data": data, "steps": []}
+               "host": os.uname().nodename, "data": data, "steps": []}
         fd = _open_locked(self.directory / f"{entry_id}.lock", blocking=True)
         entry = Entry(self, raw, fd)
         try:

@@ -28,7 +28,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import time
 import zlib
 from collections.abc import Iterator, Mapping
@@ -406,6 +405,8 @@ class RecordStore:
     def _finish(self, txn: Path) -> None:
         atomic.unlink(txn / "COMMIT")
         crash_point("records.txn.uncommitted")
+        import shutil
+
         shutil.rmtree(txn)
         atomic.fsync_dir(self._txn_dir)
 
@@ -414,6 +415,8 @@ class RecordStore:
         for name in os.listdir(self._txn_dir):
             txn = self._txn_dir / name
             if not (txn / "COMMIT").exists():
+                import shutil
+
                 shutil.rmtree(txn, ignore_errors=True)
         atomic.remove_stale_temps(self._vdi_dir)
         atomic.remove_stale_temps(self.directory)

@@ -7,16 +7,15 @@ writable server, a writable attach over a read-only one is VDIInUse (24), and `l
 running server around a chain change and resumes it after (a server paused by
 `vdi_deactivate` stays paused).
 
-`sm.nbd.server` is imported on first use: drivers import this module on every call.
+`sm.nbd.server` (and hashlib, shutil) are imported on first use: drivers import this module
+on every call.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +37,8 @@ def nbd_dir(run_dir: str | os.PathLike[str]) -> str:
     preferred = os.path.join(os.path.abspath(run_dir), "nbd")
     if len(preferred.encode()) + _SOCK_NAME_LEN <= 107:
         return preferred
+    import hashlib
+
     digest = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:16]
     return f"/tmp/sm-nbd-{digest}"
 
@@ -47,6 +48,8 @@ def available() -> bool:
     hands out `params` only; the test suite sets it outside the data-path tests)."""
     if os.environ.get("SM_DATA_PATH", "nbd") == "none":
         return False
+    import shutil
+
     return shutil.which("nbdkit") is not None
 
 

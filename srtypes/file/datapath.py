@@ -88,11 +88,11 @@ def deactivate(repo: FileRepo, uuid: str) -> None:
 def live(repo: FileRepo, uuid: str) -> Iterator[None]:
     """Pause a running server of `uuid` around a chain change; resume on the leaf after, even
     on error. Caller holds the SR lock; the VDI lock keeps activate/deactivate out."""
-    from sm.nbd import server
-
     if not repo.layout.attachment(uuid).exists():
         yield
         return
+    from sm.nbd import server
+
     with repo.vdi_lock(uuid, "live"):
         info = find(repo, uuid)
         if info is None:
@@ -128,9 +128,12 @@ def _resume_leaf(repo: FileRepo, uuid: str, info: ServerInfo) -> None:
 def resume_orphans(repo: FileRepo) -> None:
     """Resume servers left paused by a driver that died inside `live` (caller holds the SR
     lock): every attached, active VDI whose server is paused."""
+    attached = repo.attached_vdis()
+    if not attached:
+        return  # the common case: no sm.nbd import on a driver's start-up path
     from sm.nbd import server
 
-    for uuid in repo.attached_vdis():
+    for uuid in attached:
         state = repo.attachment(uuid) or {}
         if not state.get("active"):
             continue

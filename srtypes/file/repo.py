@@ -80,6 +80,10 @@ class FileRepo:
 
     def recover(self) -> list[Entry]:
         """Roll orphaned operations forward (caller holds the SR lock)."""
+        if not self.layout.journal_dir.is_dir() or not any(
+            n.endswith(".json") for n in os.listdir(self.layout.journal_dir)
+        ):
+            return []  # the common case: nothing imported on a driver's start-up path
         from . import gcops, revert, snapshot, vdiops
 
         handlers: Mapping[str, Callable[[Entry], None]] = {
@@ -90,10 +94,6 @@ class FileRepo:
             "vdi_resize": lambda e: vdiops.recover_resize(self, e),
             **dict.fromkeys(gcops.OPS, lambda e: gcops.recover(self, e)),
         }
-        if not self.layout.journal_dir.is_dir() or not any(
-            n.endswith(".json") for n in os.listdir(self.layout.journal_dir)
-        ):
-            return []
         done = self.journal.recover(handlers)
         for entry in done:
             log.warning("recovered %s %s (last step %s)", entry.op, entry.id,
