@@ -14,6 +14,7 @@ from sm import registry
 from sm.api import StorageManager
 from tests.lvhd.conftest import lvm_sandbox  # noqa: F401  (fixture: loop devices for lvhd SRs)
 from tests.nfs.conftest import ganesha  # noqa: F401  (fixture: the nfs-ganesha test server)
+from tests.rbd.conftest import ceph_cluster, rbd_namespace  # noqa: F401  (fixtures: Ceph)
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "tests" / "plugins"

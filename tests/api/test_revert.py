@@ -192,3 +192,15 @@ def test_lvhd_sr_forced_through_the_fallback(env: dict[str, str], tmp_path: Path
             sm.sr_delete("lv")
     finally:
         lvm_sandbox.detach(dev)
+
+
+@pytest.mark.root
+@pytest.mark.nbd  # an RBD image is reached through its NBD server
+def test_rbd_sr_forced_through_the_fallback(env: dict[str, str], tmp_path: Path,
+                                            rbd_namespace: str) -> None:
+    from tests.rbd.support import device_config
+
+    with _manager({**env, "SM_RUN_DIR": str(tmp_path / "r")}, True, "inproc") as sm:
+        sm.sr_create("rbd", "rbd", device_config())
+        _revert_scenario(sm, "rbd", "clone-fallback")
+        sm.sr_delete("rbd")
