@@ -72,7 +72,10 @@ _INT_RE = re.compile(r"[+-]?[0-9]{1,20}")
 _DOUBLE_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DATETIME_RE = re.compile(r"([0-9]{4})-?([0-9]{2})-?([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})")
 _METHOD_RE = re.compile(r"[A-Za-z0-9_.:/]{1,128}")
-_ILLEGAL_XML_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# The complement of XML 1.0's Char production (#x9 | #xA | #xD | [#x20-#xD7FF] |
+# [#xE000-#xFFFD] | [#x10000-#x10FFFF]), spelled as the small set it is: compiling the negated
+# form costs ~6 ms of every driver start (charset optimisation over the whole of Unicode).
+_ILLEGAL_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 # -- parsing ----------------------------------------------------------------------------------
