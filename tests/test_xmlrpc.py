@@ -294,3 +294,16 @@ _values = st.recursive(
 @given(st.lists(_values, max_size=3))
 def test_call_roundtrip(params: list[object]) -> None:
     assert loads_call(dumps_call("vdi_create", params)) == ("vdi_create", params)  # type: ignore[arg-type]
+
+
+def test_illegal_xml_characters_are_exactly_the_complement_of_xml_char() -> None:
+    """XML 1.0 Char: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]."""
+    from sm.xmlrpc import _ILLEGAL_XML_RE
+
+    def legal(c: int) -> bool:
+        return (c in (0x9, 0xA, 0xD) or 0x20 <= c <= 0xD7FF or 0xE000 <= c <= 0xFFFD
+                or 0x10000 <= c <= 0x10FFFF)
+
+    text = "".join(map(chr, range(0x110000)))
+    found = {m.start() for m in _ILLEGAL_XML_RE.finditer(text)}
+    assert found == {c for c in range(0x110000) if not legal(c)}
