@@ -32,14 +32,22 @@ def test_collector_and_user_operations_concurrently(tmp_path: Path) -> None:
     rng = random.Random(11)
     model: dict[str, bytes] = {}
     stop = tmp_path / "stop"
+    runs = tmp_path / "runs"  # a line per finished collector run
+
+    def finished_runs() -> int:
+        return len(runs.read_text().splitlines()) if runs.exists() else 0
+
     loop = subprocess.Popen(
-        ["bash", "-c", f"while [ ! -e {stop} ]; do {' '.join(gc_argv(sr))} || exit 1; done"],
+        ["bash", "-c", f"while [ ! -e {stop} ]; do {' '.join(gc_argv(sr))} || exit 1; "
+                       f"echo run >> {runs}; done"],
         env=gc_env({"SM_GC_FINAL_BYTES": str(2 * MiB)}), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     ops = 0
     try:
-        deadline = time.monotonic() + 25
-        while ops < 70 and time.monotonic() < deadline:
+        # at least 70 user operations, and on until two collector runs have finished beside
+        # them (a cold first start of the collector can take seconds)
+        deadline = time.monotonic() + 60
+        while (ops < 70 or finished_runs() < 2) and time.monotonic() < deadline:
             assert loop.poll() is None, loop.stderr.read() if loop.stderr else ""
             ops += 1
             names = sorted(model)
