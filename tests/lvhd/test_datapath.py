@@ -17,8 +17,8 @@ from sm.nbd.client import NbdClient
 from tests.nbd.conftest import nbd_tools, qemu_io
 from tests.smapi import SMFault
 
-from .conftest import LvmSandbox, MiB
-from .test_lvhd_sr import Sr, _transport
+from .conftest import MiB
+from .test_lvhd_sr import Sr, _make, _transport, device  # noqa: F401
 
 pytestmark = [pytest.mark.root, pytest.mark.nbd]
 
@@ -29,22 +29,8 @@ def _tools() -> None:
 
 
 @pytest.fixture
-def device(lvm_sandbox: LvmSandbox) -> Iterator[str]:
-    dev, _ = lvm_sandbox.loop_device(128 * MiB)
-    yield dev
-    lvm_sandbox.detach(dev)
-
-
-@pytest.fixture
-def sr(device: str, tmp_path: Path) -> Iterator[Sr]:
-    sr = Sr(device, str(uuidlib.uuid4()), _transport(tmp_path / "a"), tmp_path)
-    sr.call("sr_create", ["0"])
-    sr.call("sr_attach")
-    yield sr
-    lvm = sr.lvm()
-    if lvm.vg_exists(sr.vg):
-        lvm.vgremove(sr.vg)
-        lvm.pvremove([device])
+def sr(device: str, tmp_path: Path) -> Iterator[Sr]:  # noqa: F811
+    yield from _make(device, tmp_path, "thin")
 
 
 def _read_lv_chain(sr: Sr, vdi: str, offset: int, length: int) -> bytes:
@@ -95,7 +81,7 @@ def test_read_only_attach_of_a_snapshot_and_our_client(sr: Sr) -> None:
     assert server.find(snap_uuid, os.path.dirname(sock)) is None
 
 
-def test_api_reads_and_writes_an_lvhd_vdi(device: str, tmp_path: Path) -> None:
+def test_api_reads_and_writes_an_lvhd_vdi(device: str, tmp_path: Path) -> None:  # noqa: F811
     env = {k: v for k, v in os.environ.items() if not k.startswith("SM_")}
     env.update({"SM_HOME": str(tmp_path / "home"), "SM_RUN_DIR": str(tmp_path / "run")})
     with StorageManager(environ=env) as sm:
@@ -108,7 +94,7 @@ def test_api_reads_and_writes_an_lvhd_vdi(device: str, tmp_path: Path) -> None:
         sm.sr_delete("lv")
 
 
-def test_driver_killed_inside_a_live_snapshot(device: str, tmp_path: Path) -> None:
+def test_driver_killed_inside_a_live_snapshot(device: str, tmp_path: Path) -> None:  # noqa: F811
     """SIGKILL of bin/LVHDSR while the server is paused for a snapshot: the next command on
     the SR finishes the snapshot and resumes the server; the client's data is all there."""
     from sm.faults import crash_env

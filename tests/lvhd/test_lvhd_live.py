@@ -3,7 +3,6 @@ resumes on the new leaf (revert); after a resize it keeps its size until the nex
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,25 +11,16 @@ import pytest
 from sm.nbd.client import NbdClient
 from tests.nbd.conftest import nbd_tools
 
-from .conftest import LvmSandbox, MiB
-from .test_lvhd_sr import Sr, _transport
+from .conftest import MiB
+from .test_lvhd_sr import Sr, _make, device  # noqa: F401
 
 pytestmark = [pytest.mark.root, pytest.mark.nbd]
 
 
 @pytest.fixture
-def sr(lvm_sandbox: LvmSandbox, tmp_path: Path) -> Iterator[Sr]:
+def sr(device: str, tmp_path: Path) -> Iterator[Sr]:  # noqa: F811
     nbd_tools()
-    dev, _ = lvm_sandbox.loop_device(128 * MiB)
-    sr = Sr(dev, str(uuidlib.uuid4()), _transport(tmp_path / "a"), tmp_path)
-    sr.call("sr_create", ["0"])
-    sr.call("sr_attach")
-    yield sr
-    lvm = sr.lvm()
-    if lvm.vg_exists(sr.vg):
-        lvm.vgremove(sr.vg)
-        lvm.pvremove([dev])
-    lvm_sandbox.detach(dev)
+    yield from _make(device, tmp_path, "thin")
 
 
 def test_live_revert_and_resize(sr: Sr) -> None:
