@@ -119,8 +119,15 @@ def process_snapshot(b: Bench, runs: int) -> tuple[float, float]:
         xmlrpc.client.loads(proc.stdout)
 
     baseline()  # warm the interpreter's files
-    base = median_ms(baseline, runs)
-    return base, median_ms(snapshot, runs)
+    # alternate the two, so that the machine's drift (shared, noisy) hits both alike
+    base_t: list[float] = []
+    snap_t: list[float] = []
+    for _ in range(runs):
+        for fn, out in ((baseline, base_t), (snapshot, snap_t)):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(base_t) * 1000, statistics.median(snap_t) * 1000
 
 
 def inprocess(b: Bench, runs: int) -> tuple[float, float]:
