@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from .repo import FileRepo
 
-__all__ = ["STEPS", "plan", "recover", "run"]
+__all__ = ["STEPS", "check_pair", "plan", "recover", "run"]
 
 STEPS = ("journaled", "renamed", "hidden", "snapleaf", "leaf", "switched", "records")
 
@@ -75,9 +75,10 @@ def resolve(repo: FileRepo, request: VDIRevertRequest) -> tuple[VdiRecord, VdiRe
     return snap, target
 
 
-def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
-    from sm import vhd
-
+def check_pair(snap: VdiRecord, target: VdiRecord, children: Mapping[str, list[str]]) -> None:
+    """The refusals a revert of VHD VDIs makes on the records alone (File and LVHD SRs):
+    raw VDIs, a snapshot that is its own target, a target that is a hidden base or has
+    children."""
     for rec, role in ((snap, "snapshot"), (target, "target")):
         if rec.vdi_type != "vhd":
             raise VDIType(f"vdi_revert: the {role} {rec.uuid} is a raw VDI; only VHD VDIs "
@@ -86,9 +87,15 @@ def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
         raise InvalidArg(f"vdi_revert: VDI {snap.uuid} is both the snapshot and the target")
     if target.hidden:
         raise InvalidArg(f"vdi_revert: the target {target.uuid} is a hidden base")
-    children = repo.children()
     if children.get(target.uuid):
         raise VDIInUse(f"vdi_revert: the target {target.uuid} is the parent of other VDIs")
+
+
+def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
+    from sm import vhd
+
+    children = repo.children()
+    check_pair(snap, target, children)
     sp = repo.path(snap)
     if not os.path.exists(sp):
         raise VDIUnavailable(f"vdi_revert: the image of snapshot {snap.uuid} is missing")

@@ -32,12 +32,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from sm.errors import (
-    InvalidArg,
     MetadataError,
     SnapshotChainTooLong,
-    VDIInUse,
     VDIMissing,
-    VDIType,
     VDIUnavailable,
 )
 from sm.faults import crash_point
@@ -74,31 +71,16 @@ def resolve(repo: LvhdRepo, snapshot: str, target: str | None) -> tuple[VdiRecor
     return snap, found
 
 
-def _depth(vdis: Mapping[str, VdiRecord], uuid: str) -> int:
-    seen: list[str] = []
-    cur = uuid
-    while cur and cur not in seen and len(seen) <= MAX_DEPTH + 1:
-        seen.append(cur)
-        rec = vdis.get(cur)
-        cur = rec.parent if rec is not None else ""
-    return len(seen)
-
-
 def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     from sm import vhd
+    from srtypes.file.chain import children_map
+    from srtypes.file.chain import depth as chain_depth
+    from srtypes.file.revert import check_pair
 
-    for rec, role in ((snap, "snapshot"), (target, "target")):
-        if rec.vdi_type != "vhd":
-            raise VDIType(f"vdi_revert: the {role} {rec.uuid} is a raw VDI; only VHD VDIs "
-                          "can be reverted")
-    if snap.uuid == target.uuid:
-        raise InvalidArg(f"vdi_revert: VDI {snap.uuid} is both the snapshot and the target")
-    if target.hidden:
-        raise InvalidArg(f"vdi_revert: the target {target.uuid} is a hidden base")
     doc = repo.read()
     vdis = doc.vdis
-    if any(r.parent == target.uuid for r in vdis.values()):
-        raise VDIInUse(f"vdi_revert: the target {target.uuid} is the parent of other VDIs")
+    children = children_map(vdis.values())
+    check_pair(snap, target, children)
     if not repo.lvm.lv_exists(repo.vg, _lv(snap.uuid)):
         raise VDIUnavailable(f"vdi_revert: the LV of snapshot {snap.uuid} is missing")
     try:
@@ -106,14 +88,14 @@ def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     except (vhd.VhdError, OSError) as err:
         raise VDIUnavailable(f"vdi_revert: reading snapshot {snap.uuid}: {err}") from err
     b2 = None
-    if snap.hidden or any(r.parent == snap.uuid for r in vdis.values()):
+    if snap.hidden or children.get(snap.uuid):
         parent = snap.uuid
     elif snap.parent and info.parent_uuid is not None and info.allocated_blocks == 0:
         parent = snap.parent
     else:
         b2 = str(uuidlib.uuid4())
         parent = b2
-    depth = _depth(vdis, snap.uuid if b2 else parent) + 1
+    depth = chain_depth(vdis, snap.uuid if b2 else parent) + 1
     if depth > MAX_DEPTH:
         raise SnapshotChainTooLong(f"vdi_revert: the reverted VDI would have a chain of "
                                    f"{depth} images (limit {MAX_DEPTH})")

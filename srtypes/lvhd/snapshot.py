@@ -68,9 +68,9 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str,
     direct = any(r.parent == x.uuid for r in doc.vdis.values())
     single = (driver_params or {}).get("type") == "single" and not direct
     thick = repo.allocation(doc) == "thick"
-    depth, cur = 1, x.parent
-    while cur and cur in doc.vdis and depth <= MAX_DEPTH:
-        depth, cur = depth + 1, doc.vdis[cur].parent
+    from srtypes.file.chain import depth as chain_depth
+
+    depth = chain_depth(doc.vdis, x.uuid)
     if depth + 1 > MAX_DEPTH:
         raise SnapshotChainTooLong(
             f"VDI {x.uuid}: a {kind} would make a chain of {depth + 1} images (limit {MAX_DEPTH})")
