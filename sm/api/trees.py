@@ -15,8 +15,8 @@ makes its parent current. So:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Hashable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from sm.errors import InvalidArg, VDIMissing
 
@@ -36,11 +36,17 @@ def children_map(nodes: Iterable[SnapshotNode]) -> dict[Key | None, list[Key]]:
     return out
 
 
-def postorder(nodes: Iterable[SnapshotNode], root: Key) -> list[Key]:
-    """`root` and its descendants, every child before its parent."""
-    kids = children_map(nodes)
-    out: list[Key] = []
-    stack: list[tuple[Key, bool]] = [(root, False)]
+K = TypeVar("K", bound=Hashable)
+
+
+def postorder(edges: Iterable[tuple[K, K | None]], root: K) -> list[K]:
+    """`root` and its descendants, every child before its parent, from (node, parent) pairs
+    (snapshot trees of a VDI here, VM snapshot trees in `sm.api.vms`)."""
+    kids: dict[K | None, list[K]] = {}
+    for key, parent in edges:
+        kids.setdefault(parent, []).append(key)
+    out: list[K] = []
+    stack: list[tuple[K, bool]] = [(root, False)]
     while stack:
         key, expanded = stack.pop()
         if expanded:
@@ -49,6 +55,10 @@ def postorder(nodes: Iterable[SnapshotNode], root: Key) -> list[Key]:
         stack.append((key, True))
         stack.extend((child, False) for child in reversed(kids.get(key, [])))
     return out
+
+
+def _edges(nodes: Iterable[SnapshotNode]) -> list[tuple[Key, Key | None]]:
+    return [(n.key, n.parent) for n in nodes]
 
 
 def add(state: State, vdi: VDI, snap: Key, name: str, description: str) -> None:
@@ -104,7 +114,7 @@ def delete(state: State, client: SRClient, vdis: list[VDI], key: Key, scope: str
     if node is None:
         raise VDIMissing(f"{key[1]} is not in a snapshot tree")
     nodes, _ = state.tree((node.vdi_sr, node.vdi))
-    order = [key] if scope == "one" else postorder(nodes, key)
+    order = [key] if scope == "one" else postorder(_edges(nodes), key)
     if scope == "children-only":
         order = order[:-1]
     for k in order:
@@ -117,7 +127,7 @@ def delete_all(state: State, client: SRClient, vdis: list[VDI], vdi: VDI) -> lis
     nodes, _ = state.tree((vdi.sr, vdi.uuid))
     order: list[Key] = []
     for root in [n.key for n in nodes if n.parent is None]:
-        order += postorder(nodes, root)
+        order += postorder(_edges(nodes), root)
     for k in order:
         _remove(state, client, vdis, k, False)
     return [k[1] for k in order]

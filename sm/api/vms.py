@@ -236,22 +236,6 @@ def revert(mgr: StorageManager, ref: str, snap_ref: str) -> VMRevertResult:
     return VMRevertResult(vm.uuid, snap.uuid, tuple(done))
 
 
-def _postorder(rows: list[VmSnapRow], root: str) -> list[str]:
-    kids: dict[str | None, list[str]] = {}
-    for r in rows:
-        kids.setdefault(r.parent, []).append(r.uuid)
-    out: list[str] = []
-    stack: list[tuple[str, bool]] = [(root, False)]
-    while stack:
-        key, expanded = stack.pop()
-        if expanded:
-            out.append(key)
-            continue
-        stack.append((key, True))
-        stack.extend((child, False) for child in reversed(kids.get(key, [])))
-    return out
-
-
 def snapshot_delete(mgr: StorageManager, ref: str, snap_ref: str, *, scope: Scope = "one",
                     metadata_only: bool = False) -> list[str]:
     """Delete a VM snapshot the libvirt way (`one`: children move to its parent;
@@ -263,8 +247,8 @@ def snapshot_delete(mgr: StorageManager, ref: str, snap_ref: str, *, scope: Scop
         vs = _vs(mgr)
         vm = _find_vm(vs, ref)
         target = _resolve(vs, vm, snap_ref)
-        order = [target.uuid] if scope == "one" else _postorder(vs.snapshots(vm.uuid),
-                                                                target.uuid)
+        order = [target.uuid] if scope == "one" else trees.postorder(
+            [(r.uuid, r.parent) for r in vs.snapshots(vm.uuid)], target.uuid)
         if scope == "children-only":
             order = order[:-1]
         vdis = _Vdis(mgr)
