@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from sm.cli.output import ApiGroup, echo_json, fields, human, json_option, pass_manager, table
+from sm.cli.output import (
+    ApiGroup,
+    echo_json,
+    fields,
+    human,
+    json_option,
+    pass_manager,
+    table,
+    when,
+)
 
 if TYPE_CHECKING:
     from sm.api import StorageManager
@@ -21,7 +29,7 @@ def gc() -> None:
 def _when(ts: Any) -> str:
     if not isinstance(ts, (int, float)):
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return when(ts)
 
 
 @gc.command()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -77,3 +78,31 @@ def human(n: int) -> str:
             return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+class _TreeNode(Protocol):
+    @property
+    def children(self) -> Sequence[Any]: ...
+
+
+def tree_lines(title: str, roots: Sequence[_TreeNode],
+               label: Callable[[Any], str]) -> list[str]:
+    """`title`, then `roots` and their `children` drawn as a tree, one `label(node)` a line;
+    "(no snapshots)" for an empty forest."""
+    lines = [title]
+
+    def walk(nodes: Sequence[_TreeNode], prefix: str) -> None:
+        for i, node in enumerate(nodes):
+            last = i == len(nodes) - 1
+            lines.append(f"{prefix}{'└── ' if last else '├── '}{label(node)}")
+            walk(node.children, prefix + ("    " if last else "│   "))
+
+    walk(roots, "")
+    if not roots:
+        lines.append("(no snapshots)")
+    return lines
+
+
+def when(seconds: float) -> str:
+    """A timestamp as the tree and table views print it (local time)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))

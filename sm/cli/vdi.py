@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import TYPE_CHECKING
 
 import click
@@ -17,6 +16,8 @@ from sm.cli.output import (
     pass_manager,
     sr_option,
     table,
+    tree_lines,
+    when,
 )
 from sm.cli.vhd import SIZE
 
@@ -50,21 +51,12 @@ def print_vdi(vdi: VDI, as_json: bool) -> None:
 
 
 def render_tree(tree: SnapshotTree) -> list[str]:
-    lines = [f"{tree.vdi.name_label or tree.vdi.uuid} ({tree.vdi.uuid})"]
+    def label(node: TreeNode) -> str:
+        mark = "  <- current" if node.current else ""
+        return f"{node.name}  {node.uuid}  {when(node.created)}{mark}"
 
-    def walk(nodes: tuple[TreeNode, ...], prefix: str) -> None:
-        for i, node in enumerate(nodes):
-            last = i == len(nodes) - 1
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(node.created))
-            mark = "  <- current" if node.current else ""
-            lines.append(f"{prefix}{'└── ' if last else '├── '}{node.name}  {node.uuid}  "
-                         f"{when}{mark}")
-            walk(node.children, prefix + ("    " if last else "│   "))
-
-    walk(tree.roots, "")
-    if not tree.roots:
-        lines.append("(no snapshots)")
-    return lines
+    return tree_lines(f"{tree.vdi.name_label or tree.vdi.uuid} ({tree.vdi.uuid})", tree.roots,
+                      label)
 
 
 @click.group("vdi", cls=ApiGroup)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import click
 
-from sm.cli.output import ApiGroup, echo_json, fields, human, json_option, pass_manager, sr_option
+from sm.cli.output import (
+    ApiGroup,
+    echo_json,
+    fields,
+    human,
+    json_option,
+    pass_manager,
+    sr_option,
+    tree_lines,
+    when,
+)
 from sm.cli.output import table as print_table
 
 if TYPE_CHECKING:
@@ -20,7 +29,7 @@ def print_vm(vm: VM, as_json: bool) -> None:
         echo_json(vm.to_dict())
         return
     fields([("uuid", vm.uuid), ("name", vm.name), ("description", vm.description),
-            ("created", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(vm.created))),
+            ("created", when(vm.created)),
             ("disks", len(vm.disks)), ("snapshots", vm.snapshots),
             ("current", vm.current or "-")])
     if vm.disks:
@@ -31,23 +40,14 @@ def print_vm(vm: VM, as_json: bool) -> None:
 
 
 def render_snapshots(tree: VMSnapshotTree) -> list[str]:
-    lines = [f"{tree.vm.name} ({tree.vm.uuid})"]
+    def label(node: VMSnapshotNode) -> str:
+        s = node.snapshot
+        flags = "".join(f" [{f}]" for f, on in (("backup", s.for_backup),
+                                                 ("export", s.for_export)) if on)
+        mark = "  <- current" if s.current else ""
+        return f"{s.name}  {s.uuid}  {when(s.created)}  {len(s.disks)} disks{flags}{mark}"
 
-    def walk(nodes: tuple[VMSnapshotNode, ...], prefix: str) -> None:
-        for i, node in enumerate(nodes):
-            s, last = node.snapshot, i == len(nodes) - 1
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.created))
-            flags = "".join(f" [{f}]" for f, on in (("backup", s.for_backup),
-                                                     ("export", s.for_export)) if on)
-            mark = "  <- current" if s.current else ""
-            lines.append(f"{prefix}{'└── ' if last else '├── '}{s.name}  {s.uuid}  {when}  "
-                         f"{len(s.disks)} disks{flags}{mark}")
-            walk(node.children, prefix + ("    " if last else "│   "))
-
-    walk(tree.roots, "")
-    if not tree.roots:
-        lines.append("(no snapshots)")
-    return lines
+    return tree_lines(f"{tree.vm.name} ({tree.vm.uuid})", tree.roots, label)
 
 
 @click.group("vm", cls=ApiGroup)
