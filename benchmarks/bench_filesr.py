@@ -28,12 +28,13 @@ import tempfile
 import time
 import uuid as uuidlib
 import xmlrpc.client
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import median_ms  # noqa: E402
 
 MiB = 1 << 20
 SR_UUID = "5a1e0000-0000-4000-8000-0000000be0c4"
@@ -81,15 +82,6 @@ class Bench:
     def vdi_create(self, size: int = 16 * MiB) -> str:
         args = [str(size), "bench", "", "", "false", "", "", "false"]
         return str(self.call("vdi_create", args, vdi_type="user", vdi_sm_config={})["uuid"])
-
-
-def median_ms(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def byte_compile() -> None:

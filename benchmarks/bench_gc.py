@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import common  # noqa: E402
 from sm import vhd  # noqa: E402
 from tests.srtypes.file.conftest import FileSRClient  # noqa: E402
 
@@ -49,15 +50,7 @@ WARM = False  # --warm: never drop the page cache (smoke runs on a shared machin
 
 
 def drop_caches() -> bool:
-    if WARM:
-        return False
-    try:
-        os.sync()
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
+    return False if WARM else common.drop_caches()
 
 
 def warm(*paths: Path) -> None:

@@ -38,6 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import median_ms  # noqa: E402
+
 MiB = 1 << 20
 SR_UUID = "5a1e0000-0000-4000-8000-0000000b1ed0"
 
@@ -114,15 +116,6 @@ class Bench:
             lvm.pvremove([self.device])
         finally:
             subprocess.run(["losetup", "-d", self.device], check=False)
-
-
-def median_ms(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def _lvm_id(rng: random.Random) -> str:

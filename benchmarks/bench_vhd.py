@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import drop_caches
 from sm import vhd
 from sm.cli.vhd import copy_out
 
@@ -52,13 +53,7 @@ class Cache:
 
     @staticmethod
     def _drop() -> bool:
-        try:
-            os.sync()
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
-            return True
-        except OSError:
-            return False
+        return drop_caches()
 
     def prepare(self, *inputs: str) -> None:
         if self.can_drop:
