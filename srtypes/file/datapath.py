@@ -22,66 +22,52 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from sm.nbd.serving import available, nbd_dir
+from sm.nbd.serving import available
 
 if TYPE_CHECKING:
     from sm.nbd.server import ServerInfo
+    from sm.nbd.serving import Servers
 
     from .repo import FileRepo
 
-__all__ = ["activate", "available", "deactivate", "live", "nbd_dir", "resume_orphans",
-           "start", "stop"]
+__all__ = ["activate", "available", "deactivate", "find", "live", "resume_orphans", "start",
+           "stop"]
 
 log = logging.getLogger(__name__)
 
 RAW_OPENER = "sm.nbd.rawdisk:open_raw"
 
 
-def _dir(repo: FileRepo) -> str:
-    return nbd_dir(repo.layout.host_dir.parent.parent)
+def _servers(repo: FileRepo) -> Servers:
+    from sm.nbd.serving import Servers
+
+    return Servers(repo.layout.host_dir.parent.parent)
 
 
 def find(repo: FileRepo, uuid: str) -> ServerInfo | None:
-    from sm.nbd import server
-
-    return server.find(uuid, _dir(repo))
+    return _servers(repo).find(uuid)
 
 
 def start(repo: FileRepo, uuid: str, path: str, writable: bool) -> ServerInfo | None:
     """Start or find the server of `uuid` (None without nbdkit); the sharing rules are
     `sm.nbd.serving.Servers.start`'s."""
-    from sm.nbd.serving import Servers
-
     opener = RAW_OPENER if path.endswith(".raw") else None
-    return Servers(repo.layout.host_dir.parent.parent).start(uuid, path, writable=writable,
-                                                             opener=opener)
+    return _servers(repo).start(uuid, path, writable=writable, opener=opener)
 
 
 def stop(repo: FileRepo, uuid: str) -> None:
-    from sm.nbd import server
-
-    server.stop(uuid, run_dir=_dir(repo))
+    _servers(repo).stop(uuid)
 
 
 def activate(repo: FileRepo, uuid: str, path: str, writable: bool) -> None:
-    from sm.nbd import server
-
-    if not available():
-        return
-    info = find(repo, uuid)
-    if info is None:  # killed or host crash: serve again (clients reconnect)
+    if available() and not _servers(repo).resume(uuid):
+        # killed or host crash: serve again (clients reconnect)
         log.warning("VDI %s: data path lost; restarting it", uuid)
         start(repo, uuid, path, writable)
-        return
-    server.resume(info, run_dir=_dir(repo))
 
 
 def deactivate(repo: FileRepo, uuid: str) -> None:
-    from sm.nbd import server
-
-    info = find(repo, uuid)
-    if info is not None:
-        server.pause(info)
+    _servers(repo).pause(uuid)
 
 
 @contextlib.contextmanager
@@ -116,7 +102,7 @@ def _resume_leaf(repo: FileRepo, uuid: str, info: ServerInfo) -> None:
     for attempt in range(2):
         try:
             record = repo.get(uuid)
-            server.resume(info, repo.path(record), run_dir=_dir(repo))
+            server.resume(info, repo.path(record), run_dir=_servers(repo).dir)
             return
         except Exception as err:
             log.error("VDI %s: resume of the data path failed (%s)", uuid, err)
