@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -48,6 +47,7 @@ from sm.requests import (
     VDIRevertRequest,
     VDISnapshotRequest,
 )
+from sm.struct import Frozen
 
 if TYPE_CHECKING:
     from sm.executor import Executor
@@ -80,8 +80,7 @@ class WireResult(Protocol):
     def to_wire(self) -> Value: ...
 
 
-@dataclass(frozen=True)
-class VdiRef:
+class VdiRef(Frozen):
     """A VDI as `vdi_create`, `vdi_snapshot`, `vdi_clone`, `vdi_resize*` and `vdi_introduce`
     report it: struct `{uuid, location}`."""
 
@@ -92,8 +91,7 @@ class VdiRef:
         return {"uuid": self.uuid, "location": self.location}
 
 
-@dataclass(frozen=True)
-class AttachResult:
+class AttachResult(Frozen):
     """`vdi_attach` result. `params_nbd` is `nbd:unix:<socket>:exportname=<name>`; `params` a
     path to the data; unset optional fields are left out of the struct; `xenstore_data` is
     always sent (possibly empty)."""
@@ -102,7 +100,7 @@ class AttachResult:
     params: str | None = None
     o_direct: bool | None = None
     o_direct_reason: str | None = None
-    xenstore_data: Mapping[str, str] = field(default_factory=dict)
+    xenstore_data: Mapping[str, str] = MappingProxyType({})
 
     def to_wire(self) -> Value:
         wire: dict[str, Value] = {}
@@ -118,8 +116,7 @@ class AttachResult:
         return wire
 
 
-@dataclass(frozen=True)
-class DriverInfo:
+class DriverInfo(Frozen):
     """`sr_get_driver_info` result, built from the class attributes by `SRDriver.driver_info`."""
 
     name: str
@@ -144,8 +141,7 @@ class DriverInfo:
         }
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(Frozen):
     """One entry of the dispatch table: the request type the struct is validated into, the name
     of the `SRDriver` method that handles it, and the capability it needs (None: always on)."""
 

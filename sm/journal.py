@@ -28,24 +28,23 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 from sm import atomic
 from sm.errors import MetadataError
+from sm.struct import Frozen
 
 StrPath = str | os.PathLike[str]
 
 VERSION = 1
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Frozen):
     name: str
     time: float
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = MappingProxyType({})
 
 
 def _open_locked(path: Path, *, blocking: bool) -> int | None:

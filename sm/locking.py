@@ -33,10 +33,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from sm.errors import LockErr
+from sm.struct import Frozen
 
 StrPath = str | os.PathLike[str]
 
@@ -47,8 +47,7 @@ _POLL_MAX = 0.1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
-@dataclass(frozen=True)
-class Holder:
+class Holder(Frozen):
     """Who holds a lock exclusively, as recorded in the lock file (best effort)."""
 
     pid: int

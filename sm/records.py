@@ -24,14 +24,12 @@ too, before reading); one without ``COMMIT`` whose writer is gone is discarded. 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
 import time
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -39,6 +37,7 @@ from typing import Any
 from sm import atomic, locking
 from sm.errors import LockErr, MetadataError, VDIMissing
 from sm.faults import crash_point
+from sm.struct import Frozen
 
 StrPath = str | os.PathLike[str]
 
@@ -104,10 +103,13 @@ def _freeze_map(obj: object, name: str) -> None:
     object.__setattr__(obj, name, MappingProxyType(dict(value)))
 
 
+_NO_MAP: Mapping[str, str] = MappingProxyType({})
+
+
 def _from_dict(cls: type[Any], raw: Any, path: str) -> Any:
     if not isinstance(raw, Mapping):
         raise RecordError("record is not an object", field="", path=path)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(cls._names)
     unknown = sorted(set(raw) - names)
     if unknown:
         raise RecordError(f"unknown field {unknown[0]!r}", field=unknown[0], path=path)
@@ -119,8 +121,7 @@ def _from_dict(cls: type[Any], raw: Any, path: str) -> Any:
         raise RecordError(str(err), field="", path=path) from None
 
 
-@dataclass(frozen=True)
-class VdiRecord:
+class VdiRecord(Frozen):
     """One VDI as the SR describes it. ``sm_config``/``other_config`` are read-only maps."""
 
     uuid: str
@@ -138,8 +139,8 @@ class VdiRecord:
     virtual_size: int = 0
     physical_utilisation: int = 0
     parent: str = ""
-    sm_config: Mapping[str, str] = field(default_factory=dict)
-    other_config: Mapping[str, str] = field(default_factory=dict)
+    sm_config: Mapping[str, str] = _NO_MAP
+    other_config: Mapping[str, str] = _NO_MAP
 
     def __post_init__(self) -> None:
         _check_uuid(self, "uuid", empty=False)
@@ -164,7 +165,7 @@ class VdiRecord:
         _freeze_map(self, "other_config")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = self.as_dict()
         out["sm_config"] = dict(self.sm_config)
         out["other_config"] = dict(self.other_config)
         return out
@@ -176,13 +177,12 @@ class VdiRecord:
         return record
 
 
-@dataclass(frozen=True)
-class SrRecord:
+class SrRecord(Frozen):
     uuid: str
     name_label: str = ""
     name_description: str = ""
     type: str = ""
-    sm_config: Mapping[str, str] = field(default_factory=dict)
+    sm_config: Mapping[str, str] = _NO_MAP
     created: str = ""
 
     def __post_init__(self) -> None:
@@ -194,7 +194,7 @@ class SrRecord:
         _freeze_map(self, "sm_config")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = self.as_dict()
         out["sm_config"] = dict(self.sm_config)
         return out
 
@@ -468,7 +468,7 @@ class Transaction:
     def update(self, uuid: str, /, **changes: Any) -> VdiRecord:
         if "uuid" in changes and changes["uuid"] != uuid:
             raise RecordError("update cannot change a uuid", field="uuid")
-        record = dataclasses.replace(self.get(uuid), **changes)
+        record = self.get(uuid).replace(**changes)
         self.put(record)
         return record
 

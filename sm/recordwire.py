@@ -3,8 +3,9 @@ and `sm_vdi_get` (docs/smapiv1.md), shared by every SR type that keeps `sm.recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from sm.struct import Frozen
 
 if TYPE_CHECKING:
     from sm.records import VdiRecord
@@ -27,8 +28,7 @@ def record_to_wire(record: VdiRecord) -> Value:
     }
 
 
-@dataclass(frozen=True)
-class RecordList:
+class RecordList(Frozen):
     """`sm_vdi_list` result: an array of VDI record structs, by uuid."""
 
     records: tuple[VdiRecord, ...]
@@ -37,8 +37,7 @@ class RecordList:
         return [record_to_wire(r) for r in sorted(self.records, key=lambda r: r.uuid)]
 
 
-@dataclass(frozen=True)
-class RecordResult:
+class RecordResult(Frozen):
     """`sm_vdi_get` result: one VDI record struct."""
 
     record: VdiRecord

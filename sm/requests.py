@@ -1,8 +1,9 @@
 """Typed SMAPIv1 requests, built and validated once from the request struct.
 
-Every command gets a frozen dataclass (a small family: SR-scoped, VDI-scoped, plus one per
-command that has arguments). `Request.from_params(command, params)` checks everything a driver
-would otherwise have to re-check, so handlers work with clean values only:
+Every command gets a frozen value class (`sm.struct.Frozen`; a small family: SR-scoped,
+VDI-scoped, plus one per command that has arguments). `Request.from_params(command, params)`
+checks everything a driver would otherwise have to re-check, so handlers work with clean values
+only:
 
 - uuids (`sr_uuid`, `vdi_uuid`, `new_uuid`) are uuids, returned in canonical lowercase form;
 - sizes are non-negative integers (given as decimal strings or XML-RPC ints) up to `MAX_SIZE`;
@@ -28,11 +29,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Self
 
 from sm.errors import BadRequest, InvalidArg
+from sm.struct import Frozen
 from sm.xmlrpc import Value
 
 __all__ = [
@@ -185,8 +186,7 @@ class _Reader:
 # -- the request family -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class Request:
+class Request(Frozen, kw_only=True):
     """Keys every request carries (`device_config` includes the toolstack's `SRmaster`)."""
 
     command: str
@@ -194,7 +194,8 @@ class Request:
     host_ref: str | None = None
     session_ref: str | None = None
     subtask_of: str | None = None
-    extra: Mapping[str, Value] = field(default_factory=lambda: _EMPTY, repr=False)
+    extra: Mapping[str, Value] = _EMPTY
+    _hidden = frozenset({"extra"})
 
     @classmethod
     def from_params(cls, command: str, params: list[Value] | Value) -> Self:
@@ -226,8 +227,7 @@ class Request:
         }
 
 
-@dataclass(frozen=True, kw_only=True)
-class DriverInfoRequest(Request):
+class DriverInfoRequest(Request, kw_only=True):
     """`sr_get_driver_info`: nothing beyond the common keys (device_config may be empty)."""
 
     @classmethod
@@ -237,19 +237,17 @@ class DriverInfoRequest(Request):
         return super()._fields(r)
 
 
-@dataclass(frozen=True, kw_only=True)
-class SRProbeRequest(Request):
+class SRProbeRequest(Request, kw_only=True):
     """`sr_probe`: no SR yet; `sr_sm_config` may narrow the probe."""
 
-    sr_sm_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    sr_sm_config: Mapping[str, str] = _EMPTY
 
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
         return super()._fields(r) | {"sr_sm_config": r.string_map("sr_sm_config")}
 
 
-@dataclass(frozen=True, kw_only=True)
-class SRRequest(Request):
+class SRRequest(Request, kw_only=True):
     """SR-scoped commands (`sr_delete`, `sr_attach`, `sr_detach`, `sr_scan`, `sr_update`,
     `sr_content_type`)."""
 
@@ -261,8 +259,7 @@ class SRRequest(Request):
         return super()._fields(r) | {"sr_uuid": r.uuid("sr_uuid"), "sr_ref": r.opt_string("sr_ref")}
 
 
-@dataclass(frozen=True, kw_only=True)
-class SRCreateRequest(SRRequest):
+class SRCreateRequest(SRRequest, kw_only=True):
     """`sr_create`: args `[size]` (optional, default 0: "as large as the device")."""
 
     size: int = 0
@@ -272,8 +269,7 @@ class SRCreateRequest(SRRequest):
         return super()._fields(r) | {"size": parse_size(r.opt_arg(0, "0"), "size")}
 
 
-@dataclass(frozen=True)
-class VdiId:
+class VdiId(Frozen):
     """How a request names a VDI: its uuid, its location in the SR, its toolstack reference."""
 
     uuid: str
@@ -281,8 +277,7 @@ class VdiId:
     ref: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class VDIRequest(SRRequest):
+class VDIRequest(SRRequest, kw_only=True):
     """VDI-scoped commands without arguments (`vdi_delete`, `vdi_update`, `vdi_detach`,
     `vdi_deactivate`, `vdi_generate_config`). `vdi_location` is None when not sent."""
 
@@ -303,8 +298,7 @@ class VDIRequest(SRRequest):
         }
 
 
-@dataclass(frozen=True, kw_only=True)
-class VDIAttachRequest(VDIRequest):
+class VDIAttachRequest(VDIRequest, kw_only=True):
     """`vdi_attach` and `vdi_activate`: args `[writable]` ("true"/"false")."""
 
     writable: bool
@@ -314,19 +308,17 @@ class VDIAttachRequest(VDIRequest):
         return super()._fields(r) | {"writable": parse_bool(r.arg(0, "writable"), "writable")}
 
 
-@dataclass(frozen=True, kw_only=True)
-class VDISnapshotRequest(VDIRequest):
+class VDISnapshotRequest(VDIRequest, kw_only=True):
     """`vdi_snapshot` and `vdi_clone`: no args; `driver_params` (e.g. `type=single|internal`)."""
 
-    driver_params: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    driver_params: Mapping[str, str] = _EMPTY
 
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
         return super()._fields(r) | {"driver_params": r.string_map("driver_params")}
 
 
-@dataclass(frozen=True, kw_only=True)
-class VDIResizeRequest(VDIRequest):
+class VDIResizeRequest(VDIRequest, kw_only=True):
     """`vdi_resize` and `vdi_resize_online`: args `[new_size]`."""
 
     new_size: int
@@ -336,8 +328,7 @@ class VDIResizeRequest(VDIRequest):
         return super()._fields(r) | {"new_size": parse_size(r.arg(0, "new_size"), "new_size")}
 
 
-@dataclass(frozen=True, kw_only=True)
-class VDICreateRequest(SRRequest):
+class VDICreateRequest(SRRequest, kw_only=True):
     """`vdi_create`: args `[size, name_label, name_description, metadata_of_pool, is_a_snapshot,
     snapshot_time, snapshot_of, read_only]`; only `size` is required, the others default to
     "", "", "", false, "", "", false. `vdi_uuid` is None unless the caller chose one (the driver
@@ -353,7 +344,7 @@ class VDICreateRequest(SRRequest):
     read_only: bool = False
     vdi_uuid: str | None = None
     vdi_type: str = "user"
-    sm_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    sm_config: Mapping[str, str] = _EMPTY
 
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
@@ -372,14 +363,13 @@ class VDICreateRequest(SRRequest):
         }
 
 
-@dataclass(frozen=True, kw_only=True)
-class VDIIntroduceRequest(SRRequest):
+class VDIIntroduceRequest(SRRequest, kw_only=True):
     """`vdi_introduce`: make an existing volume known: `new_uuid` (-> `vdi_uuid`),
     `vdi_location` (required), `vdi_sm_config` (-> `sm_config`)."""
 
     vdi_uuid: str
     vdi_location: str
-    sm_config: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    sm_config: Mapping[str, str] = _EMPTY
 
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
@@ -392,15 +382,14 @@ class VDIIntroduceRequest(SRRequest):
         }
 
 
-@dataclass(frozen=True, kw_only=True)
-class VDIRevertRequest(SRRequest):
+class VDIRevertRequest(SRRequest, kw_only=True):
     """`vdi_revert`: the VDI fields name the `snapshot`; args[0] names the `target` (the VDI the
     snapshot was taken of) by uuid (canonicalised) or location. `target` is None when args[0] is
     absent or empty: the SR then resolves the target itself (the VDI the snapshot is of)."""
 
     snapshot: VdiId
     target: str | None = None
-    driver_params: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    driver_params: Mapping[str, str] = _EMPTY
 
     @property
     def target_uuid(self) -> str | None:

@@ -7,7 +7,6 @@ status 1; `sm vhd check` exits 1 when it finds problems.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -129,13 +128,12 @@ _progress_option = click.option(
 def info_dict(info: engine.VhdInfo) -> dict[str, Any]:
     """A VhdInfo as JSON-ready values (enums by lower-case name, UUIDs as strings)."""
     out: dict[str, Any] = {}
-    for field in dataclasses.fields(info):
-        value = getattr(info, field.name)
-        if field.name == "disk_type":
+    for name, value in info.as_dict().items():
+        if name == "disk_type":
             value = engine.DiskType(value).name.lower()
         elif value is not None and not isinstance(value, bool | int | float | str):
             value = str(value)
-        out[field.name] = value
+        out[name] = value
     return out
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import uuid as uuidlib
-from dataclasses import dataclass
 from types import TracebackType
+
+from sm.struct import Frozen
 
 from . import bitmap as bm
 from .backing import DEFAULT_STORAGE, Storage
@@ -91,8 +92,7 @@ READ_AHEAD_MIN = 16 * 1024 * 1024
 of 3 alternating runs)."""
 
 
-@dataclass(frozen=True)
-class VhdInfo:
+class VhdInfo(Frozen):
     path: str
     disk_type: DiskType
     virtual_size: int

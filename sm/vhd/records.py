@@ -13,8 +13,9 @@ import struct
 import sys
 import uuid as uuidlib
 from array import array
-from dataclasses import dataclass, field, replace
 from enum import IntEnum
+
+from sm.struct import Frozen
 
 from .errors import VhdFormatError
 
@@ -60,8 +61,7 @@ def _check_cookie(got: bytes, want: bytes, name: str, base: int, path: str | Non
 _FOOTER = struct.Struct(">8sIIQI4sIIQQHBBII16sBB426s")
 
 
-@dataclass(frozen=True)
-class Footer:
+class Footer(Frozen):
     """The 512-byte hard disk footer (and its copy at offset 0 of dynamic disks)."""
 
     disk_type: DiskType
@@ -129,14 +129,13 @@ class Footer:
         )
 
     def with_(self, **changes: object) -> Footer:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return self.replace(**changes)
 
 
 _LOCATOR = struct.Struct(">IIIIQ")
 
 
-@dataclass(frozen=True)
-class ParentLocator:
+class ParentLocator(Frozen):
     """One of the eight 24-byte parent locator entries of the dynamic header."""
 
     code: int = PLAT_NONE
@@ -171,8 +170,7 @@ def _empty_locators() -> tuple[ParentLocator, ...]:
     return tuple(ParentLocator() for _ in range(8))
 
 
-@dataclass(frozen=True)
-class DynamicHeader:
+class DynamicHeader(Frozen):
     """The 1024-byte dynamic disk header."""
 
     table_offset: int
@@ -181,7 +179,7 @@ class DynamicHeader:
     parent_uuid: uuidlib.UUID | None = None
     parent_timestamp: int = 0
     parent_name: str = ""
-    locators: tuple[ParentLocator, ...] = field(default_factory=_empty_locators)
+    locators: tuple[ParentLocator, ...] = _empty_locators()
     data_offset: int = NO_OFFSET
     version: int = FILE_VERSION
 
@@ -235,7 +233,7 @@ class DynamicHeader:
         )
 
     def with_(self, **changes: object) -> DynamicHeader:
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return self.replace(**changes)
 
 
 _BATMAP = struct.Struct(">8sQIIIB483s")
@@ -246,8 +244,7 @@ def batmap_checksum(data: bytes) -> int:
     return ~sum(data) & 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class BatmapHeader:
+class BatmapHeader(Frozen):
     """blktap batmap header (512 bytes, right after the BAT); ``checksum`` covers the map."""
 
     batmap_offset: int

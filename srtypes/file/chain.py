@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -65,7 +64,7 @@ def with_gc_mark(record: VdiRecord, garbage: bool) -> VdiRecord:
         sm_config[GC_KEY] = GC_GARBAGE
     else:
         sm_config.pop(GC_KEY, None)
-    return dataclasses.replace(record, sm_config=sm_config)
+    return record.replace(sm_config=sm_config)
 
 
 def with_parent(record: VdiRecord, parent: str) -> VdiRecord:
@@ -75,4 +74,4 @@ def with_parent(record: VdiRecord, parent: str) -> VdiRecord:
         sm_config[PARENT_KEY] = parent
     else:
         sm_config.pop(PARENT_KEY, None)
-    return dataclasses.replace(record, parent=parent, sm_config=sm_config)
+    return record.replace(parent=parent, sm_config=sm_config)

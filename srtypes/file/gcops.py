@@ -18,7 +18,6 @@ merge is undone (the copy only wrote sectors that were shadowed or read the same
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 import uuid as uuidlib
@@ -143,7 +142,7 @@ def _set_busy(repo: FileRepo, uuids: list[str], value: str | None) -> None:
             sm_config = {k: v for k, v in r.sm_config.items() if k != BUSY_KEY}
             if value is not None:
                 sm_config[BUSY_KEY] = value
-            txn.put(dataclasses.replace(r, sm_config=sm_config))
+            txn.put(r.replace(sm_config=sm_config))
 
 
 def _merge_data(b: VdiRecord, c: VdiRecord, action: Action) -> dict[str, Any]:
@@ -247,8 +246,8 @@ def _merge_records(repo: FileRepo, entry: Entry) -> None:
             if base is not None:
                 txn.delete(base.uuid)
             if child is not None:
-                txn.put(with_parent(dataclasses.replace(
-                    child, physical_utilisation=physical(cp, "vhd"),
+                txn.put(with_parent(child.replace(
+                    physical_utilisation=physical(cp, "vhd"),
                     sm_config=_unbusy(child.sm_config)), d["parent"]))
         else:
             if child is not None:
@@ -259,7 +258,7 @@ def _merge_records(repo: FileRepo, entry: Entry) -> None:
                     txn.put(with_parent(kr, d["base"]))
             if base is not None:  # grown to the child's size if it was larger
                 size = max(base.virtual_size, child.virtual_size if child else 0)
-                txn.put(dataclasses.replace(base, physical_utilisation=physical(bp, "vhd"),
+                txn.put(base.replace(physical_utilisation=physical(bp, "vhd"),
                                             virtual_size=size,
                                             sm_config=_unbusy(base.sm_config)))
     _step(entry, "gc_merge", "records")
@@ -357,14 +356,14 @@ def _forward_leafsnap(repo: FileRepo, entry: Entry, *, records: bool = True) -> 
     with repo.records.transaction(purpose="gc_leafsnap") as txn:
         if txn.find(d["new"]) is None:
             x = txn.get(d["vdi"])
-            base = dataclasses.replace(
-                x, uuid=d["new"], location=d["new"], name_label="base copy",
+            base = x.replace(
+                uuid=d["new"], location=d["new"], name_label="base copy",
                 name_description="", hidden=True, managed=False, read_only=True,
                 is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
                 sm_config=_unbusy(x.sm_config), physical_utilisation=physical(np_, "vhd"))
             txn.put(with_parent(base, x.parent))
-            txn.put(with_parent(dataclasses.replace(
-                x, physical_utilisation=physical(cp, "vhd")), d["new"]))
+            txn.put(with_parent(x.replace(
+                physical_utilisation=physical(cp, "vhd")), d["new"]))
     _step(entry, "gc_leafsnap", "records")
 
 

@@ -25,7 +25,6 @@ Recovery rolls forward once anything was started (each step checks before it act
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
@@ -178,17 +177,17 @@ def _forward(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
     with repo.records.transaction(purpose="vdi_revert") as txn:
         if d["b2"] is not None and txn.find(d["b2"]) is None:
             s = txn.get(d["snapshot"])
-            base = dataclasses.replace(
-                s, uuid=d["b2"], location=d["b2"], name_label="base copy",
+            base = s.replace(
+                uuid=d["b2"], location=d["b2"], name_label="base copy",
                 name_description="", hidden=True, managed=False, read_only=True,
                 is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
                 physical_utilisation=physical(pp, "vhd"))
             txn.put(with_parent(base, s.parent))
-            txn.put(with_parent(dataclasses.replace(
-                s, physical_utilisation=physical(sp, "vhd")), d["b2"]))
+            txn.put(with_parent(s.replace(
+                physical_utilisation=physical(sp, "vhd")), d["b2"]))
         x = txn.get(d["target"])
-        txn.put(with_parent(dataclasses.replace(
-            x, virtual_size=d["virtual_size"], physical_utilisation=physical(xp, "vhd")),
+        txn.put(with_parent(x.replace(
+            virtual_size=d["virtual_size"], physical_utilisation=physical(xp, "vhd")),
             d["parent"]))
         if d["old_parent"] and d["old_parent"] != d["parent"]:
             mark_garbage(txn, [d["old_parent"]])

@@ -7,7 +7,6 @@ Hidden bases without children are marked `gc=garbage` (and unmarked if a child a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -107,7 +106,7 @@ def scan(repo: FileRepo) -> dict[str, list[str]]:
                 continue
             phys = _physical(found[1], record.vdi_type)
             if phys != record.physical_utilisation:
-                record = dataclasses.replace(record, physical_utilisation=phys)
+                record = record.replace(physical_utilisation=phys)
                 changed.add(uuid)
             final[uuid] = record
         for uuid, (ext, _st) in sorted(images.items()):

@@ -18,7 +18,6 @@ otherwise roll forward, every step being idempotent (it checks before it acts).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid as uuidlib
 from datetime import UTC, datetime
@@ -159,20 +158,20 @@ def _records(txn: Transaction, d: Mapping[str, Any], repo: FileRepo) -> None:
     if d["direct"]:
         txn.put(_new_vdi(x, d["new"], x.uuid, lay.image(d["new"]), common))
         return
-    base: VdiRecord = dataclasses.replace(
-        x, uuid=d["base"], location=d["base"], read_only=True,
+    base: VdiRecord = x.replace(
+        uuid=d["base"], location=d["base"], read_only=True,
         physical_utilisation=_size(lay.image(d["base"])), sm_config=sm_config,
         other_config={},
     )
     if d["single"]:
-        base = dataclasses.replace(base, hidden=False, managed=True, **common)
+        base = base.replace(hidden=False, managed=True, **common)
     else:
-        base = dataclasses.replace(
-            base, name_label="base copy", name_description="", hidden=True, managed=False,
+        base = base.replace(
+            name_label="base copy", name_description="", hidden=True, managed=False,
             is_a_snapshot=False, snapshot_of="", snapshot_time="")
     txn.put(with_parent(base, x.parent))
-    txn.put(with_parent(dataclasses.replace(
-        x, physical_utilisation=_size(lay.image(x.uuid))), d["base"]))
+    txn.put(with_parent(x.replace(
+        physical_utilisation=_size(lay.image(x.uuid))), d["base"]))
     if not d["single"]:
         txn.put(_new_vdi(x, d["new"], d["base"], lay.image(d["new"]), common))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import logging
 import os
@@ -146,6 +145,6 @@ def update(repo: FileRepo) -> None:
         sr = txn.sr()
         if sr is None:
             raise SRUnavailable("the SR record vanished")
-        txn.put_sr(dataclasses.replace(sr, sm_config={**sr.sm_config, **stats}))
+        txn.put_sr(sr.replace(sm_config={**sr.sm_config, **stats}))
 
 

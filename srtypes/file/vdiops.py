@@ -10,7 +10,6 @@ Resize (journaled, grow only): `journaled` -> `file` (engine resize / raw trunca
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import uuid as uuidlib
@@ -185,8 +184,8 @@ def _forward_delete(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
             if d["mode"] == "remove":
                 txn.delete(x.uuid)
             else:
-                txn.put(dataclasses.replace(
-                    x, hidden=True, managed=False, read_only=True, is_a_snapshot=False,
+                txn.put(x.replace(
+                    hidden=True, managed=False, read_only=True, is_a_snapshot=False,
                     snapshot_of="", snapshot_time=""))
             if x.parent:
                 mark_garbage(txn, [x.parent])
@@ -251,7 +250,7 @@ def _forward_resize(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
     with repo.records.transaction(purpose="vdi_resize") as txn:
         x = txn.find(d["vdi"])
         if x is not None:
-            txn.put(dataclasses.replace(x, virtual_size=max(x.virtual_size, d["size"]),
+            txn.put(x.replace(virtual_size=max(x.virtual_size, d["size"]),
                                         physical_utilisation=physical(path, d["ext"])))
     _step(entry, "vdi_resize", "records")
 
@@ -287,7 +286,7 @@ def introduce(repo: FileRepo, request: VDIIntroduceRequest) -> str:
     if ext is None:
         raise VDIMissing(f"no image {location}.vhd or {location}.raw in {lay.location}")
     record = adopt_record(lay, location, ext)
-    record = dataclasses.replace(record, sm_config={**record.sm_config, **request.sm_config})
+    record = record.replace(sm_config={**record.sm_config, **request.sm_config})
     with repo.records.transaction(purpose="vdi_introduce") as txn:
         if txn.find(location) is not None:
             raise VDIExists(f"VDI {location} already has a record")

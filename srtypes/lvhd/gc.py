@@ -18,7 +18,6 @@ wait for it: merges here only go up (`allow_down = False`) and attached chains a
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import sys
 import uuid as uuidlib
@@ -300,8 +299,8 @@ def _merge_records(repo: LvhdRepo, key: str, d: Mapping[str, Any], kids: list[st
                 txn.vdis[child] = with_parent(txn.vdis[child], d["parent"])
             keep = child
         if keep in txn.vdis:
-            txn.vdis[keep] = dataclasses.replace(
-                txn.vdis[keep], physical_utilisation=size.get(_lv(keep), 0),
+            txn.vdis[keep] = txn.vdis[keep].replace(
+                physical_utilisation=size.get(_lv(keep), 0),
                 virtual_size=txn.vdis[keep].virtual_size if d["visible"] else grown)
         txn.journal.pop(key, None)
 

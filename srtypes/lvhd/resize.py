@@ -15,7 +15,6 @@ forward: every step checks before it acts.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -121,8 +120,8 @@ def _forward(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
     with repo.transaction("vdi_resize") as txn:
         cur = txn.vdis.get(d["vdi"])
         if cur is not None:
-            txn.vdis[cur.uuid] = dataclasses.replace(
-                cur, virtual_size=max(cur.virtual_size, virtual), physical_utilisation=size)
+            txn.vdis[cur.uuid] = cur.replace(
+                virtual_size=max(cur.virtual_size, virtual), physical_utilisation=size)
         txn.journal.pop(key, None)
     crash_point("vdi_resize:records")
 
@@ -141,7 +140,7 @@ def update(repo: LvhdRepo, uuid: str) -> None:
     with repo.transaction("vdi_update") as txn:
         cur = txn.vdis.get(uuid)
         if cur is not None:
-            txn.vdis[uuid] = dataclasses.replace(cur, virtual_size=virtual,
+            txn.vdis[uuid] = cur.replace(virtual_size=virtual,
                                                  physical_utilisation=size)
 
 
@@ -166,7 +165,7 @@ def introduce(repo: LvhdRepo, request: VDIIntroduceRequest) -> str:
             break
     if rec is None:
         raise VDIMissing(f"no LV VHD-{location} or LV-{location} in {repo.vg}")
-    rec = dataclasses.replace(rec, sm_config={**rec.sm_config, **request.sm_config})
+    rec = rec.replace(sm_config={**rec.sm_config, **request.sm_config})
     with repo.transaction("vdi_introduce") as txn:
         if location in txn.vdis:
             raise VDIExists(f"VDI {location} already has a record")

@@ -26,7 +26,6 @@ the entry otherwise.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
@@ -204,16 +203,16 @@ def _records(vdis: dict[str, VdiRecord], d: Mapping[str, Any], sizes: Mapping[st
     b2 = d["b2"]
     if b2 is not None and b2 not in vdis:
         s = vdis[d["snapshot"]]
-        vdis[b2] = with_parent(dataclasses.replace(
-            s, uuid=b2, location=b2, name_label="base copy", name_description="",
+        vdis[b2] = with_parent(s.replace(
+            uuid=b2, location=b2, name_label="base copy", name_description="",
             hidden=True, managed=False, read_only=True, is_a_snapshot=False, snapshot_of="",
             snapshot_time="", other_config={}, physical_utilisation=sizes.get(_lv(b2), 0)),
             s.parent)
-        vdis[s.uuid] = with_parent(dataclasses.replace(
-            s, physical_utilisation=sizes.get(_lv(s.uuid), 0)), b2)
+        vdis[s.uuid] = with_parent(s.replace(
+            physical_utilisation=sizes.get(_lv(s.uuid), 0)), b2)
     x = vdis[d["target"]]
-    vdis[x.uuid] = with_parent(dataclasses.replace(
-        x, virtual_size=d["virtual_size"], physical_utilisation=sizes.get(_lv(x.uuid), 0)),
+    vdis[x.uuid] = with_parent(x.replace(
+        virtual_size=d["virtual_size"], physical_utilisation=sizes.get(_lv(x.uuid), 0)),
         d["parent"])
 
 

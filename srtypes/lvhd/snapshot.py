@@ -19,7 +19,6 @@ harmless); otherwise roll forward, each step checking before it acts.
 
 from __future__ import annotations
 
-import dataclasses
 import uuid as uuidlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -177,16 +176,16 @@ def _records(vdis: dict[str, Any], d: Mapping[str, Any], sizes: Mapping[str, int
     parent = x.uuid
     if not d["direct"]:
         parent = d["base"]
-        vdis[d["base"]] = dataclasses.replace(
-            x, uuid=d["base"], location=d["base"], name_label="base copy",
+        vdis[d["base"]] = x.replace(
+            uuid=d["base"], location=d["base"], name_label="base copy",
             name_description="", read_only=True, hidden=True, managed=False,
             is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
             physical_utilisation=sizes.get(_lv(d["base"]), 0))
-        vdis[x.uuid] = with_parent(dataclasses.replace(
-            x, physical_utilisation=sizes.get(_lv(x.uuid), 0)), d["base"])
+        vdis[x.uuid] = with_parent(x.replace(
+            physical_utilisation=sizes.get(_lv(x.uuid), 0)), d["base"])
         if d.get("single"):  # the base is the snapshot: visible, read-only
-            vdis[d["base"]] = dataclasses.replace(
-                vdis[d["base"]], name_label=x.name_label, name_description=x.name_description,
+            vdis[d["base"]] = vdis[d["base"]].replace(
+                name_label=x.name_label, name_description=x.name_description,
                 hidden=False, managed=True, is_a_snapshot=snap,
                 snapshot_of=x.uuid if snap else "", snapshot_time=d["time"] if snap else "")
             return

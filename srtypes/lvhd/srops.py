@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import re
 from datetime import UTC, datetime
@@ -137,7 +136,7 @@ def scan(repo: LvhdRepo) -> None:
                 log.warning("sr_scan: VDI %s has no LV; record dropped", uuid)
                 del doc.vdis[uuid]
             elif rec.physical_utilisation != lv.size:
-                doc.vdis[uuid] = dataclasses.replace(rec, physical_utilisation=lv.size)
+                doc.vdis[uuid] = rec.replace(physical_utilisation=lv.size)
         for name, lv in lvs.items():
             m = IMAGE_LV.match(name)
             if m is None or m.group(2) in doc.vdis:
@@ -185,4 +184,4 @@ def update(repo: LvhdRepo) -> None:
     repo.check()
     values = stats(repo)
     with repo.transaction("sr_update") as doc:
-        doc.sr = dataclasses.replace(doc.sr, sm_config={**doc.sr.sm_config, **values})
+        doc.sr = doc.sr.replace(sm_config={**doc.sr.sm_config, **values})

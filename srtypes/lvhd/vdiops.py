@@ -9,7 +9,6 @@ change, so a request that does not fit fails with SRNoSpace (44) and changes not
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import uuid as uuidlib
 from typing import TYPE_CHECKING
@@ -141,7 +140,7 @@ def _record_size(repo: LvhdRepo, uuid: str, size: int, key: str, why: str) -> No
     with repo.transaction(why) as txn:
         cur = txn.vdis.get(uuid)
         if cur is not None:
-            txn.vdis[uuid] = dataclasses.replace(cur, physical_utilisation=size)
+            txn.vdis[uuid] = cur.replace(physical_utilisation=size)
         txn.journal.pop(key, None)
 
 

@@ -179,7 +179,6 @@ class RBDSR(SRDriver):
             vdiops.delete(repo, snap, rec)
 
     def vdi_update(self, request: VDIRequest) -> None:
-        import dataclasses
 
         from .repo import image_of, snap_of
 
@@ -194,7 +193,7 @@ class RBDSR(SRDriver):
                     used += length if exists else 0
 
                 im.diff_iterate(0, size, None, count)
-            repo.store.commit(put=[dataclasses.replace(rec, virtual_size=size,
+            repo.store.commit(put=[rec.replace(virtual_size=size,
                                                        physical_utilisation=used)])
 
     def vdi_introduce(self, request: VDIIntroduceRequest) -> VdiRef:

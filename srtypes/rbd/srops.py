@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import re
 from xml.sax.saxutils import escape
@@ -117,7 +116,7 @@ def update(repo: RbdRepo) -> None:
                      "free_space": str(int(stats["kb_avail"]) * 1024),
                      "pool_bytes_used": str(int(pool.get("num_bytes", 0))),
                      "virtual_allocation": str(virtual)}
-        repo.store.commit(sr=dataclasses.replace(snap.sr, sm_config=sm_config))
+        repo.store.commit(sr=snap.sr.replace(sm_config=sm_config))
 
 
 def _adopt(repo: RbdRepo, image: str) -> VdiRecord:

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import uuid as uuidlib
 from collections.abc import Mapping
@@ -203,7 +202,7 @@ def finish_revert(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str
                 if im.size() != size:
                     im.resize(size)
         crash_point("vdi_revert:rollback")
-        put.append(dataclasses.replace(target, virtual_size=size))
+        put.append(target.replace(virtual_size=size))
     else:
         old, new, keep = intent["old_image"], intent["new_image"], intent.get("keep")
         repo.protect(image_of(s), snap_of(s) or "")
@@ -216,12 +215,12 @@ def finish_revert(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str
                                  vdi_type="raw", virtual_size=target.virtual_size,
                                  parent=target.parent, sm_config={IMAGE_KEY: old}))
             for child in children(snap, target.uuid):
-                put.append(dataclasses.replace(child, parent=keep))
+                put.append(child.replace(parent=keep))
         elif repo.image_exists(old) and old != new:
             for sn in repo.snaps(old):
                 repo.remove_snap(old, sn)
             repo.remove_image(old)
-        put.append(dataclasses.replace(target, virtual_size=size, parent=s.uuid,
+        put.append(target.replace(virtual_size=size, parent=s.uuid,
                                        sm_config={**target.sm_config, IMAGE_KEY: new}))
     repo.store.commit(put=put, done=[ident])
     crash_point("vdi_revert:records")
@@ -245,7 +244,7 @@ def resize(repo: RbdRepo, snap: Snapshot, rec: VdiRecord, size: int) -> VdiRecor
     repo.check_unwatched(image_of(rec), f"resize of {rec.uuid}")
     ident = repo.begin("resize", vdi=rec.uuid, size=size)
     finish_resize(repo, snap, ident, {"vdi": rec.uuid, "size": size})
-    return dataclasses.replace(rec, virtual_size=size)
+    return rec.replace(virtual_size=size)
 
 
 def finish_resize(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str, Any]) -> None:
@@ -259,7 +258,7 @@ def finish_resize(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str
                 im.resize(intent["size"])
             size = int(im.size())
     crash_point("vdi_resize:image")
-    repo.store.commit(put=[dataclasses.replace(rec, virtual_size=size)], done=[ident])
+    repo.store.commit(put=[rec.replace(virtual_size=size)], done=[ident])
 
 
 # -- delete and the collector ------------------------------------------------------------
@@ -270,7 +269,7 @@ def delete(repo: RbdRepo, snap: Snapshot, rec: VdiRecord) -> None:
         repo.check_unwatched(image_of(rec), f"delete of {rec.uuid}")
     if children(snap, rec.uuid):
         if not rec.hidden:  # deferred: removed when its last dependant goes
-            repo.store.commit(put=[dataclasses.replace(rec, hidden=True, managed=False)])
+            repo.store.commit(put=[rec.replace(hidden=True, managed=False)])
         return
     ident = repo.begin("delete", vdis=[rec.uuid])
     crash_point("vdi_delete:journaled")
@@ -362,7 +361,7 @@ def finish_flatten(repo: RbdRepo, snap: Snapshot, ident: str,
                     im.flatten()
         crash_point("flatten:image")
         repo.lease.renew()
-        put.append(dataclasses.replace(rec, parent=""))
+        put.append(rec.replace(parent=""))
     repo.store.commit(put=put, done=[ident])
 
 
