@@ -21,17 +21,18 @@ Order of checks, each refusing before any storage is touched:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NoReturn
 
+from sm import log as sm_log
 from sm import xmlrpc
 from sm.capabilities import COMMAND_CAPABILITY
 from sm.driver import Command, DriverContext, SRDriver
 from sm.errors import BadRequest, GenericException, SMError, Unimplemented
+from sm.log import LEVELS
 from sm.requests import (
     DriverInfoRequest,
     Request,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["COMMANDS", "handle", "main", "respond", "run"]
 
-log = logging.getLogger(__name__)
+log = sm_log.get_logger(__name__)
 
 
 def _command(name: str, request: type[Request], *, static: bool = False) -> tuple[str, Command]:
@@ -195,15 +196,24 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 def _setup_logging(environ: Mapping[str, str]) -> None:
-    level = environ.get("SM_LOG_LEVEL", "WARNING").upper()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if environ.get("SM_LOG_FILE"):
-        handlers.append(logging.FileHandler(environ["SM_LOG_FILE"]))
-    logging.basicConfig(
-        level=level if level in logging.getLevelNamesMapping() else logging.WARNING,
-        format="%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s",
-        handlers=handlers,
-    )
+    """Log to stderr (and SM_LOG_FILE) at SM_LOG_LEVEL (default WARNING); `logging` itself is
+    imported and configured only when a record at that level comes (`sm.log`)."""
+    name = environ.get("SM_LOG_LEVEL", "WARNING").upper()
+    level = LEVELS.get(name, LEVELS["WARNING"])
+    log_file = environ.get("SM_LOG_FILE")
+
+    def setup() -> None:
+        import logging
+
+        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+        if log_file:
+            handlers.append(logging.FileHandler(log_file))
+        logging.basicConfig(
+            level=level, handlers=handlers,
+            format="%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s",
+        )
+
+    sm_log.configure(setup, level)
 
 
 def type_from_program(program: str) -> str:

@@ -27,7 +27,6 @@ import contextlib
 import fcntl
 import json
 import os
-import random
 import re
 import sys
 import threading
@@ -156,6 +155,8 @@ class _ProcessLock:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     raise self._busy_error(fd, timeout)
+                import random  # only when contended: not on every driver start
+
                 pause = delay * random.uniform(0.5, 1.0)
                 if deadline is not None:
                     pause = min(pause, deadline - now)

@@ -405,9 +405,9 @@ class RecordStore:
     def _finish(self, txn: Path) -> None:
         atomic.unlink(txn / "COMMIT")
         crash_point("records.txn.uncommitted")
-        import shutil
-
-        shutil.rmtree(txn)
+        for name in os.listdir(txn):  # staging is flat: no shutil.rmtree (nor its import)
+            os.unlink(txn / name)
+        os.rmdir(txn)
         atomic.fsync_dir(self._txn_dir)
 
     def _discard_uncommitted(self) -> None:

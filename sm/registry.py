@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import functools
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from sm.errors import SRUnknownType
+from sm.log import get_logger
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["GROUP", "get", "names", "reload"]
 
 GROUP = "sm.srtypes"
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @functools.cache

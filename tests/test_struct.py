@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from types import MappingProxyType
 
 import pytest
@@ -90,12 +88,3 @@ def test_post_init_may_normalise() -> None:
 
     assert isinstance(Frozenmap({"a": "b"}).m, MappingProxyType)
 
-
-def test_a_driver_command_imports_neither_dataclasses_nor_inspect() -> None:
-    """What Frozen is for: the modules a `vdi_snapshot` process loads define no dataclass."""
-    code = ("import sys, sm.dispatch, srtypes.file.sr, srtypes.file.snapshot, sm.records, "
-            "sm.journal, srtypes.file.repo, srtypes.file.datapath; "
-            "print(sorted({'dataclasses', 'inspect'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.strip() == "[]"

@@ -14,18 +14,19 @@ on every call.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from sm.log import get_logger
 
 if TYPE_CHECKING:
     from sm.nbd.server import ServerInfo
 
 __all__ = ["Servers", "available", "nbd_dir"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _SOCK_NAME_LEN = len("00000000-0000-0000-0000-000000000000.sock") + 1
 

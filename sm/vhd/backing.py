@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
@@ -116,7 +115,16 @@ class FileStorage:
     @contextlib.contextmanager
     def create(self, path: str, size: int) -> Iterator[Backing]:
         directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".vhd", dir=directory)
+        # tempfile.mkstemp's naming, without importing tempfile (and shutil, random, bz2...)
+        # into every driver process
+        while True:
+            tmp = os.path.join(directory, f".tmp-{os.urandom(6).hex()}.vhd")
+            try:
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                             0o600)
+                break
+            except FileExistsError:
+                continue
         backing = FileBacking(tmp, fd)
         try:
             yield backing

@@ -4,11 +4,12 @@ beyond it, then the BAT entry, then the batmap."""
 
 from __future__ import annotations
 
-import logging
 import struct
 import threading
 from array import array
 from collections.abc import Callable
+
+from sm.log import get_logger
 
 from . import bitmap as bm
 from .backing import DEFAULT_STORAGE, Backing, Storage
@@ -29,7 +30,7 @@ from .records import (
     bitmap_bytes,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def _reason(err: VhdFormatError, path: str) -> str:

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 import uuid as uuidlib
 from collections.abc import Callable
+
+from sm.log import get_logger
 
 from .backing import DEFAULT_STORAGE, Storage
 from .chain import VhdInfo, find_parent, image_info, open_images
@@ -32,7 +33,7 @@ from .records import (
     bat_pack,
 )
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 Progress = Callable[[int, int], None]
 LOCATOR_SPACE = 512
 

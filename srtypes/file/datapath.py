@@ -18,10 +18,10 @@ server paused by `vdi_deactivate` has `active` false and stays paused.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from sm.log import get_logger
 from sm.nbd.serving import available
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["activate", "available", "deactivate", "find", "live", "resume_orphans", "start",
            "stop"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 RAW_OPENER = "sm.nbd.rawdisk:open_raw"
 

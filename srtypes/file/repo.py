@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sm.errors import SRUnavailable, VDIMissing
+from sm.log import get_logger
 
 from .layout import SRLayout, is_uuid
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FileRepo"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class FileRepo:
