@@ -1,6 +1,7 @@
-"""The collector on the LVHD SR (srtypes/lvhd/gc.py), on real lvm2 with loop devices: a hidden
-base merged into its parent and a leaf merged into its base (the LV keeps the VDI's name),
-SIGKILL at every step of a merge, then `sr_attach` replays it; nothing lost."""
+"""The collector on the LVHD SR (srtypes/lvhd/gc.py, gcops.py), on real lvm2 with loop devices:
+a hidden base merged into its parent and a leaf merged into its base (the LV keeps the VDI's
+name), a base merged down into its child when that copies less, SIGKILL at every step of a
+merge (up and down), then `sr_attach` replays it; nothing lost."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from sm import vhd
 from sm.executor import SubprocessExecutor
 from sm.faults import crash_env
-from srtypes.lvhd.gc import CRASH_POINTS
+from srtypes.lvhd.gcops import CRASH_POINTS
 from srtypes.lvhd.repo import LvhdRepo
 from tests.conftest import ROOT
 from tests.lvhd.conftest import lvm_sandbox  # noqa: F401  (fixture: loop devices)
@@ -137,4 +138,61 @@ def test_delete_starts_the_collector_in_the_background(sr: Sr,
             break
         assert time.monotonic() < deadline, st
         time.sleep(0.2)
+    _check(sr, model, collected=True)
+
+
+DOWN_STEPS = ("journaled", "inflated", "copied", "merged", "reparented", "deleted",
+              "deflated", "records")
+
+
+def _pair(sr: Sr, direction: str) -> tuple[dict[str, bytes], str, str]:
+    """Root R <- B2 <- B3 <- (t3, c), t1 on R: B2 (hidden, one child B3, a parent) holds one
+    block and B3 two ("down" is cheaper), or the other way round ("up")."""
+    rng = random.Random(11)
+    c = sr.create_vdi(16 * MiB)
+    _write_vdi(sr, c, 0, rng.randbytes(8 * MiB))
+    t1 = sr.call("vdi_snapshot", vdi_uuid=c)["uuid"]
+    small, big = (0, rng.randbytes(100)), (4 * MiB, rng.randbytes(4 * MiB))
+    first, second = (small, big) if direction == "down" else (big, small)
+    _write_vdi(sr, c, *first)
+    t2 = sr.call("vdi_snapshot", vdi_uuid=c)["uuid"]
+    _write_vdi(sr, c, *second)
+    t3 = sr.call("vdi_snapshot", vdi_uuid=c)["uuid"]
+    b2 = sr.records()[t2]["parent"]
+    b3 = sr.records()[t3]["parent"]
+    sr.call("vdi_delete", vdi_uuid=t2)
+    return {x: _read(sr, x, 0, 16 * MiB) for x in (c, t1, t3)}, b2, b3
+
+
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_merge_goes_the_cheaper_way(sr: Sr, direction: str) -> None:
+    import json
+
+    model, b2, b3 = _pair(sr, direction)
+    pending = json.loads(sr.call("sm_gc_status"))["pending"]
+    assert [(p["kind"], p["direction"]) for p in pending] == [("merge", direction)]
+    summary = json.loads(sr.call("sm_gc_run"))
+    assert summary["result"] == "done", summary
+    done = summary["actions"]
+    assert [(a["kind"], a["direction"], a["base"], a["child"]) for a in done] == [
+        ("merge", direction, b2, b3)]
+    assert done[0]["copy_bytes"] == 2 * MiB  # one block either way: the cheaper side
+    records = sr.records()
+    survivor, gone = (b3, b2) if direction == "down" else (b2, b3)
+    assert gone not in records and survivor in records
+    assert sum(r["parent"] == survivor for r in records.values()) == 2
+    _check(sr, model, collected=True)
+    assert json.loads(sr.call("sm_gc_status"))["pending"] == []
+
+
+@pytest.mark.parametrize("step", DOWN_STEPS)
+def test_sigkill_at_every_down_merge_step(sr: Sr, step: str) -> None:
+    model, b2, b3 = _pair(sr, "down")
+    out = _gc(sr, crash_env(f"gc_merge:{step}"))
+    assert out.returncode == -9, f"{step} not reached: {out.stderr[-2000:]}"
+    sr.call("sr_attach")  # replays the collector's entry
+    _check(sr, model, collected=False)
+    out = _gc(sr)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert b2 not in sr.records() and b3 in sr.records()
     _check(sr, model, collected=True)
