@@ -29,7 +29,8 @@ def fsync_dir(path: StrPath) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of ``data`` is written."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -48,7 +49,7 @@ def _write_temp(path: Path, data: bytes, mode: int, sync: bool) -> str:
             continue
     try:
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fchmod(fd, mode)
             if sync:
                 os.fsync(fd)

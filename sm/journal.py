@@ -9,8 +9,15 @@ the operation forward or back, and then removes the entry.
 On disk, in the journal directory (e.g. ``<sr>/.sm/journal``)::
 
     <id>.json   {"version": 1, "id", "op", "created", "pid", "host", "data": {...},
-                 "steps": [{"name", "time", "data": {...}}, ...]}   (rewritten atomically)
+                 "steps": []}                       first line, written atomically by begin
+                {"name", "time", "data": {...}}     one line per step, appended (fdatasync)
     <id>.lock   flock'ed by the process running the operation
+
+A step is one appended line and one fdatasync (no temporary file, rename and directory
+fsync). A line torn by a crash is the last one and has no newline: it reads as the step not
+reached (which recovery must handle anyway: a crash can come between a step's effect and its
+line), and the next step written to the entry cuts it off first. Entries written whole with
+their steps inside (the earlier form) read the same.
 
 ``id`` starts with the creation time in nanoseconds, so names sort in creation order. The
 lock file tells a live operation from an orphaned one: the kernel drops the flock when its
@@ -77,7 +84,8 @@ class Entry:
     pending for recovery when it raises.
     """
 
-    def __init__(self, journal: Journal, raw: Mapping[str, Any], lock_fd: int | None) -> None:
+    def __init__(self, journal: Journal, raw: Mapping[str, Any], lock_fd: int | None,
+                 size: int = 0) -> None:
         self.journal = journal
         self.id: str = raw["id"]
         self.op: str = raw["op"]
@@ -88,6 +96,8 @@ class Entry:
         self._steps: list[Step] = [Step(s["name"], s["time"], s["data"]) for s in raw["steps"]]
         self._lock_fd = lock_fd
         self._finished = False
+        self._size = size  # bytes of complete lines on disk; anything after is a torn line
+        self._whole_lines = True
 
     @property
     def path(self) -> Path:
@@ -115,12 +125,21 @@ class Entry:
         """Record (durably) that step ``name`` is complete."""
         if self._finished:
             raise RuntimeError(f"journal entry {self.id} is already done")
-        self._steps.append(Step(name, time.time(), data))
+        step = Step(name, time.time(), data)
+        line = _encode(self.op, {"name": step.name, "time": step.time, "data": data})
+        if not self._whole_lines:
+            line = b"\n" + line  # an entry of the earlier form: one document, no newline
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
-            self.journal._write(self)
-        except BaseException:
-            self._steps.pop()
-            raise
+            if os.fstat(fd).st_size != self._size:
+                os.ftruncate(fd, self._size)  # a torn line left by a crash
+            atomic.write_all(fd, line)
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self._size += len(line)
+        self._whole_lines = True
+        self._steps.append(step)
 
     def done(self) -> None:
         """The operation is complete (or recovered): remove the entry."""
@@ -161,6 +180,13 @@ class Entry:
     def __repr__(self) -> str:
         last = self._steps[-1].name if self._steps else None
         return f"<journal Entry {self.id} op={self.op} last_step={last}>"
+
+
+def _encode(op: str, obj: Mapping[str, Any]) -> bytes:
+    try:
+        return json.dumps(obj, sort_keys=True).encode() + b"\n"
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"journal entry {op}: data is not JSON-serialisable: {err}") from err
 
 
 def _check(raw: Any, path: Path) -> dict[str, Any]:
@@ -213,20 +239,28 @@ class Journal:
         return entry
 
     def _write(self, entry: Entry) -> None:
-        try:
-            payload = json.dumps(entry.to_dict(), sort_keys=True).encode()
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"journal entry {entry.op}: data is not JSON-serialisable: {err}"
-                            ) from err
+        payload = _encode(entry.op, entry.to_dict())
         atomic.write_atomic(entry.path, payload)
+        entry._size = len(payload)
+        entry._whole_lines = True
 
     def _load(self, path: Path, lock_fd: int | None = None) -> Entry:
+        content = path.read_bytes()
+        cut = content.rfind(b"\n")
+        if 0 <= cut < len(content) - 1:
+            content = content[:cut + 1]  # a line torn while appending: that step not reached
+        lines = content.split(b"\n")
         try:
-            raw = json.loads(path.read_bytes())
+            raw = json.loads(lines[0])
+            steps = [json.loads(line) for line in lines[1:] if line]
         except (ValueError, UnicodeDecodeError) as err:
             raise MetadataError(f"corrupt journal entry {path}: {err}",
                                 details={"path": str(path)}) from err
-        return Entry(self, _check(raw, path), lock_fd)
+        if isinstance(raw, dict) and isinstance(raw.get("steps"), list):
+            raw["steps"] = raw["steps"] + steps
+        entry = Entry(self, _check(raw, path), lock_fd, len(content))
+        entry._whole_lines = content.endswith(b"\n")
+        return entry
 
     def _names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.directory)

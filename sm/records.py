@@ -400,7 +400,8 @@ class RecordStore:
                 os.replace(staged, self._target(name))
                 crash_point("records.txn.moved")
         atomic.fsync_dir(self._vdi_dir)
-        atomic.fsync_dir(self.directory)
+        if "sr.json" in names:
+            atomic.fsync_dir(self.directory)
 
     def _finish(self, txn: Path) -> None:
         atomic.unlink(txn / "COMMIT")
@@ -500,8 +501,16 @@ class Transaction:
             return
         txn = store._txn_dir / f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
         txn.mkdir()
+        # the staging directory is private until COMMIT names its files: no temporary names
+        # and renames, and one directory fsync for all of them
         for name, data in files.items():
-            atomic.write_atomic(txn / name, data)
+            fd = atomic.open_exclusive(txn / name)
+            try:
+                atomic.write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        atomic.fsync_dir(txn)
         crash_point("records.txn.staged")
         with locking.lock(store._commit_lock, timeout=store.lock_timeout,
                           purpose="records: commit"):

@@ -177,3 +177,57 @@ def test_temp_files_and_stray_locks_ignored(tmp_path: Path) -> None:
     assert j.pending() == []
     j.recover({})
     assert os.listdir(tmp_path) == [".x.json.abc.tmp"]
+
+
+def test_steps_are_appended_lines(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    e = j.begin("op", a=1)
+    first = e.path.read_bytes()
+    e.step("one", x=1)
+    e.step("two")
+    content = e.path.read_bytes()
+    assert content.startswith(first) and content.count(b"\n") == 3
+    (loaded,) = j.pending()
+    assert [s.name for s in loaded.steps] == ["one", "two"]
+    assert loaded.step_data("one") == {"x": 1}
+
+
+def test_torn_step_line_reads_as_not_reached_and_is_cut_off(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    e = j.begin("op")
+    e.step("one")
+    e.release()
+    with open(e.path, "ab") as f:  # a crash in the middle of appending "two"
+        f.write(b'{"data": {}, "name": "tw')
+    (listed,) = j.pending()
+    assert [s.name for s in listed.steps] == ["one"]
+    claimed = j.claim(listed.id)
+    assert claimed is not None
+    claimed.step("three")
+    assert [s.name for s in j._load(claimed.path).steps] == ["one", "three"]
+    assert b"tw" not in claimed.path.read_bytes()
+    claimed.done()
+
+
+def test_entry_written_whole_with_its_steps_still_reads(tmp_path: Path) -> None:
+    """The earlier on-disk form: one JSON document holding the steps, no newline."""
+    raw = {"version": 1, "id": "00000000000000000001-1-abcd", "op": "op", "created": 1.0,
+           "pid": 1, "host": "h", "data": {}, "steps": [{"name": "s", "time": 1.0, "data": {}}]}
+    (tmp_path / f"{raw['id']}.json").write_text(json.dumps(raw))
+    (entry,) = Journal(tmp_path).pending()
+    assert [s.name for s in entry.steps] == ["s"]
+    claimed = Journal(tmp_path).claim(entry.id)
+    assert claimed is not None
+    claimed.step("t")
+    assert [s.name for s in Journal(tmp_path).pending()[0].steps] == ["s", "t"]
+    claimed.done()
+
+
+def test_malformed_complete_step_line_is_corrupt(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    e = j.begin("op")
+    e.release()
+    with open(e.path, "ab") as f:
+        f.write(b"not json\n")
+    with pytest.raises(MetadataError, match="corrupt journal entry"):
+        j.pending()
