@@ -11,11 +11,11 @@ deactivate pauses it, detach stops it; all under the VDI lock.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING
 
-from sm.errors import VDIInUse, VDIUnavailable
+from sm.errors import VDIInUse, VDIMissing, VDIUnavailable
+from sm.log import get_logger
 
 from . import datapath
 
@@ -26,12 +26,25 @@ if TYPE_CHECKING:
 
 __all__ = ["activate", "attach", "attach_from_config", "deactivate", "detach"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
+
+
+def _unknown(repo: FileRepo, uuid: str) -> bool:
+    """Neither a record, nor attachment state, nor a lock file: the request names a VDI this SR
+    never had, and is answered without creating its lock file (a caller sending made-up uuids
+    cannot grow `.sm/locks`). The answer is the one the command gives a VDI that does not
+    exist at that moment, so it is correct even if the VDI is created right after."""
+    from sm.locking import vdi_lock_path
+
+    return (not vdi_lock_path(repo.layout.location, uuid).exists()
+            and repo.records.find(uuid) is None and repo.attachment(uuid) is None)
 
 
 def attach(repo: FileRepo, uuid: str, writable: bool) -> tuple[str, ServerInfo | None]:
     """Record the attachment and start the data path; returns the image path and the
     server (None without nbdkit)."""
+    if _unknown(repo, uuid):
+        raise VDIMissing(f"no VDI {uuid} in SR {repo.layout.sr_uuid}")
     with repo.vdi_lock(uuid, "vdi_attach"):
         record = repo.get(uuid)
         path = repo.path(record)
@@ -53,6 +66,8 @@ def attach(repo: FileRepo, uuid: str, writable: bool) -> tuple[str, ServerInfo |
 
 
 def attach_from_config(repo: FileRepo, uuid: str) -> tuple[str, ServerInfo | None]:
+    if _unknown(repo, uuid):
+        raise VDIMissing(f"no VDI {uuid} in SR {repo.layout.sr_uuid}")
     with repo.vdi_lock(uuid, "vdi_attach_from_config"):
         record = repo.get(uuid)
         path = repo.path(record)
@@ -69,6 +84,9 @@ def attach_from_config(repo: FileRepo, uuid: str) -> tuple[str, ServerInfo | Non
 def detach(repo: FileRepo, uuid: str) -> None:
     from .gc import abort
 
+    if _unknown(repo, uuid):
+        log.info("vdi_detach: VDI %s is not attached on this host (nothing to do)", uuid)
+        return
     with abort(repo, vdi=uuid, reason="vdi_detach"), repo.vdi_lock(uuid, "vdi_detach"):
         datapath.stop(repo, uuid)  # also a server a crashed attach left behind
         if repo.attachment(uuid) is None:
@@ -78,6 +96,8 @@ def detach(repo: FileRepo, uuid: str) -> None:
 
 
 def activate(repo: FileRepo, uuid: str, writable: bool) -> None:
+    if _unknown(repo, uuid):
+        raise VDIUnavailable(f"VDI {uuid} is not attached on this host")
     with repo.vdi_lock(uuid, "vdi_activate"):
         state = repo.attachment(uuid)
         if state is None:
@@ -89,6 +109,9 @@ def activate(repo: FileRepo, uuid: str, writable: bool) -> None:
 
 
 def deactivate(repo: FileRepo, uuid: str) -> None:
+    if _unknown(repo, uuid):
+        log.info("vdi_deactivate: VDI %s is not active on this host", uuid)
+        return
     with repo.vdi_lock(uuid, "vdi_deactivate"):
         state = repo.attachment(uuid)
         if state is None or not state.get("active"):

@@ -217,3 +217,26 @@ def test_attach_from_generated_config(sr: FileSRClient) -> None:
         assert disk.read(0, 9) == b"statefile"
     dispatch.run(FileSR, config, environ=sr.environ)  # idempotent
     sr.call("vdi_detach", vdi=x)
+
+
+def test_requests_for_unknown_vdis_leave_no_lock_files(sr: FileSRClient) -> None:
+    """docs/notes/filesr-bugs.md #2: made-up uuids must not grow `.sm/locks`."""
+    locks = sr.location / ".sm" / "locks"
+    before = sorted(os.listdir(locks))
+    for command, args, code in [
+        ("vdi_attach", ["true"], 144), ("vdi_attach_from_config", [], 144),
+        ("vdi_activate", ["true"], 46), ("vdi_delete", [], 144), ("vdi_snapshot", [], 144),
+        ("vdi_clone", [], 144), ("vdi_update", [], 144), ("vdi_resize", [str(MiB)], 144),
+        ("sm_vdi_get", [], 144),
+    ]:
+        assert sr.fault(command, args, vdi=SOME_UUID) == code, command
+    sr.call("vdi_detach", vdi=SOME_UUID)  # nothing attached: nothing to do
+    sr.call("vdi_deactivate", vdi=SOME_UUID)
+    assert sorted(os.listdir(locks)) == before
+    # a VDI that exists still gets its lock, and works
+    vdi = sr.create_vdi()
+    sr.call("vdi_attach", ["true"], vdi=vdi)
+    sr.call("vdi_activate", ["true"], vdi=vdi)
+    sr.call("vdi_deactivate", vdi=vdi)
+    sr.call("vdi_detach", vdi=vdi)
+    assert f"vdi-{vdi}.lock" in os.listdir(locks)
