@@ -3,10 +3,14 @@ images' BATs, free space from the VG, the journaled steps in :mod:`.gcops` (cras
 `gc_<op>:<step>`, `gcops.CRASH_POINTS`); background runs (`kick`) and aborts (`abort`) for
 the driver's handlers.
 
-Merges go up or down, whichever copies less. Every action runs under the SR's chain lock (as
-every LVHD command does), so user operations wait for it, and chains of attached VDIs are
-left alone (no data-path pause yet). Replay: at `sr_attach` and every chain command
-(srops.recover), and at each collector run.
+Merges go up or down, whichever copies less. An attached leaf with a running NBD server is
+coalesced like the File SR's: snapshotted in place (its server paused for a rename and a
+create), the bulk merged while it runs, then a final step of at most `SM_GC_FINAL_BYTES`
+(8 MiB) with its server paused (`pause_seconds` in the run summary); the chain of a VDI
+attached without a server is left alone. Every action runs under the SR's chain lock (as
+every LVHD command does), so user operations wait for it. Replay: at `sr_attach` and every
+chain command (srops.recover), and at each collector run (which also resumes servers a
+killed collector left paused).
 `python -m srtypes.lvhd.gc SR_UUID DEVICES RUN_DIR` runs the collector once.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sm.gc import Action, Collector, Graph, Node, Skip, StepContext
 
-from .gcops import CRASH_POINTS, attached, lv
+from .gcops import CRASH_POINTS, attached, lv, served
 
 if TYPE_CHECKING:
     from .repo import LvhdRepo
@@ -41,12 +46,16 @@ def _locked(repo: LvhdRepo, purpose: str) -> Iterator[None]:
         yield
 
 
-class LvhdBackend:
-    final_bytes = 1 << 62  # no data path is paused: a leaf is merged only when not attached
+FINAL_BYTES = 8 * 1024 * 1024
+"""Default bound of a leaf's final copy (its data path is paused meanwhile):
+`SM_GC_FINAL_BYTES` overrides it (as on the File SR)."""
 
+
+class LvhdBackend:
     def __init__(self, repo: LvhdRepo) -> None:
         self.repo = repo
         self.gc_dir = repo.host_dir / "gc"
+        self.final_bytes = int(os.environ.get("SM_GC_FINAL_BYTES", FINAL_BYTES))
 
     def graph(self) -> Graph:
         from sm.gc.vhdops import block_set
@@ -56,7 +65,9 @@ class LvhdBackend:
             doc = repo.read()
             on = attached(repo)
             frozen: set[str] = set()
-            for u in on:  # an attached VDI's whole chain is left alone
+            for u in on:  # without a server to pause, an attached VDI's chain is left alone
+                if served(repo, u):
+                    continue
                 cur = u
                 while cur and cur not in frozen:
                     frozen.add(cur)
@@ -75,17 +86,19 @@ class LvhdBackend:
                         log.warning("gc: %s unreadable (%s); leaving it alone", r.uuid, err)
                         vhd = False
                 nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=vhd,
-                                  attached=r.uuid in frozen, blocks=blocks, block_size=bs,
+                                  attached=r.uuid in frozen or r.uuid in on, blocks=blocks,
+                                  block_size=bs,
                                   physical=sizes.get(lv(r.uuid), 0)))
         return Graph.of(nodes)
 
     def recover(self) -> None:
-        from . import gcops
+        from . import datapath, gcops
 
         with _locked(self.repo, "gc recover"):
             for key, data in sorted(self.repo.read().journal.items()):
                 if str(data.get("op", "")).startswith("gc_"):
                     gcops.recover(self.repo, key, data)
+            datapath.resume_orphans(self.repo)
 
     def free_bytes(self) -> int:
         return int(self.repo.lvm.vgs(self.repo.vg).free)
@@ -100,9 +113,9 @@ class LvhdBackend:
                 if action.kind == "remove":
                     gcops.remove(self.repo, action)
                     return {}
-                if action.kind in ("merge", "leaf-merge"):
-                    return gcops.merge(self.repo, action, ctx)
-                raise Skip(f"{action.kind} is not done on LVHD")
+                if action.kind == "leaf-snapshot":
+                    return gcops.leaf_snapshot(self.repo, action, ctx)
+                return gcops.merge(self.repo, action, ctx)
         except (LockErr, SRNoSpace) as err:
             raise Skip(str(err)) from err
 

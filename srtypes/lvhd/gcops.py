@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sm.faults import crash_point
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
     from .repo import LvhdRepo
 
-__all__ = ["CRASH_POINTS", "attached", "lv", "merge", "recover", "remove"]
+__all__ = ["CRASH_POINTS", "attached", "leaf_snapshot", "lv", "merge", "recover", "remove",
+           "served"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ CRASH_POINTS: Mapping[str, tuple[str, ...]] = {
     "gc_remove": ("journaled", "lv", "records"),
     "gc_merge": ("journaled", "inflated", "copied", "merged", "reparented", "deleted", "uuid",
                  "switched", "deflated", "records"),
+    "gc_leafsnap": ("journaled", "renamed", "hidden", "leaf", "deflated", "records"),
 }
 
 
@@ -54,8 +57,38 @@ def attached(repo: LvhdRepo) -> set[str]:
             for p in repo.host_dir.glob("attached-vdi-*")}
 
 
+def served(repo: LvhdRepo, uuid: str) -> bool:
+    """`uuid` has a data path (an NBD server) the collector can pause."""
+    from . import datapath
+
+    return datapath.servers(repo).find(uuid) is not None
+
+
+@contextlib.contextmanager
+def _paused(repo: LvhdRepo, uuids: Iterable[str]) -> Iterator[None]:
+    """The running servers of `uuids` paused for the block (caller holds the chain lock)."""
+    from . import datapath
+
+    with contextlib.ExitStack() as stack:
+        for u in sorted(set(uuids)):
+            stack.enter_context(datapath.live(repo, u))
+        yield
+
+
+def _subtree(vdis: Mapping[str, Any], uuid: str) -> set[str]:
+    out, todo = {uuid}, [uuid]
+    while todo:
+        cur = todo.pop()
+        for u, r in vdis.items():
+            if r.parent == cur and u not in out:
+                out.add(u)
+                todo.append(u)
+    return out
+
+
 def _recheck(repo: LvhdRepo, action: Action) -> dict[str, Any]:
-    """The action's journal data if the chain is still as planned, else Skip."""
+    """The action's journal data if the chain is still as planned, else Skip. An attached
+    image is touched only if it is the visible leaf of a leaf step with a server to pause."""
     doc = repo.read()
     b = doc.vdis.get(action.base)
     on = attached(repo)
@@ -67,11 +100,13 @@ def _recheck(repo: LvhdRepo, action: Action) -> dict[str, Any]:
             raise Skip(f"{b.uuid} has children again")
         return {"vdi": b.uuid}
     c = doc.vdis.get(action.child)
-    if kids != [action.child] or c is None or c.uuid in on:
+    if kids != [action.child] or c is None:
         raise Skip(f"{action.base} no longer has {action.child} as its only child")
     leaf = not any(r.parent == c.uuid for r in doc.vdis.values())
-    if (action.kind == "leaf-merge") != (leaf and not c.hidden):
+    if (action.kind in ("leaf-merge", "leaf-snapshot")) != (leaf and not c.hidden):
         raise Skip(f"{c.uuid} is no longer what the plan saw")
+    if c.uuid in on and not (leaf and served(repo, c.uuid)):
+        raise Skip(f"VDI {c.uuid} is attached without a data path the collector can pause")
     down = action.direction == "down"
     if down and (not b.parent or leaf):
         raise Skip(f"{b.uuid} cannot be merged into {c.uuid}")
@@ -139,26 +174,39 @@ def merge(repo: LvhdRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
         new_blocks = len(_blocks(repo, src) - _blocks(repo, dst))
         need = (vhd.physical_size(repo.path(rec), storage=repo.storage)
                 + new_blocks * (BLOCK + 4096) + 8192)
+        if d["leaf"] and _keeps_full(repo, d["child"]):  # the base becomes the running leaf
+            from .vdiops import leaf_target
+
+            need = max(need, leaf_target(repo, rec),
+                       leaf_target(repo, repo.read().vdis[d["child"]]))
         if need > repo.lvm.lv(repo.vg, lv(dst)).size:
             resize_lv(repo, rec, need, "inflate")
     except BaseException:
         _journal(repo, key, None)
         raise
     crash_point("gc_merge:inflated")
-    ctx.step("copy")
-    try:
-        if d["direction"] == "down":
-            fill_from_parent(repo.storage.path(lv(d["child"])), progress=ctx.progress,
+    # a leaf's final step: its data path paused from the copy to the switch
+    with _paused(repo, [d["child"]] if d["leaf"] else []):
+        paused = time.monotonic()
+        ctx.step("final copy (paused)" if d["leaf"] else "copy")
+        try:
+            if d["direction"] == "down":
+                fill_from_parent(repo.storage.path(lv(d["child"])), progress=ctx.progress,
+                                 storage=repo.storage)
+            else:
+                vhd.coalesce(repo.storage.path(lv(d["child"])), progress=ctx.progress,
                              storage=repo.storage)
-        else:
-            vhd.coalesce(repo.storage.path(lv(d["child"])), progress=ctx.progress,
-                         storage=repo.storage)
-    except Exception:
-        _undo(repo, key, d)
-        raise
-    crash_point("gc_merge:copied")
-    _forward_merge(repo, key, d)
-    return {}
+        except Exception:
+            _undo(repo, key, d)
+            raise
+        crash_point("gc_merge:copied")
+        _forward_merge(repo, key, d, records=False)
+        resumed = time.monotonic()
+    _merge_records(repo, key, d, sorted(d.get("kids", ())))
+    crash_point("gc_merge:records")
+    if not d["leaf"]:
+        return {}
+    return {"pause_seconds": round(resumed - paused, 4), "attached": d["child"] in attached(repo)}
 
 
 def _undo(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
@@ -181,18 +229,33 @@ def _keeps_full(repo: LvhdRepo, uuid: str) -> bool:
         marker.exists() and marker.read_text() == "rw")
 
 
-def _forward_merge(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
+def _forward_merge(repo: LvhdRepo, key: str, d: dict[str, Any], *, records: bool = True
+                   ) -> None:
+    """From `merged` on (caller holds the chain lock): the attached images among the child
+    and its descendants are paused while the chain changes under them."""
+    doc = repo.read()
+    kids = sorted(u for u, r in doc.vdis.items() if r.parent == d["child"])
+    if not d.get("merged"):
+        d["merged"], d["kids"] = True, kids
+        with repo.transaction("gc_merge") as txn:
+            txn.journal[key] = dict(d)
+    crash_point("gc_merge:merged")
+    kids = sorted(d.get("kids", kids))
+    with _paused(repo, _subtree(doc.vdis, d["child"]) & attached(repo)):
+        _switch(repo, d, kids)
+    if records:
+        _merge_records(repo, key, d, kids)
+        crash_point("gc_merge:records")
+
+
+def _switch(repo: LvhdRepo, d: Mapping[str, Any], kids: list[str]) -> None:
     from sm import vhd
 
     from .vdiops import deflate, inflate
 
     lvm, vg, st = repo.lvm, repo.vg, repo.storage
-    with repo.transaction("gc_merge") as txn:
-        txn.journal[key] = {**d, "merged": True}
-    crash_point("gc_merge:merged")
     base, child = d["base"], d["child"]
     doc = repo.read()
-    kids = sorted(u for u, r in doc.vdis.items() if r.parent == child)
     down = d.get("direction") == "down"
     if down:
         if lvm.lv_exists(vg, lv(base)):
@@ -240,8 +303,6 @@ def _forward_merge(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
     else:
         deflate(repo, rec)
     crash_point("gc_merge:deflated")
-    _merge_records(repo, key, d, kids)
-    crash_point("gc_merge:records")
 
 
 def _merge_records(repo: LvhdRepo, key: str, d: Mapping[str, Any], kids: list[str]) -> None:
@@ -271,6 +332,90 @@ def _merge_records(repo: LvhdRepo, key: str, d: Mapping[str, Any], kids: list[st
         txn.journal.pop(key, None)
 
 
+# -- leaf snapshot ------------------------------------------------------------------------
+
+
+def leaf_snapshot(repo: LvhdRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
+    """Visible leaf X (too big for the final step) snapshotted in place: VHD-X becomes the
+    hidden base VHD-X1 and VHD-X a new empty leaf over it, with X's server paused for the
+    rename and the create only; X1 is merged by a later `merge` while X runs."""
+    from .snapshot import leaf_size
+
+    chk = _recheck(repo, action)
+    doc = repo.read()
+    x = doc.vdis[chk["child"]]
+    size = leaf_size(repo, x.uuid, x.virtual_size, repo.allocation(doc) == "thick")
+    repo.need_space(size, f"snapshot in place of VDI {x.uuid}")
+    d = {"op": "gc_leafsnap", "vdi": x.uuid, "new": str(uuidlib.uuid4()),
+         "base": chk["base"], "size": size}
+    key = f"gc_leafsnap-{x.uuid}"
+    _journal(repo, key, d)
+    crash_point("gc_leafsnap:journaled")
+    ctx.step("snapshot in place (paused)")
+    with _paused(repo, [x.uuid]):
+        t0 = time.monotonic()
+        _new_leaf(repo, key, d)
+        paused = time.monotonic() - t0
+    _forward_leafsnap(repo, key, d)
+    return {"pause_seconds": round(paused, 4), "new_base": d["new"],
+            "attached": x.uuid in attached(repo)}
+
+
+def _new_leaf(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
+    from sm import vhd
+
+    from .snapshot import RO_TAG, write_child
+
+    lvm, vg, st = repo.lvm, repo.vg, repo.storage
+    if d.get("leaf"):  # the new leaf was written (and may have been written to since)
+        return
+    if not lvm.lv_exists(vg, lv(d["new"])):
+        lvm.lvrename(vg, lv(d["vdi"]), lv(d["new"]))
+    if RO_TAG not in lvm.lv(vg, lv(d["new"])).tags:
+        lvm.lv_addtag(vg, lv(d["new"]), RO_TAG)
+    crash_point("gc_leafsnap:renamed")
+    np_ = st.path(lv(d["new"]))
+    info = vhd.info(np_, storage=st)
+    if str(info.uuid) != d["new"]:
+        vhd.set_uuid(np_, uuidlib.UUID(d["new"]), storage=st)
+    if not info.hidden:
+        vhd.set_hidden(np_, True, storage=st)
+    crash_point("gc_leafsnap:hidden")
+    write_child(repo, lv(d["vdi"]), d["vdi"], d["new"], int(d["size"]))
+    d["leaf"] = True
+    _journal(repo, key, d)
+    crash_point("gc_leafsnap:leaf")
+
+
+def _forward_leafsnap(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
+    from sm import vhd
+    from srtypes.file.chain import with_parent
+
+    from .vdiops import resize_lv
+
+    _new_leaf(repo, key, d)
+    x = repo.read().vdis[d["vdi"]]
+    if x.parent != d["new"]:
+        base = x.replace(uuid=d["new"], location=d["new"])
+        used = vhd.physical_size(repo.storage.path(lv(d["new"])), storage=repo.storage)
+        resize_lv(repo, base, used, "deflate")
+    crash_point("gc_leafsnap:deflated")
+    size = {v.name: v.size for v in repo.lvm.lvs(repo.vg)}
+    with repo.transaction("gc_leafsnap") as txn:
+        x = txn.vdis[d["vdi"]]
+        if d["new"] not in txn.vdis:
+            base = x.replace(
+                uuid=d["new"], location=d["new"], name_label="base copy",
+                name_description="", hidden=True, managed=False, read_only=True,
+                is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
+                physical_utilisation=size.get(lv(d["new"]), 0))
+            txn.vdis[d["new"]] = with_parent(base, x.parent)
+            txn.vdis[x.uuid] = with_parent(x.replace(
+                physical_utilisation=size.get(lv(x.uuid), 0)), d["new"])
+        txn.journal.pop(key, None)
+    crash_point("gc_leafsnap:records")
+
+
 # -- recovery -----------------------------------------------------------------------------
 
 
@@ -285,5 +430,10 @@ def recover(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
             _forward_merge(repo, key, d)
         else:
             _undo(repo, key, d)
+    elif op == "gc_leafsnap":
+        if data.get("leaf") or repo.lvm.lv_exists(repo.vg, lv(data["new"])):
+            _forward_leafsnap(repo, key, dict(data))
+        else:
+            _journal(repo, key, None)
     else:
         log.warning("unknown collector journal entry %s (%s) left alone", key, op)

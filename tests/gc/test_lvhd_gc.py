@@ -196,3 +196,29 @@ def test_sigkill_at_every_down_merge_step(sr: Sr, step: str) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert b2 not in sr.records() and b3 in sr.records()
     _check(sr, model, collected=True)
+
+
+LEAFSNAP_FINAL = str(MiB)  # the scenario's leaf holds one 2 MiB block: snapshotted in place
+
+
+def test_big_leaf_is_snapshotted_in_place_then_merged(sr: Sr) -> None:
+    model, a = _scenario(sr)
+    out = _gc(sr, {"SM_GC_FINAL_BYTES": LEAFSNAP_FINAL})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "gc: snapshot leaf" in out.stderr and "gc: leaf-merge" in out.stderr
+    assert list(sr.records()) == [a]
+    _check(sr, model, collected=True)
+
+
+@pytest.mark.parametrize("step", CRASH_POINTS["gc_leafsnap"])
+def test_sigkill_at_every_leaf_snapshot_step(sr: Sr, step: str) -> None:
+    model, a = _scenario(sr)
+    env = {"SM_GC_FINAL_BYTES": LEAFSNAP_FINAL}
+    out = _gc(sr, {**env, **crash_env(f"gc_leafsnap:{step}")})
+    assert out.returncode == -9, f"{step} not reached: {out.stderr[-2000:]}"
+    sr.call("sr_attach")
+    _check(sr, model, collected=False)
+    out = _gc(sr, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list(sr.records()) == [a]
+    _check(sr, model, collected=True)
