@@ -75,6 +75,7 @@ class LvhdBackend:
                     cur = rec.parent if rec is not None else ""
             sizes = {x.name: x.size for x in repo.lvm.lvs(repo.vg)}
             nodes = []
+            parents = {r.parent for r in doc.vdis.values()}
             for r in doc.vdis.values():
                 vhd = r.vdi_type == "vhd" and lv(r.uuid) in sizes
                 blocks: frozenset[int] = frozenset()
@@ -85,7 +86,10 @@ class LvhdBackend:
                     except Exception as err:
                         log.warning("gc: %s unreadable (%s); leaving it alone", r.uuid, err)
                         vhd = False
-                nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=vhd,
+                data = None
+                if vhd and not r.hidden and r.uuid not in parents:
+                    data = _data_bytes(repo, r.uuid)  # a leaf: the final step's bound
+                nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=vhd, data_bytes=data,
                                   attached=r.uuid in frozen or r.uuid in on, blocks=blocks,
                                   block_size=bs,
                                   physical=sizes.get(lv(r.uuid), 0)))
@@ -125,6 +129,26 @@ def recover(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
     from . import gcops
 
     gcops.recover(repo, key, data)
+
+
+def _data_bytes(repo: LvhdRepo, uuid: str) -> int | None:
+    """Bytes of the sectors an image holds (its block bitmaps): a leaf written in scattered
+    small pieces holds far less than its allocated blocks."""
+    from sm.vhd.image import Image
+
+    try:
+        img = Image.open(repo.storage.path(lv(uuid)), storage=repo.storage)
+    except Exception:
+        return None
+    try:
+        if img.header is None:
+            return None
+        return sum((img.bitmap(b) if not img.known_full(b) else (1 << img.spb) - 1).bit_count()
+                   for b in range(len(img.bat)) if img.data_offset(b) is not None) * 512
+    except Exception:
+        return None
+    finally:
+        img.close()
 
 
 def run(repo: LvhdRepo) -> dict[str, Any]:

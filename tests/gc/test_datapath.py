@@ -1,5 +1,6 @@
 """A client writing over NBD (qemu-io) while the collector coalesces its VDI: the bulk moves
-while the VDI runs, the final step pauses the server only briefly, and no write is lost."""
+while the VDI runs, the final step pauses the server only briefly, and no write is lost
+(File SR; LVHD SR on a loop device)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sm import vhd
 from tests.gc.support import MiB, depth, gc_argv, gc_env
+from tests.lvhd.conftest import lvm_sandbox  # noqa: F401  (fixture: loop devices)
 from tests.nbd.conftest import nbd_tools, qemu_io, short_dir
 from tests.srtypes.file.conftest import FileSRClient
 
@@ -98,3 +101,106 @@ def test_leaf_coalesce_under_a_writing_client(sr: FileSRClient) -> None:
         got = disk.read(0, size)
     assert got == bytes(expect), "a write was lost or landed in the wrong image"
     assert set(sr.records()) == {a}
+
+
+# -- LVHD: the same over LVs (tests/lvhd fixtures: real lvm2 on a loop device) ---------------
+
+
+@pytest.fixture
+def lvhd_sr(lvm_sandbox: Any, tmp_path: Path) -> Iterator[Any]:  # noqa: F811
+    from tests.lvhd.test_lvhd_sr import _make
+
+    nbd_tools()
+    dev, _ = lvm_sandbox.loop_device(256 * MiB)
+    yield from _make(dev, tmp_path, "thin")
+    lvm_sandbox.detach(dev)
+
+
+@pytest.mark.root
+def test_lvhd_leaf_coalesce_under_a_writing_client(lvhd_sr: Any) -> None:
+    import os
+    import sys
+    import threading
+
+    from tests.conftest import ROOT
+
+    sr = lvhd_sr
+    size = 32 * MiB
+    a = sr.create_vdi(size)
+    url = sr.call("vdi_attach", [True], vdi_uuid=a)["params_nbd"]
+    sr.call("vdi_activate", [True], vdi_uuid=a)
+    qemu_io(url, f"write -P 17 0 {12 * MiB}")
+    s = sr.call("vdi_snapshot", vdi_uuid=a)["uuid"]  # live: the server moves to the new leaf
+    qemu_io(url, f"write -P 34 {12 * MiB} {10 * MiB}")
+    sr.call("vdi_delete", vdi_uuid=s)
+    assert len(sr.records()) == 2
+    expect = bytearray(size)
+    expect[:12 * MiB] = bytes([17]) * (12 * MiB)
+    expect[12 * MiB:22 * MiB] = bytes([34]) * (10 * MiB)
+
+    # batches of writes, one after the other (so the expected content is known), until the
+    # collector is done; every write's latency from qemu-io's own report
+    stop = threading.Event()
+    latencies: list[float] = []
+    problems: list[str] = []
+    batches = [0]
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            argv = ["qemu-io", "-f", "raw"]
+            for _ in range(100):
+                off = (i * 7919 % (size // CHUNK)) * CHUNK
+                argv += ["-c", f"write -P {_pattern(i)} {off} {CHUNK}"]
+                expect[off:off + CHUNK] = bytes([_pattern(i)]) * CHUNK
+                i += 1
+            p = subprocess.run([*argv, url], capture_output=True, text=True, timeout=120)
+            if p.returncode != 0 or "error" in (p.stdout + p.stderr).lower() \
+                    or p.stdout.count("wrote") != 100:
+                problems.append((p.stdout + p.stderr)[-2000:])
+                return
+            latencies.extend(1 / float(x) for x in re.findall(r"and ([0-9.]+) ops/sec",
+                                                               p.stdout))
+            batches[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    kinds: list[str] = []
+    final = None
+    try:
+        time.sleep(0.3)
+        started = batches[0]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "SM_GC_FINAL_BYTES": str(8 * MiB)}
+        for _ in range(4):
+            gc = subprocess.run([sys.executable, "-m", "srtypes.lvhd.gc", sr.uuid, sr.device,
+                                 sr.transport.env["SM_RUN_DIR"]], env=env,
+                                capture_output=True, text=True, timeout=300)
+            assert gc.returncode == 0, gc.stderr[-3000:]
+            last = json.loads(sr.call("sm_gc_status"))["collector"]["last_run"]
+            kinds += [x["kind"] for x in last["actions"]]
+            final = next((x for x in last["actions"] if x["kind"] == "leaf-merge"), None)
+            if final is not None:
+                break
+        during = batches[0] - started
+    finally:
+        stop.set()
+        thread.join(timeout=300)
+    assert not problems, problems[0]
+    assert kinds[0] == "leaf-snapshot" and final is not None, kinds
+    assert during >= 1, "no write ran while the collector did"
+    snap = next(x for x in last["actions"] if x["kind"] == "leaf-snapshot") \
+        if "leaf-snapshot" in [x["kind"] for x in last["actions"]] else None
+    assert final["attached"] is True and final["pause_seconds"] < PAUSE_BOUND, final
+    assert max(latencies) < PAUSE_BOUND, max(latencies)
+    print(f"max write latency {max(latencies):.3f} s, final pause {final['pause_seconds']} s,"
+          f" snapshot pause {snap and snap['pause_seconds']} s, steps {kinds},"
+          f" {len(latencies)} writes")
+    assert list(sr.records()) == [a]
+    qemu_io(url, "flush")
+    sr.call("vdi_deactivate", vdi_uuid=a)
+    sr.call("vdi_detach", vdi_uuid=a)
+    path = f"/dev/{sr.vg}/VHD-{a}"
+    assert vhd.check(path, bitmaps=True, storage=sr.storage()) == []
+    with vhd.open_chain(path, storage=sr.storage()) as disk:
+        got = disk.read(0, size)
+    assert got == bytes(expect), "a write was lost or landed in the wrong image"
