@@ -46,6 +46,29 @@ def _locked(repo: LvhdRepo, purpose: str) -> Iterator[None]:
         yield
 
 
+class ChainLock:
+    """The SR's chain lock as a merge holds it: let go between slices of its copy."""
+
+    def __init__(self, repo: LvhdRepo, purpose: str) -> None:
+        from sm import locking
+
+        repo.host_dir.mkdir(parents=True, exist_ok=True)
+        self.repo = repo
+        self.purpose = purpose
+        self.lock = locking.FileLock(repo.host_dir / "chain.lock")
+        self.held = False
+
+    def acquire(self) -> None:
+        self.lock.acquire(purpose=self.purpose)
+        self.held = True
+        self.repo.lvm.invalidate()
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.lock.release()
+
+
 FINAL_BYTES = 8 * 1024 * 1024
 """Default bound of a leaf's final copy (its data path is paused meanwhile):
 `SM_GC_FINAL_BYTES` overrides it (as on the File SR)."""
@@ -112,22 +135,32 @@ class LvhdBackend:
 
         from . import gcops
 
+        lock = ChainLock(self.repo, "gc")
         try:
-            with _locked(self.repo, "gc"):
-                if action.kind == "remove":
-                    gcops.remove(self.repo, action)
-                    return {}
-                if action.kind == "leaf-snapshot":
-                    return gcops.leaf_snapshot(self.repo, action, ctx)
-                return gcops.merge(self.repo, action, ctx)
+            lock.acquire()
+            if action.kind == "remove":
+                gcops.remove(self.repo, action)
+                return {}
+            if action.kind == "leaf-snapshot":
+                return gcops.leaf_snapshot(self.repo, action, ctx)
+            return gcops.merge(self.repo, action, ctx, lock)
         except (LockErr, SRNoSpace) as err:
             raise Skip(str(err)) from err
+        finally:
+            lock.release()
 
 
 def recover(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
-    """Replay one collector entry found by a user command (caller holds the chain lock)."""
+    """Replay one collector entry found by a user command (caller holds the chain lock), unless
+    its collector still runs: a merge's bulk copy lets user commands in between its slices,
+    with its entry in MGT."""
+    from sm.gc import state
+
     from . import gcops
 
+    if state.GCLock(repo.host_dir / "gc").busy():
+        log.info("gc entry %s belongs to the running collector; left to it", key)
+        return
     gcops.recover(repo, key, data)
 
 

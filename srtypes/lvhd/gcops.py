@@ -24,8 +24,8 @@ import contextlib
 import logging
 import time
 import uuid as uuidlib
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sm.faults import crash_point
 from sm.gc import Skip
@@ -157,14 +157,62 @@ def _target(d: Mapping[str, Any]) -> str:
     return str(d["child"] if d["direction"] == "down" else d["base"])
 
 
-def merge(repo: LvhdRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
+SLICE = 0.5
+"""Seconds a merge's bulk copy holds the chain lock before it lets user commands in."""
+GAP = 0.12
+"""How long it then leaves the lock free: longer than a waiter's longest poll (0.1 s)."""
+
+
+class Stepper(Protocol):
+    """The chain lock as the collector holds it (`gc.ChainLock`)."""
+
+    held: bool
+
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+def _stepping(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper,
+              chk: Mapping[str, Any]) -> Callable[[int, int], None]:
+    """The copy's progress callback for a merge that is not a leaf's final step: every
+    SLICE (or every block when throttled) it lets go of the chain lock, so user commands
+    wait for a slice, not for the merge; back under the lock, if MGT changed meanwhile, the
+    chain is checked again (Skip: the merge is undone) before another byte is written."""
+    state = {"since": time.monotonic(), "gen": repo.read().generation}
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - state["since"] < SLICE and not ctx.rate:
+            ctx.progress(done, total)
+            return
+        lock.release()
+        try:
+            ctx.progress(done, total)  # throttling and abort checks without the lock
+            time.sleep(GAP)
+        finally:
+            lock.acquire()
+        state["since"] = time.monotonic()
+        doc = repo.read()
+        if doc.generation != state["gen"]:
+            now = _recheck(repo, action)
+            if any(now[k] != chk[k] for k in now) or not all(
+                    repo.lvm.lv_exists(repo.vg, lv(u)) for u in (chk["base"], chk["child"])):
+                raise Skip(f"the chain of {chk['base']} changed during the merge")
+            state["gen"] = doc.generation
+
+    return progress
+
+
+def merge(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper | None = None
+          ) -> dict[str, Any]:
     from sm import vhd
     from sm.gc.vhdops import fill_from_parent
 
     from .repo import BLOCK
     from .vdiops import resize_lv
 
-    d = {"op": "gc_merge", **_recheck(repo, action)}
+    chk = _recheck(repo, action)
+    d = {"op": "gc_merge", **chk}
     key = f"gc_merge-{d['base']}"
     dst, src = _target(d), (d["base"] if d["direction"] == "down" else d["child"])
     rec = repo.read().vdis[dst]
@@ -185,18 +233,27 @@ def merge(repo: LvhdRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
         _journal(repo, key, None)
         raise
     crash_point("gc_merge:inflated")
-    # a leaf's final step: its data path paused from the copy to the switch
+    # a leaf's final step: its data path paused from the copy to the switch, under the lock;
+    # any other merge lets user commands in between slices of its copy
     with _paused(repo, [d["child"]] if d["leaf"] else []):
         paused = time.monotonic()
         ctx.step("final copy (paused)" if d["leaf"] else "copy")
+        progress = ctx.progress if d["leaf"] or lock is None else _stepping(
+            repo, action, ctx, lock, chk)
         try:
             if d["direction"] == "down":
-                fill_from_parent(repo.storage.path(lv(d["child"])), progress=ctx.progress,
+                fill_from_parent(repo.storage.path(lv(d["child"])), progress=progress,
                                  storage=repo.storage)
             else:
-                vhd.coalesce(repo.storage.path(lv(d["child"])), progress=ctx.progress,
+                vhd.coalesce(repo.storage.path(lv(d["child"])), progress=progress,
                              storage=repo.storage)
         except Exception:
+            if lock is not None and not lock.held:
+                try:
+                    lock.acquire()
+                except Exception:  # the entry stays for the replay after this run
+                    log.warning("gc: merge of %s left for recovery", d["base"])
+                    raise
             _undo(repo, key, d)
             raise
         crash_point("gc_merge:copied")

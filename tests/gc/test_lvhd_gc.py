@@ -222,3 +222,48 @@ def test_sigkill_at_every_leaf_snapshot_step(sr: Sr, step: str) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert list(sr.records()) == [a]
     _check(sr, model, collected=True)
+
+
+def test_user_snapshot_is_not_blocked_by_a_long_merge(sr: Sr) -> None:
+    """A throttled up merge of 16 MiB (4 s at SM_GC_RATE=4 MiB/s) lets a vdi_snapshot of a VDI
+    in the merging chain through within a slice of its copy; the merge still finishes, with
+    the new base re-parented."""
+    import json
+    import time
+
+    rng = random.Random(13)
+    c = sr.create_vdi(40 * MiB)
+    _write_vdi(sr, c, 0, rng.randbytes(MiB))
+    sr.call("vdi_snapshot", vdi_uuid=c)
+    _write_vdi(sr, c, 2 * MiB, rng.randbytes(16 * MiB))
+    t2 = sr.call("vdi_snapshot", vdi_uuid=c)["uuid"]
+    _write_vdi(sr, c, 20 * MiB, rng.randbytes(16 * MiB))
+    t3 = sr.call("vdi_snapshot", vdi_uuid=c)["uuid"]
+    sr.call("vdi_delete", vdi_uuid=t2)  # B2 (8 blocks) <- B3 (8 blocks): 16 MiB to copy
+    model = {x: _read(sr, x, 0, 40 * MiB) for x in (c, t3)}
+    run_dir = sr.transport.env["SM_RUN_DIR"]
+    gc = subprocess.Popen(
+        [sys.executable, "-m", "srtypes.lvhd.gc", sr.uuid, sr.device, run_dir],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SM_GC_RATE": str(4 * MiB)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status = Path(run_dir) / "lvhd" / sr.uuid / "gc" / "status.json"
+    deadline = time.monotonic() + 60
+    while True:  # wait until the copy has started
+        cur = (json.loads(status.read_text()).get("current") or {}) if status.exists() else {}
+        if cur.get("step") == "copy" and cur.get("done", 0) > 0:
+            break
+        assert gc.poll() is None and time.monotonic() < deadline, gc.communicate()
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    s = sr.call("vdi_snapshot", vdi_uuid=c)["uuid"]
+    waited = time.monotonic() - t0
+    assert gc.poll() is None, "the merge ended before the snapshot: nothing measured"
+    _out, err = gc.communicate(timeout=120)
+    assert gc.returncode == 0, err[-3000:]
+    assert "result': 'done'" in err and "gc: merge" in err, err[-3000:]
+    print(f"vdi_snapshot during the merge took {waited:.2f} s")
+    assert waited < 2.0, waited  # a slice (0.5 s) plus the snapshot itself, not the merge
+    model[s] = model[c]
+    records = sr.records()
+    assert len(records) == 7  # R, t1, the merged base, c's new base, the leaves t3, c, s
+    _check(sr, model, collected=True)
