@@ -224,10 +224,9 @@ def test_sigkill_at_every_leaf_snapshot_step(sr: Sr, step: str) -> None:
     _check(sr, model, collected=True)
 
 
-def test_user_snapshot_is_not_blocked_by_a_long_merge(sr: Sr) -> None:
-    """A throttled up merge of 16 MiB (4 s at SM_GC_RATE=4 MiB/s) lets a vdi_snapshot of a VDI
-    in the merging chain through within a slice of its copy; the merge still finishes, with
-    the new base re-parented."""
+def _long_merge(sr: Sr) -> tuple[dict[str, bytes], str, subprocess.Popen[str]]:
+    """B2 (8 blocks) <- B3 (8 blocks) under c and t3: 16 MiB to copy either way, merged by a
+    collector throttled to 4 MiB/s (4 s), returned once its copy has started."""
     import json
     import time
 
@@ -239,7 +238,7 @@ def test_user_snapshot_is_not_blocked_by_a_long_merge(sr: Sr) -> None:
     t2 = sr.call("vdi_snapshot", vdi_uuid=c)["uuid"]
     _write_vdi(sr, c, 20 * MiB, rng.randbytes(16 * MiB))
     t3 = sr.call("vdi_snapshot", vdi_uuid=c)["uuid"]
-    sr.call("vdi_delete", vdi_uuid=t2)  # B2 (8 blocks) <- B3 (8 blocks): 16 MiB to copy
+    sr.call("vdi_delete", vdi_uuid=t2)
     model = {x: _read(sr, x, 0, 40 * MiB) for x in (c, t3)}
     run_dir = sr.transport.env["SM_RUN_DIR"]
     gc = subprocess.Popen(
@@ -248,12 +247,20 @@ def test_user_snapshot_is_not_blocked_by_a_long_merge(sr: Sr) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status = Path(run_dir) / "lvhd" / sr.uuid / "gc" / "status.json"
     deadline = time.monotonic() + 60
-    while True:  # wait until the copy has started
+    while True:
         cur = (json.loads(status.read_text()).get("current") or {}) if status.exists() else {}
         if cur.get("step") == "copy" and cur.get("done", 0) > 0:
-            break
+            return model, c, gc
         assert gc.poll() is None and time.monotonic() < deadline, gc.communicate()
         time.sleep(0.05)
+
+
+def test_user_snapshot_is_not_blocked_by_a_long_merge(sr: Sr) -> None:
+    """A vdi_snapshot of a VDI in the merging chain gets through within a slice of the copy;
+    the merge still finishes, with the new base re-parented."""
+    import time
+
+    model, c, gc = _long_merge(sr)
     t0 = time.monotonic()
     s = sr.call("vdi_snapshot", vdi_uuid=c)["uuid"]
     waited = time.monotonic() - t0
@@ -267,3 +274,18 @@ def test_user_snapshot_is_not_blocked_by_a_long_merge(sr: Sr) -> None:
     records = sr.records()
     assert len(records) == 7  # R, t1, the merged base, c's new base, the leaves t3, c, s
     _check(sr, model, collected=True)
+
+
+def test_detach_aborts_a_long_merge(sr: Sr) -> None:
+    import time
+
+    model, _c, gc = _long_merge(sr)
+    t0 = time.monotonic()
+    sr.call("sr_detach")
+    took = time.monotonic() - t0
+    _out, err = gc.communicate(timeout=60)
+    assert "result': 'aborted'" in err, err[-3000:]
+    assert took < 3.0, took
+    sr.call("sr_attach")
+    _check(sr, model, collected=False)
+    assert len(sr.records()) == 6  # nothing merged: R, t1, B2, B3, t3, c
