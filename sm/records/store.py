@@ -4,7 +4,9 @@ The SR is self-describing: everything a toolstack needs to list its VDIs lives i
 SR attached elsewhere shows the same VDIs. Layout under the store directory (``<sr>/.sm``)::
 
     sr.json              the SR record
-    vdi/<xx>.json        shard xx = crc32(uuid) & 0xff: {"version": 1, "records": {uuid: {..}}}
+    vdi/<xx>.json        shard xx = crc32(uuid) & 0xff: {"version": 1, "records": {uuid: {..}},
+                         "children": {parent uuid: [child uuids]}} (parents in shard xx)
+    vdi/children.index   present once every shard's "children" is complete
     txn/<id>/            a transaction being committed: staged files and a COMMIT marker
     write.lock           held (flock, exclusive) by a writer for a whole transaction
     commit.lock          readers hold it shared; a committer exclusive while moving files in
@@ -13,6 +15,14 @@ Why 256 shards rather than one file per VDI or one file for all: listing 10,000 
 256 files instead of 10,000 (per-file open/read dominates, badly so over NFS), while updating
 one record rewrites one shard of ~40 records instead of all 10,000. Every file is replaced
 atomically (``sm.atomic``), so a one-shard change needs nothing more.
+
+The parent index: ``children_of(P)`` reads one shard, P's, instead of every record (what a
+snapshot, revert, delete or writable attach asks about a VDI). Each transaction keeps it: a
+record put with another parent, or deleted, updates the old and the new parent's shard in the
+same commit. ``children[P]`` lists the records whose ``parent`` field is P, whether or not P
+itself has a record. SRs written before the index existed have no ``children.index``:
+``children_of`` then scans all records until ``build_index`` (run at SR attach and scan)
+writes every shard's part and the marker in one transaction.
 
 A transaction touching several files is all-or-nothing: new versions are written into
 ``txn/<id>/``, then ``COMMIT`` (the commit point), then renamed into place, then the directory
@@ -40,6 +50,7 @@ from sm.faults import crash_point
 from .model import VERSION, RecordError, SrRecord, StrPath, VdiRecord
 
 _SHARD = re.compile(r"[0-9a-f]{2}\.json\Z")
+INDEX_MARKER = "children.index"
 
 
 def shard_of(uuid: str) -> str:
@@ -101,6 +112,26 @@ class RecordStore:
         """Every VDI record, sorted by uuid (one consistent state)."""
         with self._reading():
             return self._load_all()
+
+    def indexed(self) -> bool:
+        """Whether the parent index is complete (see the module docstring)."""
+        return (self._vdi_dir / INDEX_MARKER).exists()
+
+    def children_of(self, uuid: str) -> list[str]:
+        """The uuids of the records whose parent is ``uuid``, sorted: one shard read once the
+        index is built, a scan of all records before."""
+        with self._reading():
+            if self.indexed():
+                return sorted(self._load_shard_file(shard_of(uuid))[1].get(uuid, ()))
+            return [r.uuid for r in self._load_all() if r.parent == uuid]
+
+    def build_index(self) -> bool:
+        """Write the parent index if it is not complete yet; returns whether it wrote it."""
+        if self.indexed():
+            return False
+        with self.transaction(purpose="build the parent index") as txn:
+            txn._build_index()
+        return True
 
     def find_by_location(self, location: str) -> VdiRecord | None:
         with self._reading():
@@ -175,11 +206,15 @@ class RecordStore:
                                 details={"path": str(path)}) from err
 
     def _load_shard(self, shard: str) -> dict[str, VdiRecord]:
+        return self._load_shard_file(shard)[0]
+
+    def _load_shard_file(self, shard: str) -> tuple[dict[str, VdiRecord], dict[str, set[str]]]:
+        """(records, parent index) of one shard; both empty if it has no file."""
         path = self._vdi_dir / f"{shard}.json"
         try:
             raw = self._load_json(path)
         except FileNotFoundError:
-            return {}
+            return {}, {}
         if not (isinstance(raw, dict) and raw.get("version") == VERSION
                 and isinstance(raw.get("records"), dict)):
             raise MetadataError(f"corrupt record file {path}: bad header",
@@ -190,7 +225,12 @@ class RecordStore:
             if record.uuid != uuid or shard_of(uuid) != shard:
                 raise RecordError(f"record {uuid} misfiled", field="uuid", path=str(path))
             records[uuid] = record
-        return records
+        kids = raw.get("children", {})
+        if not (isinstance(kids, dict) and all(
+                isinstance(v, list) and all(isinstance(k, str) for k in v)
+                and shard_of(p) == shard for p, v in kids.items())):
+            raise RecordError("bad parent index", field="children", path=str(path))
+        return records, {p: set(v) for p, v in kids.items()}
 
     def _load_all(self) -> list[VdiRecord]:
         records: list[VdiRecord] = []
@@ -267,14 +307,48 @@ class Transaction:
     def __init__(self, store: RecordStore) -> None:
         self._store = store
         self._shards: dict[str, dict[str, VdiRecord]] = {}
+        self._kids: dict[str, dict[str, set[str]]] = {}  # shard -> parent -> children
         self._dirty: set[str] = set()
+        self._index_built = False
         self._sr: SrRecord | None = None
         self._sr_dirty = False
 
     def _shard(self, shard: str) -> dict[str, VdiRecord]:
         if shard not in self._shards:
-            self._shards[shard] = self._store._load_shard(shard)
+            self._shards[shard], self._kids[shard] = self._store._load_shard_file(shard)
         return self._shards[shard]
+
+    def _link(self, parent: str, child: str, add: bool) -> None:
+        shard = shard_of(parent)
+        self._shard(shard)
+        kids = self._kids[shard].setdefault(parent, set())
+        if add:
+            kids.add(child)
+        else:
+            kids.discard(child)
+        self._dirty.add(shard)
+
+    def children_of(self, uuid: str) -> list[str]:
+        """As `RecordStore.children_of`, in the staged state."""
+        if self._index_built or self._store.indexed():
+            self._shard(shard_of(uuid))
+            return sorted(self._kids[shard_of(uuid)].get(uuid, ()))
+        return [r.uuid for r in self.all() if r.parent == uuid]
+
+    def _build_index(self) -> None:
+        want: dict[str, dict[str, set[str]]] = {}
+        for r in self.all():
+            if r.parent:
+                want.setdefault(shard_of(r.parent), {}).setdefault(r.parent, set()).add(r.uuid)
+        for name in sorted(os.listdir(self._store._vdi_dir)):
+            if _SHARD.match(name):
+                want.setdefault(name[:2], {})
+        for shard, kids in want.items():
+            self._shard(shard)
+            if self._kids[shard] != kids:
+                self._kids[shard] = kids
+                self._dirty.add(shard)
+        self._index_built = True
 
     def sr(self) -> SrRecord | None:
         return self._sr if self._sr_dirty else self._store._load_sr()
@@ -301,8 +375,14 @@ class Transaction:
 
     def put(self, record: VdiRecord) -> None:
         shard = shard_of(record.uuid)
-        self._shard(shard)[record.uuid] = record
+        old = self._shard(shard).get(record.uuid)
+        self._shards[shard][record.uuid] = record
         self._dirty.add(shard)
+        if old is None or old.parent != record.parent:
+            if old is not None and old.parent:
+                self._link(old.parent, record.uuid, add=False)
+            if record.parent:
+                self._link(record.parent, record.uuid, add=True)
 
     def update(self, uuid: str, /, **changes: Any) -> VdiRecord:
         if "uuid" in changes and changes["uuid"] != uuid:
@@ -313,18 +393,26 @@ class Transaction:
 
     def delete(self, uuid: str, *, missing_ok: bool = False) -> None:
         shard = shard_of(uuid)
-        if self._shard(shard).pop(uuid, None) is None:
+        old = self._shard(shard).pop(uuid, None)
+        if old is None:
             if not missing_ok:
                 raise VDIMissing(f"no record of VDI {uuid} in {self._store.directory}")
             return
         self._dirty.add(shard)
+        if old.parent:
+            self._link(old.parent, uuid, add=False)
 
     def _files(self) -> dict[str, bytes]:
         files = {
-            f"{shard}.json": _dumps({"version": VERSION, "records": {
-                u: r.to_dict() for u, r in sorted(self._shards[shard].items())}})
+            f"{shard}.json": _dumps({
+                "version": VERSION,
+                "records": {u: r.to_dict() for u, r in sorted(self._shards[shard].items())},
+                "children": {p: sorted(k) for p, k in sorted(self._kids[shard].items()) if k},
+            })
             for shard in sorted(self._dirty)
         }
+        if self._index_built:
+            files[INDEX_MARKER] = b"1\n"
         if self._sr_dirty:
             assert self._sr is not None
             files["sr.json"] = _dumps(self._sr.to_dict())

@@ -79,7 +79,7 @@ def _recheck(repo: FileRepo, action: Action, *, shared: bool = False
     b = repo.records.find(action.base)
     if b is None or not b.hidden or b.vdi_type != "vhd" or _attached(repo, b.uuid):
         raise Skip(f"{action.base} changed meanwhile (gone, visible or attached)")
-    kids = repo.children().get(b.uuid, [])
+    kids = repo.children_of(b.uuid)
     if action.kind == "remove":
         if kids:
             raise Skip(f"{b.uuid} has children again")
@@ -87,7 +87,7 @@ def _recheck(repo: FileRepo, action: Action, *, shared: bool = False
     if kids != [action.child]:
         raise Skip(f"{b.uuid} no longer has {action.child} as its only child")
     c = repo.get(action.child)
-    leaf = not c.hidden and not repo.children().get(c.uuid)
+    leaf = not c.hidden and not repo.children_of(c.uuid)
     if (action.kind in ("leaf-merge", "leaf-snapshot")) != leaf:
         raise Skip(f"{c.uuid} is no longer what the plan saw")
     if not leaf and _attached(repo, c.uuid):
@@ -204,7 +204,7 @@ def _finish_merge(repo: FileRepo, entry: Entry, *, records: bool = True) -> None
     lay = repo.layout
     bp, cp = lay.image(d["base"]), lay.image(d["child"])
     _step(entry, "gc_merge", "merged")
-    kids = repo.children().get(d["child"], [])
+    kids = repo.children_of(d["child"])
     if d["direction"] == "down":
         if os.path.exists(bp) and d["parent"]:
             vhd.reparent(cp, lay.image(d["parent"]), expect_uuid=uuidlib.UUID(d["parent"]))

@@ -122,9 +122,14 @@ class FileRepo:
         return self.layout.image(record.uuid, record.vdi_type)
 
     def children(self) -> dict[str, list[str]]:
+        """Every parent's children: reads all records (the collector's graph, scans)."""
         from .chain import children_map
 
         return children_map(self.records.all())
+
+    def children_of(self, uuid: str) -> list[str]:
+        """One VDI's children, from the parent index (one shard read)."""
+        return self.records.children_of(uuid)
 
     # -- per-host attachment state -----------------------------------------------------------
 

@@ -93,7 +93,7 @@ def check_pair(snap: VdiRecord, target: VdiRecord, children: Mapping[str, list[s
 def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     from sm import vhd
 
-    children = repo.children()
+    children = {u: repo.children_of(u) for u in (snap.uuid, target.uuid)}
     check_pair(snap, target, children)
     sp = repo.path(snap)
     if not os.path.exists(sp):

@@ -93,6 +93,7 @@ def scan(repo: FileRepo) -> dict[str, list[str]]:
     """Reconcile under the chain lock; returns {"adopted", "forgotten", "garbage"} uuids."""
     lay = repo.layout
     with repo.chain_lock("sr_scan"):
+        repo.records.build_index()
         images = _images(str(lay.location))
         records = {r.uuid: r for r in repo.records.all()}
         final: dict[str, VdiRecord] = {}

@@ -69,7 +69,7 @@ def run(repo: FileRepo, command: str, vdi_uuid: str, driver_params: Mapping[str,
         raise VDISnapshot(f"VDI {x.uuid} is a hidden base, not a VDI that can be {kind}ed")
     if not os.path.exists(repo.path(x)):
         raise VDISnapshot(f"the image of VDI {x.uuid} is missing")
-    direct = bool(repo.children().get(x.uuid))
+    direct = bool(repo.children_of(x.uuid))
     single = driver_params.get("type") == "single" and not direct
     depth = chain_depth(repo, x.uuid) + 1
     if depth > MAX_DEPTH:

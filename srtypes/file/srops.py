@@ -56,6 +56,7 @@ def create(layout: SRLayout, sr_uuid: str) -> None:
             store = RecordStore(layout.meta)
             created = datetime.now(UTC).replace(microsecond=0).isoformat()
             store.put_sr(SrRecord(uuid=sr_uuid, type="file", created=created))
+            store.build_index()
     except OSError as err:
         raise FileSRCreate(f"cannot create the SR in {loc}: {err}") from err
 
@@ -106,7 +107,7 @@ def delete(repo: FileRepo) -> None:
 def attach(repo: FileRepo) -> None:
     repo.check()
     with repo.chain_lock("sr_attach"):
-        pass  # replaying the journal is all the SR needs
+        repo.records.build_index()  # an SR from before the parent index gets it once
     repo.layout.host_dir.mkdir(parents=True, exist_ok=True)
     repo.layout.attached_marker.touch()
 

@@ -155,7 +155,7 @@ def delete(repo: FileRepo, uuid: str) -> None:
     x = repo.get(uuid)
     if repo.attachment(uuid) is not None:
         raise VDIInUse(f"VDI {uuid} is attached on this host")
-    mode = "hide" if repo.children().get(uuid) else "remove"
+    mode = "hide" if repo.children_of(uuid) else "remove"
     with repo.journal.begin("vdi_delete", vdi=uuid, mode=mode, ext=x.vdi_type) as entry:
         crash_point("vdi_delete:journaled")
         _forward_delete(repo, entry.data, entry)
@@ -219,7 +219,7 @@ def resize(repo: FileRepo, uuid: str, new_size: int) -> VdiRecord:
         raise VDISize(f"VDI {uuid}: shrinking from {x.virtual_size} to {size} is not supported")
     if x.vdi_type == "vhd" and size > max_vhd_size():
         raise VDISize(f"{new_size} bytes is more than a VHD can hold ({max_vhd_size()})")
-    if x.hidden or repo.children().get(uuid):
+    if x.hidden or repo.children_of(uuid):
         raise VDIResize(f"VDI {uuid} is a base other VDIs depend on; it cannot be resized")
     if size == x.virtual_size:
         return x
