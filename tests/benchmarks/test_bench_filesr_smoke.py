@@ -16,7 +16,7 @@ def test_bench_filesr_quick(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    for phase in ("process-snapshot", "snapshot", "revert", "scan-adopt", "scan"):
+    for phase in ("process-snapshot", "snapshot", "revert", "scan-adopt", "scan", "snapshot-big"):
         assert f"\n{phase} " in proc.stdout, proc.stdout
     assert "ratio" in proc.stdout
     assert list(tmp_path.iterdir()) == []  # cleaned up after itself
