@@ -36,17 +36,21 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _write_temp(path: Path, data: bytes, mode: int, sync: bool) -> str:
-    """Write ``data`` to a fresh temporary file next to ``path``; return its name."""
-    # tempfile.mkstemp's naming, without importing tempfile (and random) on every driver start
+def open_temp(directory: StrPath, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new file ``<directory>/<prefix><random><suffix>`` opened read-write, mode 0600:
+    (descriptor, path). `tempfile.mkstemp`'s contract without importing `tempfile` (with
+    `shutil`, `random`, `bz2`, ...) into every driver process."""
     while True:
-        tmp = str(path.parent / f".{path.name}.{os.urandom(6).hex()}{TEMP_SUFFIX}")
+        tmp = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}{suffix}")
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                         0o600)
-            break
+            return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
         except FileExistsError:
             continue
+
+
+def _write_temp(path: Path, data: bytes, mode: int, sync: bool) -> str:
+    """Write ``data`` to a fresh temporary file next to ``path``; return its name."""
+    fd, tmp = open_temp(path.parent, f".{path.name}.", TEMP_SUFFIX)
     try:
         try:
             write_all(fd, data)

@@ -115,16 +115,9 @@ class FileStorage:
     @contextlib.contextmanager
     def create(self, path: str, size: int) -> Iterator[Backing]:
         directory = os.path.dirname(os.path.abspath(path))
-        # tempfile.mkstemp's naming, without importing tempfile (and shutil, random, bz2...)
-        # into every driver process
-        while True:
-            tmp = os.path.join(directory, f".tmp-{os.urandom(6).hex()}.vhd")
-            try:
-                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                             0o600)
-                break
-            except FileExistsError:
-                continue
+        from sm.atomic import open_temp  # standard library only, like the engine
+
+        fd, tmp = open_temp(directory, ".tmp-", ".vhd")
         backing = FileBacking(tmp, fd)
         try:
             yield backing
