@@ -99,6 +99,9 @@ class LvhdBackend:
             sizes = {x.name: x.size for x in repo.lvm.lvs(repo.vg)}
             nodes = []
             parents = {r.parent for r in doc.vdis.values()}
+            kids: dict[str, int] = {}
+            for r in doc.vdis.values():
+                kids[r.parent] = kids.get(r.parent, 0) + 1
             for r in doc.vdis.values():
                 vhd = r.vdi_type == "vhd" and lv(r.uuid) in sizes
                 blocks: frozenset[int] = frozenset()
@@ -110,8 +113,8 @@ class LvhdBackend:
                         log.warning("gc: %s unreadable (%s); leaving it alone", r.uuid, err)
                         vhd = False
                 data = None
-                if vhd and not r.hidden and r.uuid not in parents:
-                    data = _data_bytes(repo, r.uuid)  # a leaf: the final step's bound
+                if vhd and not r.hidden and r.uuid not in parents and kids.get(r.parent) == 1:
+                    data = _data_bytes(repo, r.uuid)  # a leaf step's candidate: its bound
                 nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=vhd, data_bytes=data,
                                   attached=r.uuid in frozen or r.uuid in on, blocks=blocks,
                                   block_size=bs,
