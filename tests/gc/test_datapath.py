@@ -204,3 +204,53 @@ def test_lvhd_leaf_coalesce_under_a_writing_client(lvhd_sr: Any) -> None:
     with vhd.open_chain(path, storage=sr.storage()) as disk:
         got = disk.read(0, size)
     assert got == bytes(expect), "a write was lost or landed in the wrong image"
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("point", ["gc_leafsnap:hidden", "gc_leafsnap:leaf",
+                                   "gc_merge:copied", "gc_merge:switched"])
+def test_lvhd_collector_killed_while_the_server_is_paused(lvhd_sr: Any, point: str) -> None:
+    """SIGKILL inside a leaf step (the served VDI's server paused): the next chain command
+    replays the entry and resumes the server; the client reads what it wrote and goes on."""
+    import os
+    import sys
+
+    from sm.faults import crash_env
+    from sm.nbd.client import NbdClient
+    from tests.conftest import ROOT
+
+    sr = lvhd_sr
+    size = 16 * MiB
+    a = sr.create_vdi(size)
+    url = sr.call("vdi_attach", [True], vdi_uuid=a)["params_nbd"]
+    sr.call("vdi_activate", [True], vdi_uuid=a)
+    qemu_io(url, f"write -P 5 0 {4 * MiB}")
+    s = sr.call("vdi_snapshot", vdi_uuid=a)["uuid"]
+    qemu_io(url, f"write -P 6 {MiB} {3 * MiB}")
+    sr.call("vdi_delete", vdi_uuid=s)
+    expect = bytes([5]) * MiB + bytes([6]) * (3 * MiB) + bytes(size - 4 * MiB)
+    final = str(MiB) if point.startswith("gc_leafsnap") else str(8 * MiB)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SM_GC_FINAL_BYTES": final,
+           **crash_env(point)}
+    argv = [sys.executable, "-m", "srtypes.lvhd.gc", sr.uuid, sr.device,
+            sr.transport.env["SM_RUN_DIR"]]
+    gc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert gc.returncode == -9, f"{point} not reached: {gc.stderr[-2000:]}"
+    sr.call("sr_scan")  # a chain command: replays the entry, resumes the paused server
+    with NbdClient.from_url(url) as c:
+        assert c.read(0, size) == expect
+        c.write(8 * MiB, b"after" * 1000)
+        c.flush()
+    env.pop("SM_CRASH_AT")
+    gc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr[-3000:]
+    assert list(sr.records()) == [a]
+    with NbdClient.from_url(url) as c:
+        assert c.read(8 * MiB, 5000) == b"after" * 1000
+    sr.call("vdi_deactivate", vdi_uuid=a)
+    sr.call("vdi_detach", vdi_uuid=a)
+    path = f"/dev/{sr.vg}/VHD-{a}"
+    assert vhd.check(path, bitmaps=True, storage=sr.storage()) == []
+    with vhd.open_chain(path, storage=sr.storage()) as disk:
+        assert disk.read(0, 8 * MiB) == expect[:8 * MiB]
+        assert disk.read(8 * MiB, 5000) == b"after" * 1000
