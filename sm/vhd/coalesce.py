@@ -1,12 +1,15 @@
 """Coalesce: copy every sector present in a child into its parent.
 
 Crash-safe order, with the parent's allocation batched: every block the parent lacks gets its
-place beyond the old end of data up front; then data, bitmaps and a footer after every new
-block are written; fsync; then the BAT in one write and the batmap (header and map together
-when adjacent); fsync. Until the BAT write nothing new is reachable, and any subset of BAT
-sectors that reaches the disk publishes complete blocks each followed by a valid trailing
-footer, so a crash leaves the parent valid (at worst with leaked space). The child is only
-read.
+place beyond the old end of data up front (mirroring the child's spacing, so that a run of
+full child blocks maps onto one contiguous span of the parent); then data and bitmaps are
+written (such a run with one reflink of the whole span: data plus the all-ones bitmaps between
+its blocks), and a footer after the last new block of every BAT sector; fsync; then the BAT in
+one write and the batmap (header and map together when adjacent); fsync. Until the BAT write
+nothing new is reachable; any subset of BAT sectors that reaches the disk publishes complete
+blocks, and the end of data it makes (the end of the last block of one of those sectors) is
+followed by a valid footer, so a crash leaves the parent valid (at worst with leaked space).
+The child is only read.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from . import bitmap as bm
 from .backing import DEFAULT_STORAGE, Storage
 from .chain import find_parent
 from .errors import VhdChainError, VhdError, VhdNoSpaceError, VhdUnsupportedError
-from .fastcopy import copy_backing_range
+from .fastcopy import clone_backing_range, copy_backing_range
 from .image import Image
-from .layout import next_block_start
+from .layout import ALIGN, next_block_start
 from .ops import grow_image
 from .records import SECTOR, UNUSED, BatmapHeader, DiskType, bat_pack
 
 Progress = Callable[[int, int], None]
+
+MIRROR_GAP = 64 * 1024  # largest extra space between new parent blocks to keep a child's layout
+BAT_PER_SECTOR = SECTOR // 4
 
 
 def coalesce(child: str, *, progress: Progress | None = None,
@@ -94,6 +100,9 @@ class _Merge:
         self.new: dict[int, int] = {}  # block -> bitmap offset of its new place in dst
         self.filled: list[int] = []  # blocks of dst that end up full
         self.cloned = False  # a full block was reflinked: its bytes are never read
+        self.footer_after: set[int] = set()  # new blocks whose end can become the end of data
+        # runs may span the bitmaps between blocks only when a full bitmap has no padding
+        self.spans = self.bms * 8 == src.spb
 
     def src_bits(self, blk: int) -> int:
         # the batmap says "full" without reading the bitmap
@@ -111,13 +120,18 @@ class _Merge:
             self.plan(blocks)
         total, done = len(blocks) * self.bs, 0
         ahead = _ReadAhead(src, blocks)
-        for i, blk in enumerate(blocks):
-            if not self.cloned:  # reading ahead what will be cloned costs a full read
-                ahead.upto(i)
-            bits = self.src_bits(blk)
-            if bits:
-                self.copy_block(blk, bits)
-            done += self.bs
+        i = 0
+        while i < len(blocks):
+            n = self.clone_run(blocks, i)
+            if not n:
+                if not self.cloned:  # reading ahead what will be cloned costs a full read
+                    ahead.upto(i)
+                bits = self.src_bits(blocks[i])
+                if bits:
+                    self.copy_block(blocks[i], bits)
+                n = 1
+            i += n
+            done += n * self.bs
             if self.progress is not None:
                 self.progress(done, total)
         if self.new:
@@ -126,21 +140,75 @@ class _Merge:
         self.write_batmap()
 
     def plan(self, blocks: list[int]) -> None:
-        dst = self.dst
+        dst, span = self.dst, self.bms + self.bs
         pos = dst.eod
+        prev: tuple[int, int] | None = None  # ends of the previous block (child, parent)
         for blk in blocks:
             if blk < len(dst.bat) and dst.bat[blk] != UNUSED:
+                prev = None
                 continue
             if blk >= len(dst.bat):
                 raise VhdError(f"block {blk} beyond the BAT", path=dst.path)
             # a sector after the old end and after each block stays free for a footer
             start = next_block_start(pos + SECTOR, self.bs)
+            sstart = self.src.bat[blk] * SECTOR
+            if prev is not None:
+                # the child's gap after the previous block, if it leaves that room too
+                mirror = prev[1] + sstart - prev[0]
+                if start <= mirror <= start + MIRROR_GAP and (mirror + self.bms) % ALIGN == 0:
+                    start = mirror
             self.new[blk] = start
-            pos = start + self.bms + self.bs
+            pos = start + span
+            prev = (sstart + span, pos)
+        # a torn BAT write publishes any subset of its sectors: the end of data it makes is
+        # the end of the last new block of one of them, and only there a footer is needed
+        last: dict[int, int] = {}
+        for blk, start in self.new.items():
+            k = blk // BAT_PER_SECTOR
+            if k not in last or start > self.new[last[k]]:
+                last[k] = blk
+        self.footer_after = set(last.values())
         cap = dst.backing.capacity()
         if self.new and cap is not None and pos + SECTOR > cap:
             raise VhdNoSpaceError(f"no room for {len(self.new)} blocks: needs {pos + SECTOR} "
                                   f"bytes of {cap}", path=dst.path)
+
+    def clone_run(self, blocks: list[int], i: int) -> int:
+        """Reflink the longest run of full new blocks from ``blocks[i]`` on whose parent
+        places keep the child's offsets apart, in one call; the number of blocks cloned
+        (0: none, copy block by block)."""
+        if not self.spans or not self.new:
+            return 0
+        src, bs, bms = self.src, self.bs, self.bms
+        first = blocks[i]
+        start = self.new.get(first)
+        if start is None or self.src_bits(first) != self.full:
+            return 0
+        delta = start - src.bat[first] * SECTOR
+        if (start + bms) % ALIGN or delta % ALIGN:
+            return 0
+        j = i + 1
+        while j < len(blocks) and blocks[j - 1] not in self.footer_after:
+            blk = blocks[j]
+            place = self.new.get(blk)
+            if place is None or place - src.bat[blk] * SECTOR != delta or \
+                    self.src_bits(blk) != self.full:
+                break
+            j += 1
+        last = blocks[j - 1]
+        soff = src.bat[first] * SECTOR + bms
+        length = src.bat[last] * SECTOR + bms + bs - soff
+        if not clone_backing_range(src.backing, soff, self.dst.backing, start + bms, length):
+            self.spans = False  # no reflinks here: block by block from now on
+            return 0
+        self.cloned = True
+        # the bitmaps between the run's blocks came with it: only the first one and the
+        # footer lie outside the cloned span
+        self.dst.backing.pwrite(bm.to_disk(self.full, bms), start)
+        if last in self.footer_after:
+            self.dst.backing.pwrite(self.dst.footer.pack(), self.new[last] + bms + bs)
+        self.filled.extend(blocks[i:j])
+        return j - i
 
     def copy_block(self, blk: int, bits: int) -> None:
         src, dst, bs, bms = self.src, self.dst, self.bs, self.bms
@@ -162,7 +230,8 @@ class _Merge:
             else:
                 self.copy_runs(bits, soff, doff)
             dst.backing.pwrite(bm.to_disk(bits, bms), start)
-            dst.backing.pwrite(dst.footer.pack(), doff + bs)
+            if blk in self.footer_after:
+                dst.backing.pwrite(dst.footer.pack(), doff + bs)
         else:
             have = dst.data_offset(blk)
             assert have is not None

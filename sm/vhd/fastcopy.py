@@ -1,5 +1,5 @@
 """Copy byte ranges between fds: reflink (FICLONERANGE) when aligned, else copy_file_range,
-else large pread/pwrite chunks."""
+else large pread/pwrite chunks; or reflink only (`clone_backing_range`)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,15 @@ def copy_fd_range(src_fd: int, src_off: int, dst_fd: int, dst_off: int, length: 
             pos += w
         done += n
     return False
+
+
+def clone_backing_range(src: Backing, src_off: int, dst: Backing, dst_off: int,
+                        length: int) -> bool:
+    """Reflink ``length`` bytes between two Backings in one call, never copying; False (nothing
+    written) when the file system, the alignment or either Backing does not allow it."""
+    s = src.raw_range(src_off, length) if hasattr(src, "raw_range") else None
+    d = dst.raw_range(dst_off, length) if hasattr(dst, "raw_range") else None
+    return s is not None and d is not None and _reflink(s[0], s[1], d[0], d[1], length)
 
 
 def copy_backing_range(src: Backing, src_off: int, dst: Backing, dst_off: int,
