@@ -242,10 +242,9 @@ class _Merge:
             if dst.header is None:
                 return
             old = dst.bitmap(blk)
-            if old | bits == old:
-                return
-            bits |= old
-            dst.backing.pwrite(bm.to_disk(bits, bms), have - bms)
+            if old | bits != old:
+                dst.backing.pwrite(bm.to_disk(old | bits, bms), have - bms)
+            bits |= old  # a full block may still lack its batmap bit (a crash before it)
         if bits == self.full:
             self.filled.append(blk)
 
