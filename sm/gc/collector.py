@@ -13,9 +13,19 @@ from typing import Any, Protocol
 from . import state
 from .plan import Action, Graph, chain_report, plan
 
-__all__ = ["Aborted", "Backend", "Collector", "Skip", "StepContext", "report"]
+__all__ = ["FINAL_BYTES", "Aborted", "Backend", "Collector", "Skip", "StepContext",
+           "final_bytes", "report"]
 
 log = logging.getLogger(__name__)
+
+FINAL_BYTES = 8 * 1024 * 1024
+"""Default bound of a leaf's final copy (its data path is paused meanwhile)."""
+
+
+def final_bytes() -> int:
+    """The bound backends use: `SM_GC_FINAL_BYTES`, else `FINAL_BYTES`."""
+    return int(os.environ.get("SM_GC_FINAL_BYTES", FINAL_BYTES))
+
 
 MAX_LEAF_SNAPSHOTS = 3
 """Per leaf and run: a writer faster than the copy would otherwise keep the collector busy

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sm.gc import Action, Collector, Graph, Node, Skip, StepContext
+from sm.gc.collector import final_bytes
 
 from .gcops import CRASH_POINTS, attached, lv, served
 
@@ -69,16 +69,11 @@ class ChainLock:
             self.lock.release()
 
 
-FINAL_BYTES = 8 * 1024 * 1024
-"""Default bound of a leaf's final copy (its data path is paused meanwhile):
-`SM_GC_FINAL_BYTES` overrides it (as on the File SR)."""
-
-
 class LvhdBackend:
     def __init__(self, repo: LvhdRepo) -> None:
         self.repo = repo
         self.gc_dir = repo.host_dir / "gc"
-        self.final_bytes = int(os.environ.get("SM_GC_FINAL_BYTES", FINAL_BYTES))
+        self.final_bytes = final_bytes()  # SM_GC_FINAL_BYTES, 8 MiB
 
     def graph(self) -> Graph:
         from sm.gc.vhdops import block_set

@@ -107,6 +107,10 @@ def _recheck(repo: LvhdRepo, action: Action) -> dict[str, Any]:
         raise Skip(f"{c.uuid} is no longer what the plan saw")
     if c.uuid in on and not (leaf and served(repo, c.uuid)):
         raise Skip(f"VDI {c.uuid} is attached without a data path the collector can pause")
+    blind = [u for u in sorted(_subtree(doc.vdis, c.uuid) & on) if not served(repo, u)]
+    if blind:
+        # its readers open the LVs themselves: nothing to pause around a switch
+        raise Skip(f"VDI {blind[0]} is attached without a data path the collector can pause")
     down = action.direction == "down"
     if down and (not b.parent or leaf):
         raise Skip(f"{b.uuid} cannot be merged into {c.uuid}")
@@ -254,6 +258,12 @@ def merge(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper | None
                 except Exception:  # the entry stays for the replay after this run
                     log.warning("gc: merge of %s left for recovery", d["base"])
                     raise
+            _undo(repo, key, d)
+            raise
+        try:  # what changed without an MGT write (a read-only attach) is seen here
+            if _recheck(repo, action) != chk:
+                raise Skip(f"the chain of {chk['base']} changed during the merge")
+        except Exception:
             _undo(repo, key, d)
             raise
         crash_point("gc_merge:copied")
