@@ -175,7 +175,8 @@ def phase_xfs(base_dir: Path, size: int, ext4_time: float, repeat: int) -> None:
             times.append(timed_gc(sr, [full], dropped)[0])
     t = statistics.median(times)
     print(f"merge-xfs   {size // MiB} MiB of full blocks with reflinks, median of {repeat}: "
-          f"{t:.3f} s = {100 * t / ext4_time:.1f} % of the ext4 merge (target < 5 %)")
+          f"{t:.3f} s = {100 * t / ext4_time:.1f} % of the ext4 merge (target < 5 %); runs "
+          f"{', '.join(f'{x:.3f}' for x in times)} s")
 
 
 def phase_pause(size: int) -> None:
