@@ -7,8 +7,9 @@ Merges go up or down, whichever copies less. An attached leaf with a running NBD
 coalesced like the File SR's: snapshotted in place (its server paused for a rename and a
 create), the bulk merged while it runs, then a final step of at most `SM_GC_FINAL_BYTES`
 (8 MiB) with its server paused (`pause_seconds` in the run summary); the chain of a VDI
-attached without a server is left alone. Every action runs under the SR's chain lock (as
-every LVHD command does), so user operations wait for it. Replay: at `sr_attach` and every
+attached without a server is left alone. Actions run under the SR's chain lock (`ChainLock`),
+which a merge's bulk copy lets go of between slices, so LVHD commands wait for a slice
+rather than for the merge. Replay: at `sr_attach` and every
 chain command (srops.recover), and at each collector run (which also resumes servers a
 killed collector left paused).
 `python -m srtypes.lvhd.gc SR_UUID DEVICES RUN_DIR` runs the collector once.

@@ -14,8 +14,15 @@ own operations. Crash points `gc_<op>:<step>`.
 Up copies C's blocks into B (`sm.vhd.coalesce`); down copies into C the sectors of B that C
 lacks (`sm.gc.vhdops.fill_from_parent`), whichever copies less (the planner decides). The
 image receiving data is inflated first (VG free space checked: a merge that does not fit is
-skipped with the message) and deflated after (a thick leaf keeps its full size). Every action
-runs under the SR's chain lock (`gc.py`).
+skipped with the message) and deflated after (a thick leaf keeps its full size).
+
+    gc_leafsnap  journaled, renamed (VHD-X -> VHD-X1), hidden (X1's footer), leaf (new VHD-X
+                 over X1, recorded in the entry), deflated (VHD-X1), records
+
+Every step runs under the SR's chain lock, except that a merge's bulk copy lets go of it
+between slices (`_stepping`) and checks the chain again when it is back; the leaf steps
+(snapshot in place, final copy and switch) hold it throughout with the leaf's server paused.
+Images of attached chains change only with the servers above them paused (`_paused`).
 """
 
 from __future__ import annotations
