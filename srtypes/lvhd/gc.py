@@ -132,7 +132,7 @@ class LvhdBackend:
     def execute(self, action: Action, ctx: StepContext) -> dict[str, Any]:
         from sm.errors import LockErr, SRNoSpace
 
-        from . import gcops
+        from . import gcleaf, gcops
 
         lock = ChainLock(self.repo, "gc")
         try:
@@ -141,7 +141,7 @@ class LvhdBackend:
                 gcops.remove(self.repo, action)
                 return {}
             if action.kind == "leaf-snapshot":
-                return gcops.leaf_snapshot(self.repo, action, ctx)
+                return gcleaf.leaf_snapshot(self.repo, action, ctx)
             return gcops.merge(self.repo, action, ctx, lock)
         except (LockErr, SRNoSpace) as err:
             raise Skip(str(err)) from err

@@ -16,13 +16,12 @@ lacks (`sm.gc.vhdops.fill_from_parent`), whichever copies less (the planner deci
 image receiving data is inflated first (VG free space checked: a merge that does not fit is
 skipped with the message) and deflated after (a thick leaf keeps its full size).
 
-    gc_leafsnap  journaled, renamed (VHD-X -> VHD-X1), hidden (X1's footer), leaf (new VHD-X
-                 over X1, recorded in the entry), deflated (VHD-X1), records
+    gc_leafsnap  see `gcleaf` (the snapshot in place of a leaf too big for the final step)
 
 Every step runs under the SR's chain lock, except that a merge's bulk copy lets go of it
 between slices (`_stepping`) and checks the chain again when it is back; the leaf steps
 (snapshot in place, final copy and switch) hold it throughout with the leaf's server paused.
-Images of attached chains change only with the servers above them paused (`_paused`).
+Images of attached chains change only with the servers above them paused (`servers_paused`).
 """
 
 from __future__ import annotations
@@ -42,8 +41,8 @@ if TYPE_CHECKING:
 
     from .repo import LvhdRepo
 
-__all__ = ["CRASH_POINTS", "attached", "leaf_snapshot", "lv", "merge", "recover", "remove",
-           "served"]
+__all__ = ["CRASH_POINTS", "attached", "lv", "merge", "recheck", "recover", "remove", "served",
+           "servers_paused", "write_entry"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def served(repo: LvhdRepo, uuid: str) -> bool:
 
 
 @contextlib.contextmanager
-def _paused(repo: LvhdRepo, uuids: Iterable[str]) -> Iterator[None]:
+def servers_paused(repo: LvhdRepo, uuids: Iterable[str]) -> Iterator[None]:
     """The running servers of `uuids` paused for the block (caller holds the chain lock)."""
     from . import datapath
 
@@ -93,7 +92,7 @@ def _subtree(vdis: Mapping[str, Any], uuid: str) -> set[str]:
     return out
 
 
-def _recheck(repo: LvhdRepo, action: Action) -> dict[str, Any]:
+def recheck(repo: LvhdRepo, action: Action) -> dict[str, Any]:
     """The action's journal data if the chain is still as planned, else Skip. An attached
     image is touched only if it is the visible leaf of a leaf step with a server to pause."""
     doc = repo.read()
@@ -125,7 +124,7 @@ def _recheck(repo: LvhdRepo, action: Action) -> dict[str, Any]:
             "leaf": leaf and not c.hidden, "direction": action.direction}
 
 
-def _journal(repo: LvhdRepo, key: str, data: Mapping[str, Any] | None) -> None:
+def write_entry(repo: LvhdRepo, key: str, data: Mapping[str, Any] | None) -> None:
     with repo.transaction("gc") as txn:
         if data is None:
             txn.journal.pop(key, None)
@@ -137,9 +136,9 @@ def _journal(repo: LvhdRepo, key: str, data: Mapping[str, Any] | None) -> None:
 
 
 def remove(repo: LvhdRepo, action: Action) -> None:
-    d = {"op": "gc_remove", **_recheck(repo, action)}
+    d = {"op": "gc_remove", **recheck(repo, action)}
     key = f"gc_remove-{d['vdi']}"
-    _journal(repo, key, d)
+    write_entry(repo, key, d)
     crash_point("gc_remove:journaled")
     _forward_remove(repo, key, d)
 
@@ -205,7 +204,7 @@ def _stepping(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper,
         state["since"] = time.monotonic()
         doc = repo.read()
         if doc.generation != state["gen"]:
-            now = _recheck(repo, action)
+            now = recheck(repo, action)
             if any(now[k] != chk[k] for k in now) or not all(
                     repo.lvm.lv_exists(repo.vg, lv(u)) for u in (chk["base"], chk["child"])):
                 raise Skip(f"the chain of {chk['base']} changed during the merge")
@@ -222,12 +221,12 @@ def merge(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper | None
     from .repo import BLOCK
     from .vdiops import resize_lv
 
-    chk = _recheck(repo, action)
+    chk = recheck(repo, action)
     d = {"op": "gc_merge", **chk}
     key = f"gc_merge-{d['base']}"
     dst, src = _target(d), (d["base"] if d["direction"] == "down" else d["child"])
     rec = repo.read().vdis[dst]
-    _journal(repo, key, d)
+    write_entry(repo, key, d)
     crash_point("gc_merge:journaled")
     try:
         new_blocks = len(_blocks(repo, src) - _blocks(repo, dst))
@@ -241,12 +240,12 @@ def merge(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper | None
         if need > repo.lvm.lv(repo.vg, lv(dst)).size:
             resize_lv(repo, rec, need, "inflate")
     except BaseException:
-        _journal(repo, key, None)
+        write_entry(repo, key, None)
         raise
     crash_point("gc_merge:inflated")
     # a leaf's final step: its data path paused from the copy to the switch, under the lock;
     # any other merge lets user commands in between slices of its copy
-    with _paused(repo, [d["child"]] if d["leaf"] else []):
+    with servers_paused(repo, [d["child"]] if d["leaf"] else []):
         paused = time.monotonic()
         ctx.step("final copy (paused)" if d["leaf"] else "copy")
         progress = ctx.progress if d["leaf"] or lock is None else _stepping(
@@ -268,7 +267,7 @@ def merge(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper | None
             _undo(repo, key, d)
             raise
         try:  # what changed without an MGT write (a read-only attach) is seen here
-            if _recheck(repo, action) != chk:
+            if recheck(repo, action) != chk:
                 raise Skip(f"the chain of {chk['base']} changed during the merge")
         except Exception:
             _undo(repo, key, d)
@@ -293,7 +292,7 @@ def _undo(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
         rec = repo.read().vdis.get(_target(d))
         if rec is not None and repo.lvm.lv_exists(repo.vg, lv(rec.uuid)):
             deflate(repo, rec)  # never a leaf: a leaf only ever gives data
-    _journal(repo, key, None)
+    write_entry(repo, key, None)
 
 
 def _keeps_full(repo: LvhdRepo, uuid: str) -> bool:
@@ -315,7 +314,7 @@ def _forward_merge(repo: LvhdRepo, key: str, d: dict[str, Any], *, records: bool
             txn.journal[key] = dict(d)
     crash_point("gc_merge:merged")
     kids = sorted(d.get("kids", kids))
-    with _paused(repo, _subtree(doc.vdis, d["child"]) & attached(repo)):
+    with servers_paused(repo, _subtree(doc.vdis, d["child"]) & attached(repo)):
         _switch(repo, d, kids)
     if records:
         _merge_records(repo, key, d, kids)
@@ -406,90 +405,6 @@ def _merge_records(repo: LvhdRepo, key: str, d: Mapping[str, Any], kids: list[st
         txn.journal.pop(key, None)
 
 
-# -- leaf snapshot ------------------------------------------------------------------------
-
-
-def leaf_snapshot(repo: LvhdRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
-    """Visible leaf X (too big for the final step) snapshotted in place: VHD-X becomes the
-    hidden base VHD-X1 and VHD-X a new empty leaf over it, with X's server paused for the
-    rename and the create only; X1 is merged by a later `merge` while X runs."""
-    from .snapshot import leaf_size
-
-    chk = _recheck(repo, action)
-    doc = repo.read()
-    x = doc.vdis[chk["child"]]
-    size = leaf_size(repo, x.uuid, x.virtual_size, repo.allocation(doc) == "thick")
-    repo.need_space(size, f"snapshot in place of VDI {x.uuid}")
-    d = {"op": "gc_leafsnap", "vdi": x.uuid, "new": str(uuidlib.uuid4()),
-         "base": chk["base"], "size": size}
-    key = f"gc_leafsnap-{x.uuid}"
-    _journal(repo, key, d)
-    crash_point("gc_leafsnap:journaled")
-    ctx.step("snapshot in place (paused)")
-    with _paused(repo, [x.uuid]):
-        t0 = time.monotonic()
-        _new_leaf(repo, key, d)
-        paused = time.monotonic() - t0
-    _forward_leafsnap(repo, key, d)
-    return {"pause_seconds": round(paused, 4), "new_base": d["new"],
-            "attached": x.uuid in attached(repo)}
-
-
-def _new_leaf(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
-    from sm import vhd
-
-    from .snapshot import RO_TAG, write_child
-
-    lvm, vg, st = repo.lvm, repo.vg, repo.storage
-    if d.get("leaf"):  # the new leaf was written (and may have been written to since)
-        return
-    if not lvm.lv_exists(vg, lv(d["new"])):
-        lvm.lvrename(vg, lv(d["vdi"]), lv(d["new"]))
-    if RO_TAG not in lvm.lv(vg, lv(d["new"])).tags:
-        lvm.lv_addtag(vg, lv(d["new"]), RO_TAG)
-    crash_point("gc_leafsnap:renamed")
-    np_ = st.path(lv(d["new"]))
-    info = vhd.info(np_, storage=st)
-    if str(info.uuid) != d["new"]:
-        vhd.set_uuid(np_, uuidlib.UUID(d["new"]), storage=st)
-    if not info.hidden:
-        vhd.set_hidden(np_, True, storage=st)
-    crash_point("gc_leafsnap:hidden")
-    write_child(repo, lv(d["vdi"]), d["vdi"], d["new"], int(d["size"]))
-    d["leaf"] = True
-    _journal(repo, key, d)
-    crash_point("gc_leafsnap:leaf")
-
-
-def _forward_leafsnap(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
-    from sm import vhd
-    from srtypes.file.chain import with_parent
-
-    from .vdiops import resize_lv
-
-    _new_leaf(repo, key, d)
-    x = repo.read().vdis[d["vdi"]]
-    if x.parent != d["new"]:
-        base = x.replace(uuid=d["new"], location=d["new"])
-        used = vhd.physical_size(repo.storage.path(lv(d["new"])), storage=repo.storage)
-        resize_lv(repo, base, used, "deflate")
-    crash_point("gc_leafsnap:deflated")
-    size = {v.name: v.size for v in repo.lvm.lvs(repo.vg)}
-    with repo.transaction("gc_leafsnap") as txn:
-        x = txn.vdis[d["vdi"]]
-        if d["new"] not in txn.vdis:
-            base = x.replace(
-                uuid=d["new"], location=d["new"], name_label="base copy",
-                name_description="", hidden=True, managed=False, read_only=True,
-                is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
-                physical_utilisation=size.get(lv(d["new"]), 0))
-            txn.vdis[d["new"]] = with_parent(base, x.parent)
-            txn.vdis[x.uuid] = with_parent(x.replace(
-                physical_utilisation=size.get(lv(x.uuid), 0)), d["new"])
-        txn.journal.pop(key, None)
-    crash_point("gc_leafsnap:records")
-
-
 # -- recovery -----------------------------------------------------------------------------
 
 
@@ -506,8 +421,10 @@ def recover(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
             _undo(repo, key, d)
     elif op == "gc_leafsnap":
         if data.get("leaf") or repo.lvm.lv_exists(repo.vg, lv(data["new"])):
-            _forward_leafsnap(repo, key, dict(data))
+            from .gcleaf import forward
+
+            forward(repo, key, dict(data))
         else:
-            _journal(repo, key, None)
+            write_entry(repo, key, None)
     else:
         log.warning("unknown collector journal entry %s (%s) left alone", key, op)
