@@ -24,11 +24,6 @@ __all__ = ["FileBackend", "abort", "kick", "report", "run"]
 
 log = logging.getLogger(__name__)
 
-FINAL_BYTES = 8 * 1024 * 1024
-"""Default bound of a leaf's final copy (its data path is paused meanwhile):
-`SM_GC_FINAL_BYTES` overrides it."""
-
-
 SHARED_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "ceph", "glusterfs", "fuse.glusterfs",
                        "9p", "lustre", "gpfs", "ocfs2", "gfs2"})
 
@@ -58,7 +53,9 @@ class FileBackend:
     def __init__(self, repo: FileRepo) -> None:
         self.repo = repo
         self.gc_dir = gc_dir(repo)
-        self.final_bytes = int(os.environ.get("SM_GC_FINAL_BYTES", FINAL_BYTES))
+        from sm.gc.collector import final_bytes
+
+        self.final_bytes = final_bytes()
 
     def graph(self) -> Graph:
         from sm.gc.vhdops import block_set
