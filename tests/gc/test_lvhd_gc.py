@@ -88,15 +88,21 @@ def test_merges_keep_the_vdi(sr: Sr) -> None:
     _check(sr, model, collected=True)
 
 
-@pytest.mark.parametrize("step", CRASH_POINTS["gc_merge"])
-def test_sigkill_at_every_merge_step(sr: Sr, step: str) -> None:
-    model, _a = _scenario(sr)
-    out = _gc(sr, crash_env(f"gc_merge:{step}"))
-    assert out.returncode == -9, f"{step} not reached: {out.stderr[-2000:]}"
+def _killed_then_collected(sr: Sr, model: dict[str, bytes], point: str) -> None:
+    """The collector SIGKILLed at `point`; attach replays its entry (data intact, not yet
+    collected); a second run finishes."""
+    out = _gc(sr, crash_env(point))
+    assert out.returncode == -9, f"{point} not reached: {out.stderr[-2000:]}"
     sr.call("sr_attach")  # replays the collector's entry
     _check(sr, model, collected=False)
     out = _gc(sr)
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("step", CRASH_POINTS["gc_merge"])
+def test_sigkill_at_every_merge_step(sr: Sr, step: str) -> None:
+    model, _a = _scenario(sr)
+    _killed_then_collected(sr, model, f"gc_merge:{step}")
     _check(sr, model, collected=True)
 
 
@@ -188,12 +194,7 @@ def test_merge_goes_the_cheaper_way(sr: Sr, direction: str) -> None:
 @pytest.mark.parametrize("step", DOWN_STEPS)
 def test_sigkill_at_every_down_merge_step(sr: Sr, step: str) -> None:
     model, b2, b3 = _pair(sr, "down")
-    out = _gc(sr, crash_env(f"gc_merge:{step}"))
-    assert out.returncode == -9, f"{step} not reached: {out.stderr[-2000:]}"
-    sr.call("sr_attach")  # replays the collector's entry
-    _check(sr, model, collected=False)
-    out = _gc(sr)
-    assert out.returncode == 0, out.stderr[-3000:]
+    _killed_then_collected(sr, model, f"gc_merge:{step}")
     assert b2 not in sr.records() and b3 in sr.records()
     _check(sr, model, collected=True)
 
