@@ -226,9 +226,11 @@ class LVHDSR(SRDriver):
                             xenstore_data={"storage-type": "lvhd"})
 
     def vdi_detach(self, request: VDIRequest) -> None:
-        from . import datapath, vdiops
+        from . import datapath, gc, vdiops
 
-        with self._locked("vdi_detach") as repo:
+        # a collector step on this VDI (a leaf step) is stopped and undone first
+        with gc.abort(self.repo, vdi=request.vdi_uuid, reason="vdi_detach"), \
+                self._locked("vdi_detach") as repo:
             datapath.stop(repo, request.vdi_uuid)  # flushed before the LV is deflated
             vdiops.detach(repo, request.vdi_uuid)
 
