@@ -336,13 +336,14 @@ class Transaction:
         return [r.uuid for r in self.all() if r.parent == uuid]
 
     def _build_index(self) -> None:
-        want: dict[str, dict[str, set[str]]] = {}
-        for r in self.all():
-            if r.parent:
-                want.setdefault(shard_of(r.parent), {}).setdefault(r.parent, set()).add(r.uuid)
         for name in sorted(os.listdir(self._store._vdi_dir)):
             if _SHARD.match(name):
-                want.setdefault(name[:2], {})
+                self._shard(name[:2])  # every shard in the transaction: the staged state
+        want: dict[str, dict[str, set[str]]] = {shard: {} for shard in self._shards}
+        for records in list(self._shards.values()):
+            for r in records.values():
+                if r.parent:
+                    want.setdefault(shard_of(r.parent), {}).setdefault(r.parent, set()).add(r.uuid)
         for shard, kids in want.items():
             self._shard(shard)
             if self._kids[shard] != kids:

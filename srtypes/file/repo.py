@@ -121,12 +121,6 @@ class FileRepo:
         """The image file of a record (built from its uuid, never from its location)."""
         return self.layout.image(record.uuid, record.vdi_type)
 
-    def children(self) -> dict[str, list[str]]:
-        """Every parent's children: reads all records (the collector's graph, scans)."""
-        from .chain import children_map
-
-        return children_map(self.records.all())
-
     def children_of(self, uuid: str) -> list[str]:
         """One VDI's children, from the parent index (one shard read)."""
         return self.records.children_of(uuid)

@@ -29,7 +29,7 @@ from sm.errors import (
 )
 from sm.faults import crash_point
 
-from .chain import children_map, is_garbage, with_gc_mark
+from .chain import is_garbage, with_gc_mark
 from .edge import engine_errors
 from .layout import is_uuid
 
@@ -193,12 +193,12 @@ def _forward_delete(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
 
 
 def mark_garbage(txn: Any, uuids: list[str]) -> None:
-    """Mark (or unmark) the given VDIs as garbage according to the staged records."""
-    children = children_map(txn.all())
+    """Mark (or unmark) the given VDIs as garbage according to the staged records (their
+    children from the staged parent index, not from every record)."""
     for uuid in uuids:
         record = txn.find(uuid)
         if record is not None:
-            marked = with_gc_mark(record, is_garbage(record, children))
+            marked = with_gc_mark(record, is_garbage(record, {uuid: txn.children_of(uuid)}))
             if marked is not record:
                 txn.put(marked)
 
