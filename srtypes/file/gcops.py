@@ -239,7 +239,7 @@ def _merge_records(repo: FileRepo, entry: Entry) -> None:
     d = entry.data
     bp, cp = repo.layout.image(d["base"]), repo.layout.image(d["child"])
     with repo.records.transaction(purpose="gc_merge") as txn:
-        kids = [r.uuid for r in txn.all() if r.parent == d["child"]]
+        kids = txn.children_of(d["child"])
         base, child = txn.find(d["base"]), txn.find(d["child"])
         if d["direction"] == "down" or d["visible"]:
             # the child's record survives (its identity), the base's goes
