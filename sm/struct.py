@@ -30,6 +30,7 @@ __all__ = ["Frozen"]
 @dataclass_transform(frozen_default=True)
 class Frozen:
     _names: ClassVar[tuple[str, ...]] = ()
+    _name_set: ClassVar[frozenset[str]] = frozenset()
     _required: ClassVar[frozenset[str]] = frozenset()
     _hidden: ClassVar[frozenset[str]] = frozenset()
     """Fields left out of `repr` (bulky or secret)."""
@@ -43,6 +44,7 @@ class Frozen:
         own = [n for n, t in cls.__dict__.get("__annotations__", {}).items()  # noqa: RUF063
                if "ClassVar" not in str(t) and n not in cls._names]
         cls._names = cls._names + tuple(own)
+        cls._name_set = frozenset(cls._names)
         cls._required = frozenset(n for n in cls._names if not hasattr(cls, n))
 
     def __init__(self, *args: Any, **values: Any) -> None:
@@ -60,7 +62,7 @@ class Frozen:
         if not self._required.issubset(values):
             missing = ", ".join(sorted(self._required.difference(values)))
             raise TypeError(f"{type(self).__name__} is missing {missing}")
-        if len(values) > len(names) or not set(names).issuperset(values):
+        if not self._name_set.issuperset(values):
             unknown = ", ".join(sorted(set(values).difference(names)))
             raise TypeError(f"{type(self).__name__} has no field {unknown}")
         self.__dict__.update(values)
@@ -73,7 +75,7 @@ class Frozen:
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed (validated like a new instance)."""
-        return type(self)(**{n: getattr(self, n) for n in self._names} | changes)
+        return type(self)(**self.as_dict() | changes)
 
     def as_dict(self) -> dict[str, Any]:
         return {n: getattr(self, n) for n in self._names}
