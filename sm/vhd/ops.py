@@ -137,7 +137,7 @@ def create(path: str, size: int, *, disk_type: DiskType = DiskType.DYNAMIC,
         offsets = [meta_end + i * LOCATOR_SPACE for i in range(3)]
         name, locs, writes = _locators(path, parent, offsets)
         meta_end = offsets[-1] + LOCATOR_SPACE
-        header = header.with_(parent_uuid=pfooter.uuid, parent_timestamp=pfooter.timestamp,
+        header = header.replace(parent_uuid=pfooter.uuid, parent_timestamp=pfooter.timestamp,
                               parent_name=name, locators=locs)
         parent_path = os.path.abspath(parent)
     footer = Footer(disk_type, size, uid, ts, data_offset=512, original_size=size,
@@ -201,7 +201,7 @@ def _update_footer(path: str, storage: Storage | None, **changes: object) -> Non
     img = Image.open(path, writable=True, storage=storage)
     try:
         with img.lock:
-            img.write_footers(img.footer.with_(**changes))
+            img.write_footers(img.footer.replace(**changes))
             img.flush()
     finally:
         img.close()
@@ -234,7 +234,7 @@ def grow_image(img: Image, size: int) -> None:
     if size > _limit(img.block_size):
         raise VhdUnsupportedError(f"size {size} exceeds the limit", path=img.path)
     with img.lock:
-        new = img.footer.with_(current_size=size, geometry=chs(size))
+        new = img.footer.replace(current_size=size, geometry=chs(size))
         if img.header is None:
             _grow_fixed(img, new)
             return
@@ -282,7 +282,7 @@ def _relocate_bat(img: Image, entries: int) -> None:
         raw[map_off - start:] = new_map
     b.pwrite(raw, start)
     b.pwrite(img.footer.pack(), end)
-    img.write_header(img.header.with_(table_offset=start, max_table_entries=entries))
+    img.write_header(img.header.replace(table_offset=start, max_table_entries=entries))
     img.bat = bat
     img.eod = end
     if img.batmap is not None:
@@ -318,7 +318,7 @@ def reparent(child: str, new_parent: str, *, expect_uuid: uuidlib.UUID | None = 
             name, locs, writes = _locators(child, new_parent, spaces[:3])
             for off, data in writes:
                 img.backing.pwrite(data, off)
-            img.write_header(hdr.with_(parent_uuid=pfooter.uuid,
+            img.write_header(hdr.replace(parent_uuid=pfooter.uuid,
                                        parent_timestamp=pfooter.timestamp,
                                        parent_name=name, locators=locs))
             img.flush()

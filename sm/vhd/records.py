@@ -128,9 +128,6 @@ class Footer(Frozen):
             version=version, saved_state=saved, hidden=hidden,
         )
 
-    def with_(self, **changes: object) -> Footer:
-        return self.replace(**changes)
-
 
 _LOCATOR = struct.Struct(">IIIIQ")
 
@@ -231,9 +228,6 @@ class DynamicHeader(Frozen):
             parent_uuid=parent_uuid, parent_timestamp=pts, parent_name=text,
             locators=locators, data_offset=data_offset, version=version,
         )
-
-    def with_(self, **changes: object) -> DynamicHeader:
-        return self.replace(**changes)
 
 
 _BATMAP = struct.Struct(">8sQIIIB483s")

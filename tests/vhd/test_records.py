@@ -48,8 +48,8 @@ def test_footer_golden_and_round_trip() -> None:
     f = golden_footer()
     assert f.pack() == GOLDEN_FOOTER
     assert Footer.unpack(GOLDEN_FOOTER) == f
-    assert Footer.unpack(f.with_(hidden=1).pack()).hidden == 1
-    assert f.with_(hidden=1).pack()[85] == 1
+    assert Footer.unpack(f.replace(hidden=1).pack()).hidden == 1
+    assert f.replace(hidden=1).pack()[85] == 1
 
 
 def test_checksum_is_ones_complement_of_byte_sum() -> None:
