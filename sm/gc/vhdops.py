@@ -18,10 +18,8 @@ from sm.vhd.chain import find_parent
 from sm.vhd.errors import VhdChainError, VhdNoSpaceError, VhdUnsupportedError
 from sm.vhd.fastcopy import copy_backing_range
 from sm.vhd.image import Image
-from sm.vhd.layout import next_block_start
-from sm.vhd.records import SECTOR, UNUSED, DiskType, bat_pack
-
-BAT_PER_SECTOR = SECTOR // 4
+from sm.vhd.layout import footer_blocks, next_block_start
+from sm.vhd.records import SECTOR, UNUSED, DiskType
 
 __all__ = ["block_set", "fill_from_parent"]
 
@@ -95,11 +93,8 @@ def _fill(src: Image, dst: Image, progress: Progress | None) -> int:
     if cap is not None and pos + SECTOR > cap:
         raise VhdNoSpaceError(f"no room for the new blocks: needs {pos + SECTOR} bytes of {cap}",
                               path=dst.path)
-    last: dict[int, tuple[int, int]] = {}  # BAT sector -> (place, block) of its last new one
-    for blk, _bits, _soff, place in work:
-        if place is not None and place >= last.get(blk // BAT_PER_SECTOR, (-1, 0))[0]:
-            last[blk // BAT_PER_SECTOR] = (place, blk)
-    footers = {blk for _start, blk in last.values()}
+    new = {blk: place for blk, _bits, _soff, place in work if place is not None}
+    footers = footer_blocks(new)
     total, done, copied = len(blocks) * bs, 0, 0
     for blk, bits, soff, place in work:
         if place is None:
@@ -125,15 +120,7 @@ def _fill(src: Image, dst: Image, progress: Progress | None) -> int:
         return 0
     dst.backing.fsync()  # data durable before anything points at it
     with dst.lock:
-        new = {blk: place for blk, _bits, _soff, place in work if place is not None}
-        if new:
-            for blk, start in new.items():
-                dst.bat[blk] = start // SECTOR
-            lo, hi = min(new), max(new) + 1
-            lo -= lo % BAT_PER_SECTOR  # whole sectors: any subset of them is a valid image
-            hi = min(len(dst.bat), -(-hi // BAT_PER_SECTOR) * BAT_PER_SECTOR)
-            dst.backing.pwrite(bat_pack(dst.bat[lo:hi]), dst.header.table_offset + 4 * lo)
-            dst.eod = max(dst.eod, max(new.values()) + bms + bs)
+        dst.publish(new)
         for blk, bits, _soff, _start in work:
             dst.set_bits(blk, bits)
     dst.flush()

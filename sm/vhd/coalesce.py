@@ -23,14 +23,13 @@ from .chain import find_parent
 from .errors import VhdChainError, VhdError, VhdNoSpaceError, VhdUnsupportedError
 from .fastcopy import clone_backing_range, copy_backing_range
 from .image import Image
-from .layout import ALIGN, next_block_start
+from .layout import ALIGN, footer_blocks, next_block_start
 from .ops import grow_image
-from .records import SECTOR, UNUSED, BatmapHeader, DiskType, bat_pack
+from .records import SECTOR, UNUSED, BatmapHeader, DiskType
 
 Progress = Callable[[int, int], None]
 
 MIRROR_GAP = 64 * 1024  # largest extra space between new parent blocks to keep a child's layout
-BAT_PER_SECTOR = SECTOR // 4
 
 
 def coalesce(child: str, *, progress: Progress | None = None,
@@ -136,7 +135,7 @@ class _Merge:
                 self.progress(done, total)
         if self.new:
             dst.backing.fsync()  # blocks and footers durable before the BAT points at them
-            self.publish()
+            dst.publish(self.new)
         self.write_batmap()
 
     def plan(self, blocks: list[int]) -> None:
@@ -160,14 +159,7 @@ class _Merge:
             self.new[blk] = start
             pos = start + span
             prev = (sstart + span, pos)
-        # a torn BAT write publishes any subset of its sectors: the end of data it makes is
-        # the end of the last new block of one of them, and only there a footer is needed
-        last: dict[int, int] = {}
-        for blk, start in self.new.items():
-            k = blk // BAT_PER_SECTOR
-            if k not in last or start > self.new[last[k]]:
-                last[k] = blk
-        self.footer_after = set(last.values())
+        self.footer_after = footer_blocks(self.new)
         cap = dst.backing.capacity()
         if self.new and cap is not None and pos + SECTOR > cap:
             raise VhdNoSpaceError(f"no room for {len(self.new)} blocks: needs {pos + SECTOR} "
@@ -252,20 +244,6 @@ class _Merge:
         for s0, cnt in bm.runs(bits):
             copy_backing_range(self.src.backing, soff + s0 * SECTOR, self.dst.backing,
                                doff + s0 * SECTOR, cnt * SECTOR)
-
-    def publish(self) -> None:
-        """Write the changed span of the BAT in one write."""
-        dst = self.dst
-        assert dst.header is not None
-        for blk, start in self.new.items():
-            dst.bat[blk] = start // SECTOR
-        lo, hi = min(self.new), max(self.new) + 1
-        # whole sectors, so the write needs no read of the sector around it
-        lo -= lo % (SECTOR // 4)
-        hi = min(len(dst.bat), -(-hi // (SECTOR // 4)) * (SECTOR // 4))
-        dst.backing.pwrite(bat_pack(dst.bat[lo:hi]), dst.header.table_offset + 4 * lo)
-        last = max(self.new.values())
-        dst.eod = max(dst.eod, last + self.bms + self.bs)
 
     def write_batmap(self) -> None:
         dst = self.dst

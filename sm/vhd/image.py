@@ -7,14 +7,21 @@ from __future__ import annotations
 import struct
 import threading
 from array import array
-from collections.abc import Callable
+from collections.abc import Mapping
 
 from sm.log import get_logger
 
 from . import bitmap as bm
 from .backing import DEFAULT_STORAGE, Backing, Storage
 from .errors import VhdError, VhdFormatError, VhdNoSpaceError
-from .layout import bat_problems, batmap_sectors, end_of_data, metadata_extents, next_block_start
+from .layout import (
+    BAT_PER_SECTOR,
+    bat_problems,
+    batmap_sectors,
+    end_of_data,
+    metadata_extents,
+    next_block_start,
+)
 from .records import (
     BATMAP_COOKIE,
     CREATOR_TAP,
@@ -26,6 +33,7 @@ from .records import (
     DiskType,
     DynamicHeader,
     Footer,
+    bat_pack,
     bat_unpack,
     bitmap_bytes,
 )
@@ -336,14 +344,24 @@ class Image:
         if self.full(new):
             self._set_batmap(blk)
 
-    def allocate_with(self, blk: int, bits: int, fill: Callable[[int], None]) -> None:
-        """Allocate block ``blk`` whose data ``fill(data_offset)`` writes before the BAT entry
-        is published; ``bits`` is its bitmap."""
-        with self.lock:
-            self._allocate(blk, bits, [], fill)
+    def publish(self, new: Mapping[int, int]) -> None:
+        """Point the BAT at blocks already written in place (block -> bitmap offset, beyond
+        the end of data, each followed by a footer where `layout.footer_blocks` says) with one
+        write of whole BAT sectors, so it needs no read around it and any subset of its
+        sectors that reaches the disk leaves a valid image. The caller has made the blocks
+        durable first and holds the lock."""
+        assert self.header is not None
+        if not new:
+            return
+        for blk, start in new.items():
+            self.bat[blk] = start // SECTOR
+        lo, hi = min(new), max(new) + 1
+        lo -= lo % BAT_PER_SECTOR
+        hi = min(len(self.bat), -(-hi // BAT_PER_SECTOR) * BAT_PER_SECTOR)
+        self.backing.pwrite(bat_pack(self.bat[lo:hi]), self.header.table_offset + 4 * lo)
+        self.eod = max(self.eod, max(new.values()) + self.bm_size + self.block_size)
 
-    def _allocate(self, blk: int, bits: int, pieces: list[tuple[int, memoryview]],
-                  fill: Callable[[int], None] | None = None) -> None:
+    def _allocate(self, blk: int, bits: int, pieces: list[tuple[int, memoryview]]) -> None:
         assert self.header is not None
         if blk >= len(self.bat):
             raise VhdError(f"block {blk} beyond the BAT", path=self.path)
@@ -356,10 +374,7 @@ class Image:
                                   f"{cap}", path=self.path)
         b = self.backing
         bmap = bm.to_disk(bits, bms)
-        if fill is not None:
-            fill(start + bms)
-            b.pwrite(bmap, start)
-        elif len(pieces) == 1 and pieces[0][0] == 0 and len(pieces[0][1]) == bs:
+        if len(pieces) == 1 and pieces[0][0] == 0 and len(pieces[0][1]) == bs:
             b.pwrite(bmap, start)
             b.pwrite(pieces[0][1], start + bms)
         elif self.disk_type == DiskType.DYNAMIC and not self._clean_tail:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from .records import PLAT_NONE, SECTOR, UNUSED, DynamicHeader, bitmap_bytes
 
 ALIGN = 4096
+BAT_PER_SECTOR = SECTOR // 4
 
 
 def pad(n: int, to: int = SECTOR) -> int:
@@ -75,6 +76,18 @@ def bat_problems(
         found.append((order[k], off, f"block {order[k]} range [{off},{off + span}) lies "
                                      f"beyond the end of the image ({limit}): truncated"))
     return found
+
+
+def footer_blocks(new: Mapping[int, int]) -> set[int]:
+    """Of new blocks (block -> bitmap offset) whose BAT entries will be written in one write,
+    those a footer must follow: a torn write publishes any subset of the BAT's sectors, and the
+    end of data it leaves is the end of the last new block of one of them."""
+    last: dict[int, int] = {}
+    for blk, start in new.items():
+        k = blk // BAT_PER_SECTOR
+        if k not in last or start > new[last[k]]:
+            last[k] = blk
+    return set(last.values())
 
 
 def next_block_start(eod: int, block_size: int) -> int:

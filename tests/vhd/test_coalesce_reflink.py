@@ -26,6 +26,7 @@ from tests.gc.fsmount import loop_mount
 from tests.vhd.test_coalesce_crash import Crash, CrashStorage, _Counting
 
 coalesce_mod = importlib.import_module("sm.vhd.coalesce")
+layout_mod = importlib.import_module("sm.vhd.layout")
 
 MiB = 2**20
 BS = 2 * MiB
@@ -34,7 +35,8 @@ GROUP = 8  # BAT entries per "sector" in these tests
 
 @pytest.fixture
 def small_sectors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(coalesce_mod, "BAT_PER_SECTOR", GROUP)
+    # where footers go (sm.vhd.layout.footer_blocks); the BAT write itself keeps whole sectors
+    monkeypatch.setattr(layout_mod, "BAT_PER_SECTOR", GROUP)
 
 
 @pytest.fixture(params=["xfs", "plain"])

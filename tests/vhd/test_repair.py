@@ -152,7 +152,7 @@ def test_crash_during_coalesce_then_repair_is_clean(tmp_path: Path, torn: bool) 
         disk.write(0, b"b" * 4096)
     vhd.snapshot(base, leaf)
     with vhd.open_chain(leaf, writable=True) as disk:
-        disk.write(2 * MiB, b"L" * (2 * MiB))  # a full block: allocate_with + batmap
+        disk.write(2 * MiB, b"L" * (2 * MiB))  # a full block: one allocation + batmap
         disk.write(4 * MiB + 512, b"l" * 1024)
     saved = str(tmp_path / "base.orig")
     shutil.copyfile(base, saved)
