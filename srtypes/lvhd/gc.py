@@ -37,18 +37,9 @@ __all__ = ["CRASH_POINTS", "LvhdBackend", "abort", "kick", "recover", "report", 
 log = logging.getLogger(__name__)
 
 
-@contextlib.contextmanager
-def _locked(repo: LvhdRepo, purpose: str) -> Iterator[None]:
-    from sm import locking
-
-    repo.host_dir.mkdir(parents=True, exist_ok=True)
-    with locking.lock(repo.host_dir / "chain.lock", purpose=purpose):
-        repo.lvm.invalidate()  # other processes changed LVs since the last report
-        yield
-
-
 class ChainLock:
-    """The SR's chain lock as a merge holds it: let go between slices of its copy."""
+    """The SR's chain lock as the collector takes it (the lvm report cache dropped: other
+    processes changed LVs meanwhile); a merge lets go of it between slices of its copy."""
 
     def __init__(self, repo: LvhdRepo, purpose: str) -> None:
         from sm import locking
@@ -68,6 +59,16 @@ class ChainLock:
         if self.held:
             self.held = False
             self.lock.release()
+
+
+@contextlib.contextmanager
+def _locked(repo: LvhdRepo, purpose: str) -> Iterator[None]:
+    lock = ChainLock(repo, purpose)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class LvhdBackend:

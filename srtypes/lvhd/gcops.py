@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sm.faults import crash_point
 from sm.gc import Skip
 
+from .repo import vhd_lv as lv
+
 if TYPE_CHECKING:
     from sm.gc import Action, StepContext
 
@@ -52,10 +54,6 @@ CRASH_POINTS: Mapping[str, tuple[str, ...]] = {
                  "switched", "deflated", "records"),
     "gc_leafsnap": ("journaled", "renamed", "hidden", "leaf", "deflated", "records"),
 }
-
-
-def lv(uuid: str) -> str:
-    return f"VHD-{uuid}"
 
 
 def attached(repo: LvhdRepo) -> set[str]:

@@ -45,6 +45,11 @@ def lv_name(uuid: str, vdi_type: str) -> str:
     return f"{'LV' if vdi_type == 'raw' else 'VHD'}-{uuid}"
 
 
+def vhd_lv(uuid: str) -> str:
+    """The LV of a VHD VDI (`VHD-<uuid>`)."""
+    return lv_name(uuid, "vhd")
+
+
 def metadata_size(virtual_size: int) -> int:
     """Bytes a dynamic/differencing VHD of ``virtual_size`` needs besides its data blocks:
     footer copy, header, BAT, batmap, three parent locators, footer (as sm.vhd.ops.create)."""

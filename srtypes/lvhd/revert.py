@@ -40,6 +40,7 @@ from sm.faults import crash_point
 from sm.records import VdiRecord
 
 from .repo import LvhdRepo
+from .repo import vhd_lv as _lv
 from .snapshot import MAX_DEPTH, RO_TAG, leaf_size, write_child
 
 __all__ = ["STEPS", "recover", "resolve", "run"]
@@ -47,12 +48,8 @@ __all__ = ["STEPS", "recover", "resolve", "run"]
 STEPS = ("journaled", "renamed", "hidden", "snapleaf", "leaf", "switched", "records", "pruned")
 
 
-def _lv(uuid: str) -> str:
-    return f"VHD-{uuid}"
-
-
 def _tmp(uuid: str) -> str:
-    return f"VHD-{uuid}.revert"
+    return f"{_lv(uuid)}.revert"
 
 
 def resolve(repo: LvhdRepo, snapshot: str, target: str | None) -> tuple[VdiRecord, VdiRecord]:

@@ -34,16 +34,13 @@ from sm.errors import (
 from sm.faults import crash_point
 
 from .repo import LvhdRepo, full_vhd_size, metadata_size
+from .repo import vhd_lv as _lv
 
 __all__ = ["MAX_DEPTH", "RO_TAG", "STEPS", "recover", "run"]
 
 STEPS = ("journaled", "deflated", "renamed", "hidden", "leaf", "snap", "records")
 RO_TAG = "sm_ro"
 MAX_DEPTH = 30
-
-
-def _lv(uuid: str) -> str:
-    return f"VHD-{uuid}"
 
 
 def leaf_size(repo: LvhdRepo, uuid: str, virtual: int, thick: bool) -> int:
