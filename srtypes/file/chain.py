@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sm.records import VdiRecord
@@ -12,6 +12,7 @@ __all__ = [
     "GC_GARBAGE",
     "GC_KEY",
     "PARENT_KEY",
+    "base_copy",
     "children_map",
     "depth",
     "is_garbage",
@@ -36,6 +37,16 @@ def children_map(records: Iterable[VdiRecord]) -> dict[str, list[str]]:
     for kids in out.values():
         kids.sort()
     return out
+
+
+def base_copy(record: VdiRecord, uuid: str, **changes: Any) -> VdiRecord:
+    """The record of a hidden base `uuid` made from `record`'s image (a snapshot's or revert's
+    base, a leaf snapshotted in place): read-only, not managed, named "base copy", no snapshot
+    relation and no other_config; `changes` on top (sizes, sm_config)."""
+    return record.replace(
+        uuid=uuid, location=uuid, name_label="base copy", name_description="", hidden=True,
+        managed=False, read_only=True, is_a_snapshot=False, snapshot_of="", snapshot_time="",
+        other_config={}, **changes)
 
 
 def depth(by_uuid: Mapping[str, VdiRecord], uuid: str) -> int:

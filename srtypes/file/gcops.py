@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sm.faults import crash_point
 from sm.gc import Skip
 
-from .chain import GC_KEY, with_parent
+from .chain import GC_KEY, base_copy, with_parent
 from .vdiops import mark_garbage, physical
 
 if TYPE_CHECKING:
@@ -356,11 +356,8 @@ def _forward_leafsnap(repo: FileRepo, entry: Entry, *, records: bool = True) -> 
     with repo.records.transaction(purpose="gc_leafsnap") as txn:
         if txn.find(d["new"]) is None:
             x = txn.get(d["vdi"])
-            base = x.replace(
-                uuid=d["new"], location=d["new"], name_label="base copy",
-                name_description="", hidden=True, managed=False, read_only=True,
-                is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
-                sm_config=_unbusy(x.sm_config), physical_utilisation=physical(np_, "vhd"))
+            base = base_copy(x, d["new"], sm_config=_unbusy(x.sm_config),
+                             physical_utilisation=physical(np_, "vhd"))
             txn.put(with_parent(base, x.parent))
             txn.put(with_parent(x.replace(
                 physical_utilisation=physical(cp, "vhd")), d["new"]))

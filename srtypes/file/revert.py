@@ -40,7 +40,7 @@ from sm.errors import (
 )
 from sm.faults import crash_point
 
-from .chain import with_parent
+from .chain import base_copy, with_parent
 from .edge import engine_errors
 from .snapshot import MAX_DEPTH, chain_depth
 from .vdiops import mark_garbage, physical
@@ -177,11 +177,7 @@ def _forward(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
     with repo.records.transaction(purpose="vdi_revert") as txn:
         if d["b2"] is not None and txn.find(d["b2"]) is None:
             s = txn.get(d["snapshot"])
-            base = s.replace(
-                uuid=d["b2"], location=d["b2"], name_label="base copy",
-                name_description="", hidden=True, managed=False, read_only=True,
-                is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
-                physical_utilisation=physical(pp, "vhd"))
+            base = base_copy(s, d["b2"], physical_utilisation=physical(pp, "vhd"))
             txn.put(with_parent(base, s.parent))
             txn.put(with_parent(s.replace(
                 physical_utilisation=physical(sp, "vhd")), d["b2"]))

@@ -81,7 +81,7 @@ def _new_leaf(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
 
 def forward(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
     from sm import vhd
-    from srtypes.file.chain import with_parent
+    from srtypes.file.chain import base_copy, with_parent
 
     from .vdiops import resize_lv
 
@@ -96,11 +96,7 @@ def forward(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
     with repo.transaction("gc_leafsnap") as txn:
         x = txn.vdis[d["vdi"]]
         if d["new"] not in txn.vdis:
-            base = x.replace(
-                uuid=d["new"], location=d["new"], name_label="base copy",
-                name_description="", hidden=True, managed=False, read_only=True,
-                is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
-                physical_utilisation=size.get(lv(d["new"]), 0))
+            base = base_copy(x, d["new"], physical_utilisation=size.get(lv(d["new"]), 0))
             txn.vdis[d["new"]] = with_parent(base, x.parent)
             txn.vdis[x.uuid] = with_parent(x.replace(
                 physical_utilisation=size.get(lv(x.uuid), 0)), d["new"])

@@ -195,16 +195,13 @@ def _switch(repo: LvhdRepo, key: str, d: Mapping[str, Any], prune_from: str | No
 
 
 def _records(vdis: dict[str, VdiRecord], d: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
-    from srtypes.file.chain import with_parent
+    from srtypes.file.chain import base_copy, with_parent
 
     b2 = d["b2"]
     if b2 is not None and b2 not in vdis:
         s = vdis[d["snapshot"]]
-        vdis[b2] = with_parent(s.replace(
-            uuid=b2, location=b2, name_label="base copy", name_description="",
-            hidden=True, managed=False, read_only=True, is_a_snapshot=False, snapshot_of="",
-            snapshot_time="", other_config={}, physical_utilisation=sizes.get(_lv(b2), 0)),
-            s.parent)
+        vdis[b2] = with_parent(base_copy(s, b2, physical_utilisation=sizes.get(_lv(b2), 0)),
+                               s.parent)
         vdis[s.uuid] = with_parent(s.replace(
             physical_utilisation=sizes.get(_lv(s.uuid), 0)), b2)
     x = vdis[d["target"]]

@@ -164,7 +164,7 @@ def _forward(repo: LvhdRepo, d: Mapping[str, Any]) -> None:
 
 def _records(vdis: dict[str, Any], d: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
     from sm.records import VdiRecord
-    from srtypes.file.chain import with_parent
+    from srtypes.file.chain import base_copy, with_parent
 
     if d["new"] in vdis:
         return
@@ -173,11 +173,8 @@ def _records(vdis: dict[str, Any], d: Mapping[str, Any], sizes: Mapping[str, int
     parent = x.uuid
     if not d["direct"]:
         parent = d["base"]
-        vdis[d["base"]] = x.replace(
-            uuid=d["base"], location=d["base"], name_label="base copy",
-            name_description="", read_only=True, hidden=True, managed=False,
-            is_a_snapshot=False, snapshot_of="", snapshot_time="", other_config={},
-            physical_utilisation=sizes.get(_lv(d["base"]), 0))
+        vdis[d["base"]] = base_copy(x, d["base"],
+                                    physical_utilisation=sizes.get(_lv(d["base"]), 0))
         vdis[x.uuid] = with_parent(x.replace(
             physical_utilisation=sizes.get(_lv(x.uuid), 0)), d["base"])
         if d.get("single"):  # the base is the snapshot: visible, read-only
