@@ -25,27 +25,51 @@ process dies, so recovery only ever touches entries whose writer is gone (an ope
 in another process, or on another host sharing the SR, is left alone), and two recoverers
 cannot run the same entry. An unreadable entry raises ``MetadataError`` (181) with its path:
 recovery must not silently skip half-done work.
+
+Failure containment (docs/design.md "Failure containment"):
+
+- An operation that FAILS in its own process (an exception, not a kill) is settled before it
+  answers: leaving the ``with`` block of an owned entry by an ``Exception`` runs the op's own
+  recovery handler in-process with ``entry.failure`` set to that exception. The handler undoes
+  what was done (or completes it, once past the op's point of no return); the entry is then
+  removed, and the original exception propagates. Replay is for crashes only. If the handler
+  itself fails, the entry stays for replay (with a note on the exception).
+- A replay that cannot make progress does not block the SR: :meth:`Journal.recover` sets the
+  entry aside (``failed/<id>.json``: the entry plus ``error``, ``error_type``, ``set_aside``
+  time and the ``affected`` VDIs) and goes on with the next one. The affected VDIs are unusable
+  (:meth:`Journal.unusable`) until the entry is retried or discarded (``sm sr repair``,
+  :mod:`sm.repair`). :class:`SetAside` is the record SR types with a journal of their own (the
+  LVHD SR keeps it in MGT) share, with :func:`affected` and :func:`unusable_error`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
 
 from sm import atomic
-from sm.errors import MetadataError
+from sm.errors import MetadataError, VDIUnavailable
+from sm.log import get_logger
 from sm.struct import Frozen
 
 StrPath = str | os.PathLike[str]
+Handler = Callable[["Entry"], None]
 
 VERSION = 1
+FAILED_DIR = "failed"
+AFFECTED_KEYS = ("vdi", "target", "snapshot", "base", "new", "b2", "child")
+"""Keys of an entry's data that name VDIs whose images the operation changes (every SR type
+uses these names): the VDIs a set-aside entry makes unusable."""
+
+log = get_logger(__name__)
 
 
 class Step(Frozen):
@@ -80,8 +104,11 @@ class Entry:
     """One journalled operation. Returned by :meth:`Journal.begin` (owned: the caller runs the
     operation) or by :meth:`Journal.pending` (a record to inspect or recover).
 
-    As a context manager an owned entry is marked done when the block succeeds and left
-    pending for recovery when it raises.
+    As a context manager an owned entry is marked done when the block succeeds. When the block
+    raises an ``Exception`` and the journal has a handler for the op, the handler runs at once
+    with :attr:`failure` set (see the module docstring) and the entry is done if it returns;
+    otherwise (no handler, the handler failed, or a ``BaseException`` such as a kill) the entry
+    is left pending for recovery.
     """
 
     def __init__(self, journal: Journal, raw: Mapping[str, Any], lock_fd: int | None,
@@ -98,6 +125,9 @@ class Entry:
         self._finished = False
         self._size = size  # bytes of complete lines on disk; anything after is a torn line
         self._whole_lines = True
+        self.failure: BaseException | None = None
+        """Set while the op's handler runs for a failure in the op's own process (undo, or
+        complete past the point of no return); None during a replay after a crash."""
 
     @property
     def path(self) -> Path:
@@ -174,12 +204,100 @@ class Entry:
                  tb: TracebackType | None) -> None:
         if kind is None:
             self.done()
+        elif isinstance(value, Exception) and self.op in self.journal.handlers:
+            settle(self, value, lambda: self.journal.handlers[self.op](self))
         else:
             self.release()
 
     def __repr__(self) -> str:
         last = self._steps[-1].name if self._steps else None
         return f"<journal Entry {self.id} op={self.op} last_step={last}>"
+
+
+def settle(entry: Entry | None, failure: Exception, undo: Callable[[], None]) -> bool:
+    """Run ``undo`` for an operation that failed with ``failure`` in this process (with
+    ``entry.failure`` set); the entry is done if it returns, left for replay if it raises.
+    Returns whether the operation was settled. The caller re-raises ``failure``."""
+    if entry is not None:
+        entry.failure = failure
+    try:
+        undo()
+    except Exception as err:
+        log.error("%s failed (%s) and could not be settled in-process (%s); left for replay",
+                  entry.op if entry else "operation", failure, err)
+        failure.add_note(f"settling the failed operation failed too ({err}); its journal "
+                         "entry is replayed by the next chain operation")
+        if entry is not None:
+            entry.failure = None
+            entry.release()
+        return False
+    if entry is not None:
+        entry.failure = None
+        entry.done()
+    return True
+
+
+@contextlib.contextmanager
+def undo_on_failure(undo: Callable[[BaseException], None]) -> Iterator[None]:
+    """For journals other than :class:`Journal` (the LVHD SR's, in MGT): on an ``Exception``
+    in the block run ``undo(exc)`` in-process, then re-raise; a failing ``undo`` adds a note
+    and leaves its entry for replay."""
+    try:
+        yield
+    except Exception as err:
+        settle(None, err, functools.partial(undo, err))
+        raise
+
+
+def affected(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The VDIs an entry's operation changes images of (its data's AFFECTED_KEYS)."""
+    out: list[str] = []
+    for key in AFFECTED_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and len(value) == 36 and value not in out:
+            out.append(value)
+    return tuple(out)
+
+
+class SetAside(Frozen):
+    """A journal entry whose replay could not make progress, set aside."""
+
+    id: str
+    op: str
+    data: Mapping[str, Any]
+    steps: tuple[str, ...]
+    error: str
+    error_type: str
+    time: float
+    affected: tuple[str, ...]
+
+    @classmethod
+    def make(cls, entry_id: str, op: str, data: Mapping[str, Any], steps: Iterable[str],
+             error: BaseException) -> SetAside:
+        return cls(entry_id, op, dict(data), tuple(steps), str(error) or type(error).__name__,
+                   type(error).__name__, time.time(), affected(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "op": self.op, "data": dict(self.data),
+                "steps": list(self.steps), "error": self.error, "error_type": self.error_type,
+                "set_aside": self.time, "affected": list(self.affected)}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> SetAside:
+        return cls(str(raw["id"]), str(raw["op"]), dict(raw.get("data", {})),
+                   tuple(raw.get("steps", ())), str(raw.get("error", "")),
+                   str(raw.get("error_type", "")), float(raw.get("set_aside", 0)),
+                   tuple(raw.get("affected", ())))
+
+
+def unusable_error(uuid: str, aside: SetAside, sr: str = "SR") -> VDIUnavailable:
+    """VDIUnavailable (46) for a VDI a set-aside entry makes unusable."""
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(aside.time))
+    return VDIUnavailable(
+        f"VDI {uuid} is unusable: an interrupted {aside.op} (journal entry {aside.id}) could "
+        f"not be replayed ({aside.error}; set aside at {when}); run `sm sr repair {sr}` to "
+        "retry or discard it",
+        details={"vdi": uuid, "entry": aside.id, "op": aside.op})
 
 
 def _encode(op: str, obj: Mapping[str, Any]) -> bytes:
@@ -214,11 +332,20 @@ def _check(raw: Any, path: Path) -> dict[str, Any]:
 
 
 class Journal:
-    """The intent journal in ``directory`` (created if missing)."""
+    """The intent journal in ``directory`` (created if missing, but never its parent: a
+    journal is only ever opened inside an SR)."""
 
-    def __init__(self, directory: StrPath) -> None:
+    def __init__(self, directory: StrPath,
+                 handlers: Mapping[str, Handler] | None = None) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(exist_ok=True)
+        self.handlers: Mapping[str, Handler] = handlers or {}
+        """op -> handler: settles an owned entry whose operation fails in-process, and the
+        default of :meth:`recover`."""
+
+    @property
+    def failed_dir(self) -> Path:
+        return self.directory / FAILED_DIR
 
     def begin(self, op: str, **data: Any) -> Entry:
         """Durably record the intent to run ``op`` with ``data`` (JSON-serialisable), before
@@ -303,12 +430,14 @@ class Journal:
             os.close(fd)
             raise
 
-    def recover(self, handlers: Mapping[str, Callable[[Entry], None]]) -> list[Entry]:
+    def recover(self, handlers: Mapping[str, Handler] | None = None) -> list[Entry]:
         """Run ``handlers[entry.op](entry)`` for each orphaned entry, oldest first, and mark
         each done after its handler returns. Entries of live operations are skipped. An entry
-        whose op has no handler raises ``MetadataError`` before any handler runs; a handler
-        that raises leaves its entry (and the later ones) pending. Returns the recovered
-        entries. Run it under the SR lock."""
+        whose op has no handler raises ``MetadataError`` before any handler runs. A handler
+        that raises an ``Exception`` cannot make progress: its entry is set aside
+        (:meth:`set_aside`) and the next entry is replayed. Returns the recovered entries.
+        Run it under the SR lock."""
+        handlers = self.handlers if handlers is None else handlers
         pending = self.pending()
         for entry in pending:
             if entry.op not in handlers:
@@ -324,6 +453,9 @@ class Journal:
             entry = claimed
             try:
                 handlers[entry.op](entry)
+            except Exception as err:
+                self.set_aside(entry, err)
+                continue
             except BaseException:
                 entry.release()
                 raise
@@ -331,6 +463,88 @@ class Journal:
             recovered.append(entry)
         self._remove_stray_locks()
         return recovered
+
+    # -- set-aside entries ---------------------------------------------------------------------
+
+    def set_aside(self, entry: Entry, error: BaseException) -> SetAside:
+        """Move an owned entry whose replay failed to ``failed/`` with the error and the time:
+        it is no longer replayed, and the VDIs it affects are unusable."""
+        aside = SetAside.make(entry.id, entry.op, entry.data, (s.name for s in entry.steps),
+                              error)
+        payload = json.dumps({**entry.to_dict(), **aside.to_dict()}, sort_keys=True).encode()
+        self.failed_dir.mkdir(exist_ok=True)
+        atomic.write_atomic(self.failed_dir / f"{entry.id}.json", payload)
+        entry.done()
+        log.error("journal entry %s (%s) set aside: replay failed: %s; VDIs %s unusable",
+                  entry.id, entry.op, aside.error, ", ".join(aside.affected) or "none")
+        return aside
+
+    def set_aside_entries(self) -> list[SetAside]:
+        """Entries set aside, oldest first (an unreadable one raises MetadataError)."""
+        try:
+            names = sorted(n for n in os.listdir(self.failed_dir) if n.endswith(".json"))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            path = self.failed_dir / name
+            try:
+                out.append(SetAside.from_dict(json.loads(path.read_bytes())))
+            except FileNotFoundError:
+                continue
+            except (ValueError, KeyError, TypeError) as err:
+                raise MetadataError(f"unreadable set-aside journal entry {path}: {err}",
+                                    details={"path": str(path)}) from err
+        return out
+
+    def unusable(self) -> dict[str, SetAside]:
+        """VDI uuid -> the set-aside entry that makes it unusable (one listdir when none)."""
+        if not self.failed_dir.is_dir():
+            return {}
+        return {u: a for a in self.set_aside_entries() for u in a.affected}
+
+    def retry(self, entry_id: str, handlers: Mapping[str, Handler] | None = None) -> bool:
+        """Put a set-aside entry back and replay it (caller holds the SR lock): True if it
+        was recovered; False if it failed again (it is set aside again, with the new error)."""
+        handlers = self.handlers if handlers is None else handlers
+        src = self.failed_dir / f"{entry_id}.json"
+        try:
+            raw = json.loads(src.read_bytes())
+        except FileNotFoundError:
+            raise MetadataError(f"no set-aside journal entry {entry_id}",
+                                details={"entry": entry_id}) from None
+        if raw.get("op") not in handlers:
+            raise MetadataError(f"journal entry {entry_id}: no recovery handler for op "
+                                f"{raw.get('op')!r}", details={"entry": entry_id})
+        entry_raw = {k: raw[k] for k in ("version", "id", "op", "created", "pid", "host",
+                                          "data", "steps")}
+        atomic.write_atomic(self.directory / f"{entry_id}.json",
+                            _encode(str(raw["op"]), entry_raw))
+        atomic.unlink(src)
+        entry = self.claim(entry_id)
+        if entry is None:
+            raise MetadataError(f"journal entry {entry_id} is being replayed by another "
+                                "process", details={"entry": entry_id})
+        try:
+            handlers[entry.op](entry)
+        except Exception as err:
+            self.set_aside(entry, err)
+            return False
+        except BaseException:
+            entry.release()
+            raise
+        entry.done()
+        return True
+
+    def discard(self, entry_id: str) -> SetAside:
+        """Forget a set-aside entry (its VDIs become usable again); returns what it was."""
+        path = self.failed_dir / f"{entry_id}.json"
+        found = [a for a in self.set_aside_entries() if a.id == entry_id]
+        if not found:
+            raise MetadataError(f"no set-aside journal entry {entry_id}",
+                                details={"entry": entry_id})
+        atomic.unlink(path)
+        return found[0]
 
     def _remove_stray_locks(self) -> None:
         # A writer killed between creating its lock file and its entry leaves a lock file alone.

@@ -139,17 +139,52 @@ def test_recover_unknown_op_raises_before_running(tmp_path: Path) -> None:
     assert ran == [] and len(j.pending()) == 2
 
 
-def test_failing_handler_leaves_entry(tmp_path: Path) -> None:
+def test_failing_handler_sets_entry_aside(tmp_path: Path) -> None:
+    """A replay that cannot make progress is set aside (with its error and the VDIs it
+    affects) and does not block the entries after it; retry and discard resolve it."""
     j = Journal(tmp_path)
-    j.begin("op").release()
+    vdi = "11111111-2222-4333-8444-555555555555"
+    j.begin("op", vdi=vdi).release()
+    j.begin("other").release()
 
     def boom(entry: Entry) -> None:
         raise OSError("disk on fire")
 
-    with pytest.raises(OSError):
-        j.recover({"op": boom})
-    assert len(j.pending()) == 1
-    assert len(j.recover({"op": lambda e: None})) == 1
+    done = j.recover({"op": boom, "other": lambda e: None})
+    assert [e.op for e in done] == ["other"]
+    assert j.pending() == []
+    (aside,) = j.set_aside_entries()
+    assert (aside.op, aside.error, aside.affected) == ("op", "disk on fire", (vdi,))
+    assert aside.time > 0
+    assert j.unusable() == {vdi: aside}
+    assert j.retry(aside.id, {"op": boom}) is False  # failed again: set aside again
+    assert [a.id for a in j.set_aside_entries()] == [aside.id]
+    assert j.retry(aside.id, {"op": lambda e: None}) is True
+    assert j.set_aside_entries() == [] and j.pending() == [] and j.unusable() == {}
+    j.begin("op", vdi=vdi).release()
+    j.recover({"op": boom})
+    assert j.discard(aside.id if False else j.set_aside_entries()[0].id).op == "op"
+    assert j.unusable() == {}
+
+
+def test_failure_in_process_runs_the_handler(tmp_path: Path) -> None:
+    """An owned entry whose block raises runs the op's handler in-process with `failure`
+    set, and is removed if the handler returns; left for replay if it fails too."""
+    seen: list[object] = []
+    j = Journal(tmp_path, {"op": lambda e: seen.append(e.failure)})
+    with pytest.raises(ZeroDivisionError), j.begin("op"):
+        1 / 0  # noqa: B018
+    assert len(seen) == 1 and isinstance(seen[0], ZeroDivisionError)
+    assert j.pending() == []
+
+    def undo_fails(entry: Entry) -> None:
+        raise OSError("undo failed")
+
+    j2 = Journal(tmp_path / "2", {"op": undo_fails})
+    with pytest.raises(ZeroDivisionError) as info, j2.begin("op"):
+        1 / 0  # noqa: B018
+    assert any("replayed" in n for n in info.value.__notes__)
+    assert len(j2.pending()) == 1
 
 
 @pytest.mark.parametrize(
