@@ -18,7 +18,9 @@ the lock file itself and empties it on release; a waiter that times out names it
 next holder overwrites it, and a waiter only reports it while the lock is actually held.
 
 SR locks live in ``<sr>/.sm/locks/``: ``sr.lock`` for operations that rearrange chains (take it
-first) and ``vdi-<uuid>.lock`` per VDI.
+first) and ``vdi-<uuid>.lock`` per VDI. That directory is made only by ``sr_create`` (or the
+upgrade of an existing SR, :func:`init_sr_locks`); an SR lock asked for where it is missing is
+SRUnavailable (47), so no lock request turns an arbitrary directory into something SR-like.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sm.errors import LockErr
+from sm.errors import LockErr, SRUnavailable
 from sm.struct import Frozen
 
 StrPath = str | os.PathLike[str]
@@ -290,9 +292,17 @@ def lock(path: StrPath, *, shared: bool = False, timeout: float | None = DEFAULT
 
 
 def sr_lock_dir(sr_path: StrPath) -> Path:
-    """``<sr>/.sm/locks``, created if missing."""
-    directory = Path(sr_path) / LOCK_DIR
-    directory.mkdir(parents=True, exist_ok=True)
+    """``<sr>/.sm/locks``. Never created here: a lock request on a directory that holds no
+    SR must not make it look like one (:func:`init_sr_locks` is for ``sr_create``)."""
+    return Path(sr_path) / LOCK_DIR
+
+
+def init_sr_locks(sr_path: StrPath) -> Path:
+    """Create ``<sr>/.sm/locks`` (and ``.sm``) in the existing directory ``sr_path``: for
+    ``sr_create`` and the upgrade of an existing SR, never for any other command."""
+    directory = sr_lock_dir(sr_path)
+    directory.parent.mkdir(exist_ok=True)  # never sr_path itself, nor its parents
+    directory.mkdir(exist_ok=True)
     return directory
 
 
@@ -306,17 +316,32 @@ def vdi_lock_path(sr_path: StrPath, vdi_uuid: str) -> Path:
     return sr_lock_dir(sr_path) / f"vdi-{vdi_uuid}.lock"
 
 
+@contextlib.contextmanager
+def _sr_file_lock(path: Path, shared: bool, timeout: float | None,
+                  purpose: str) -> Iterator[FileLock]:
+    handle = FileLock(path)
+    try:
+        handle.acquire(shared=shared, timeout=timeout, purpose=purpose)
+    except FileNotFoundError as err:  # no .sm/locks: not an SR (or deleted meanwhile)
+        raise SRUnavailable(f"{path.parent.parent.parent} holds no SR (no {path.parent})"
+                            ) from err
+    try:
+        yield handle
+    finally:
+        handle.release()
+
+
 def sr_lock(sr_path: StrPath, *, shared: bool = False, timeout: float | None = DEFAULT_TIMEOUT,
             purpose: str = "") -> contextlib.AbstractContextManager[FileLock]:
     """The SR-wide lock: exclusive for operations that rearrange chains (snapshot, clone,
-    delete, coalesce, journal replay); shared for operations that must not see that happen."""
-    return lock(sr_lock_path(sr_path), shared=shared, timeout=timeout, purpose=purpose)
+    delete, coalesce, journal replay); shared for operations that must not see that happen.
+    SRUnavailable (47) if ``<sr>/.sm/locks`` does not exist."""
+    return _sr_file_lock(sr_lock_path(sr_path), shared, timeout, purpose)
 
 
 def vdi_lock(sr_path: StrPath, vdi_uuid: str, *, shared: bool = False,
              timeout: float | None = DEFAULT_TIMEOUT,
              purpose: str = "") -> contextlib.AbstractContextManager[FileLock]:
     """The lock of one VDI. Lock order: the SR lock (if needed) first, then VDI locks in uuid
-    order."""
-    return lock(vdi_lock_path(sr_path, vdi_uuid), shared=shared, timeout=timeout,
-                purpose=purpose)
+    order. SRUnavailable (47) if ``<sr>/.sm/locks`` does not exist."""
+    return _sr_file_lock(vdi_lock_path(sr_path, vdi_uuid), shared, timeout, purpose)

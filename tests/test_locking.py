@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sm import locking
-from sm.errors import LockErr
+from sm.errors import LockErr, SRUnavailable
 
 HOLDER = (
     "import sys\n"
@@ -235,6 +235,7 @@ def test_processes_serialize(tmp_path: Path) -> None:
     """Several processes increment a counter file under the lock; no update is lost."""
     path = tmp_path / "sr"
     path.mkdir()
+    locking.init_sr_locks(path)
     counter = path / "counter"
     counter.write_text("0")
     code = (
@@ -271,6 +272,14 @@ def test_sr_and_vdi_lock_paths(tmp_path: Path, holders: list[Holder]) -> None:
     sr = tmp_path / "sr"
     sr.mkdir()
     uuid = "3f1c6a0e-8a3b-4c55-9d7e-0a2b4c6d8e0f"
+    with pytest.raises(SRUnavailable):  # no .sm/locks: not an SR, and nothing is created
+        with locking.sr_lock(sr):
+            pass
+    with pytest.raises(SRUnavailable):
+        with locking.vdi_lock(sr, uuid):
+            pass
+    assert list(sr.iterdir()) == []
+    locking.init_sr_locks(sr)
     assert locking.sr_lock_path(sr) == sr / ".sm" / "locks" / "sr.lock"
     assert locking.vdi_lock_path(sr, uuid) == sr / ".sm" / "locks" / f"vdi-{uuid}.lock"
     with pytest.raises(ValueError):

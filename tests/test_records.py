@@ -97,7 +97,7 @@ def test_sr_record_round_trip() -> None:
 
 
 def test_store_crud(tmp_path: Path) -> None:
-    store = RecordStore(tmp_path / ".sm")
+    store = RecordStore(tmp_path / ".sm", create=True)
     assert store.all() == [] and store.find_sr() is None
     with pytest.raises(MetadataError):
         store.sr()
@@ -221,6 +221,7 @@ def snapshot_state(store: RecordStore) -> tuple[Any, list[dict[str, Any]]]:
 
 def make_plan(tmp_path: Path) -> tuple[Path, dict[str, Any], Any, Any]:
     directory = tmp_path / ".sm"
+    directory.mkdir(parents=True)
     store = RecordStore(directory)
     sr = SrRecord(uuid=new_uuid(), name_label="before", type="file")
     existing = [vdi(name_label=f"v{i}") for i in range(40)]
@@ -304,7 +305,7 @@ def test_every_crash_point_is_hit(tmp_path: Path) -> None:
 
 def test_concurrent_writers_lose_no_update(tmp_path: Path) -> None:
     directory = tmp_path / ".sm"
-    store = RecordStore(directory)
+    store = RecordStore(directory, create=True)
     r = vdi(virtual_size=0)
     store.put(r)
     code = (
@@ -319,3 +320,15 @@ def test_concurrent_writers_lose_no_update(tmp_path: Path) -> None:
              for _ in range(4)]
     assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
     assert store.get(r.uuid).virtual_size == 100
+
+
+def test_store_never_creates_its_directory(tmp_path: Path) -> None:
+    """Opening records where there are none is SRUnavailable and writes nothing; only
+    `create=True` (sr_create) makes the store's directory, and never its parents."""
+    from sm.errors import SRUnavailable
+
+    with pytest.raises(SRUnavailable):
+        RecordStore(tmp_path / "etc" / ".sm")
+    with pytest.raises(FileNotFoundError):
+        RecordStore(tmp_path / "etc" / ".sm", create=True)
+    assert list(tmp_path.iterdir()) == []

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sm import atomic, locking
-from sm.errors import LockErr, MetadataError, VDIMissing
+from sm.errors import LockErr, MetadataError, SRUnavailable, VDIMissing
 from sm.faults import crash_point
 
 from .model import VERSION, RecordError, SrRecord, StrPath, VdiRecord
@@ -62,22 +62,29 @@ def _dumps(obj: Any) -> bytes:
 
 
 class RecordStore:
-    """The records of one SR, in ``directory`` (created if missing; usually ``<sr>/.sm``).
+    """The records of one SR, in ``directory`` (usually ``<sr>/.sm``).
 
+    ``directory`` must exist (SRUnavailable 47 otherwise) unless ``create`` (``sr_create``),
+    which makes it, never its parents: opening records never turns an arbitrary directory into
+    something SR-like. The store's own ``vdi/`` and ``txn/`` are made inside it if missing.
     Opening finishes a committed transaction a crashed writer left behind and discards an
     uncommitted one. Reads never wait for a writer's transaction body, only for its commit.
     """
 
-    def __init__(self, directory: StrPath, *, lock_timeout: float | None = locking.DEFAULT_TIMEOUT
-                 ) -> None:
+    def __init__(self, directory: StrPath, *, lock_timeout: float | None = locking.DEFAULT_TIMEOUT,
+                 create: bool = False) -> None:
         self.directory = Path(directory)
         self.lock_timeout = lock_timeout
         self._vdi_dir = self.directory / "vdi"
         self._txn_dir = self.directory / "txn"
         self._write_lock = self.directory / "write.lock"
         self._commit_lock = self.directory / "commit.lock"
-        for d in (self.directory, self._vdi_dir, self._txn_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.directory.mkdir(exist_ok=True)
+        elif not self.directory.is_dir():
+            raise SRUnavailable(f"no SR records in {self.directory}")
+        for d in (self._vdi_dir, self._txn_dir):
+            d.mkdir(exist_ok=True)
         self._roll_forward()
         with contextlib.suppress(LockErr):
             with locking.lock(self._write_lock, timeout=0, purpose="records: discard"):

@@ -230,7 +230,7 @@ class FileSR(SRDriver):
     def vdi_detach(self, request: VDIRequest) -> None:
         from . import attach
 
-        attach.detach(self.repo, request.vdi_uuid)
+        attach.detach(self._open(), request.vdi_uuid)  # 47 where no SR is: nothing written
 
     def vdi_activate(self, request: VDIAttachRequest) -> None:
         from . import attach
@@ -240,7 +240,7 @@ class FileSR(SRDriver):
     def vdi_deactivate(self, request: VDIRequest) -> None:
         from . import attach
 
-        attach.deactivate(self.repo, request.vdi_uuid)
+        attach.deactivate(self._open(), request.vdi_uuid)  # 47 where no SR is: nothing written
 
     def vdi_generate_config(self, request: VDIRequest) -> str:
         import os

@@ -32,6 +32,17 @@ __all__ = ["attach", "create", "delete", "detach", "probe", "update"]
 log = logging.getLogger(__name__)
 
 
+def make_dirs(layout: SRLayout) -> None:
+    """The SR's own directories under `<location>/.sm` (locks, journal; the record store makes
+    its own): made by `sr_create`, and by `sr_attach` for an SR an earlier version made, whose
+    journal directory appeared only with its first journaled operation. Nothing else creates
+    them, so no other command can make a directory look like an SR (docs/file-sr.md)."""
+    from sm.locking import init_sr_locks
+
+    init_sr_locks(layout.location)
+    layout.journal_dir.mkdir(exist_ok=True)
+
+
 def create(layout: SRLayout, sr_uuid: str) -> None:
     from sm.locking import sr_lock
     from sm.records import RecordStore, SrRecord
@@ -50,10 +61,11 @@ def create(layout: SRLayout, sr_uuid: str) -> None:
                 loc.mkdir(mode=0o755)
             except FileExistsError as err:
                 raise SRExists(f"{loc} appeared while creating the SR") from err
+        make_dirs(layout)
         with sr_lock(loc, purpose="sr_create"):
             if layout.has_sr():
                 raise SRExists(f"{loc} already holds an SR")
-            store = RecordStore(layout.meta)
+            store = RecordStore(layout.meta, create=True)
             created = datetime.now(UTC).replace(microsecond=0).isoformat()
             store.put_sr(SrRecord(uuid=sr_uuid, type="file", created=created))
             store.build_index()
@@ -106,6 +118,7 @@ def delete(repo: FileRepo) -> None:
 
 def attach(repo: FileRepo) -> None:
     repo.check()
+    make_dirs(repo.layout)  # an SR from an earlier version: see make_dirs
     with repo.chain_lock("sr_attach"):
         repo.records.build_index()  # an SR from before the parent index gets it once
     repo.layout.host_dir.mkdir(parents=True, exist_ok=True)

@@ -216,6 +216,7 @@ class NFSSR(FileSR):
         self._reachable(cfg)
         mounted_now = self._mount(cfg)
         try:
+            self.repo.check()  # 47 before the write check writes anywhere that holds no SR
             self._check_writable()
             super().sr_attach(request)  # journal replay
         except BaseException:
