@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 def revert(mgr: StorageManager, cfg: SrConfig, target: VDI, snap: VDI, *,
            safety: bool) -> RevertResult:
+    trees.check_lineage(mgr.state, target, snap)
     client = mgr._client(cfg)
     safety_ref: tuple[str, str] | None = client.vdi_snapshot(target.ref) if safety else None
     try:

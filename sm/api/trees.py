@@ -15,7 +15,7 @@ makes its parent current. So:
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from sm.errors import InvalidArg, VDIMissing
@@ -26,7 +26,8 @@ from .state import Key, SnapshotNode, State
 if TYPE_CHECKING:
     from .client import SRClient
 
-__all__ = ["add", "build", "delete", "delete_all", "postorder", "resolve_snapshot"]
+__all__ = ["add", "build", "check_lineage", "delete", "delete_all", "postorder",
+           "resolve_snapshot"]
 
 
 def children_map(nodes: Iterable[SnapshotNode]) -> dict[Key | None, list[Key]]:
@@ -82,7 +83,8 @@ def build(state: State, vdi: VDI) -> SnapshotTree:
 
 
 def resolve_snapshot(state: State, vdis: list[VDI], target: VDI, ref: str) -> VDI:
-    """A snapshot of `target` by uuid or by its name in the tree."""
+    """A snapshot of `target` by uuid or by its name in the tree; a snapshot of another VDI
+    is refused (see `check_lineage`)."""
     nodes, _ = state.tree((target.sr, target.uuid))
     named = [n.uuid for n in nodes if n.name == ref]
     if len(named) > 1:
@@ -92,8 +94,29 @@ def resolve_snapshot(state: State, vdis: list[VDI], target: VDI, ref: str) -> VD
         if vdi.uuid == wanted or vdi.backing == wanted:
             if not vdi.is_a_snapshot and vdi.uuid not in {n.uuid for n in nodes}:
                 raise InvalidArg(f"{ref} is not a snapshot")
+            check_lineage(state, target, vdi, vdis)
             return vdi
     raise VDIMissing(f"no snapshot {ref!r} of {target.uuid}")
+
+
+def check_lineage(state: State, target: VDI, snap: VDI,
+                  vdis: Sequence[VDI] = ()) -> None:
+    """Revert takes only snapshots of its target: a snapshot whose `snapshot_of` (as
+    presented: a retired backing reads as its public VDI) is the target, or one in the
+    target's own snapshot tree (snapshots taken through this layer, kept across reverts by
+    clone). Anything else would overwrite the target with another disk's data: InvalidArg."""
+    if snap.sr == target.sr and snap.snapshot_of == target.uuid:
+        return
+    node = state.snapshot((snap.sr, snap.uuid))
+    if node is not None and (node.vdi_sr, node.vdi) == (target.sr, target.uuid):
+        return
+    owner = snap.snapshot_of or (node.vdi if node is not None else "")
+    named = next((v.name_label for v in vdis if v.uuid == owner and v.name_label), "")
+    of = (f"a snapshot of VDI {owner}{f' ({named})' if named else ''}" if owner
+          else "not a snapshot of any VDI")
+    raise InvalidArg(f"{snap.uuid} is {of}, not of VDI {target.uuid}"
+                     f"{f' ({target.name_label})' if target.name_label else ''}: "
+                     "a VDI can only be reverted to one of its own snapshots")
 
 
 def _remove(state: State, client: SRClient, vdis: list[VDI], key: Key,
