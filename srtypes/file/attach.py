@@ -45,6 +45,7 @@ def attach(repo: FileRepo, uuid: str, writable: bool) -> tuple[str, ServerInfo |
     server (None without nbdkit)."""
     if _unknown(repo, uuid):
         raise VDIMissing(f"no VDI {uuid} in SR {repo.layout.sr_uuid}")
+    repo.check_usable(uuid)
     with repo.vdi_lock(uuid, "vdi_attach"):
         record = repo.get(uuid)
         path = repo.path(record)
@@ -68,6 +69,7 @@ def attach(repo: FileRepo, uuid: str, writable: bool) -> tuple[str, ServerInfo |
 def attach_from_config(repo: FileRepo, uuid: str) -> tuple[str, ServerInfo | None]:
     if _unknown(repo, uuid):
         raise VDIMissing(f"no VDI {uuid} in SR {repo.layout.sr_uuid}")
+    repo.check_usable(uuid)
     with repo.vdi_lock(uuid, "vdi_attach_from_config"):
         record = repo.get(uuid)
         path = repo.path(record)
@@ -98,6 +100,7 @@ def detach(repo: FileRepo, uuid: str) -> None:
 def activate(repo: FileRepo, uuid: str, writable: bool) -> None:
     if _unknown(repo, uuid):
         raise VDIUnavailable(f"VDI {uuid} is not attached on this host")
+    repo.check_usable(uuid)
     with repo.vdi_lock(uuid, "vdi_activate"):
         state = repo.attachment(uuid)
         if state is None:

@@ -63,7 +63,8 @@ class FileBackend:
         repo = self.repo
         with repo.chain_lock("gc graph"):
             records = repo.records.all()
-            attached = set(repo.attached_vdis())
+            # VDIs a set-aside journal entry names are left alone, like attached ones
+            attached = set(repo.attached_vdis()) | set(repo.unusable())
             nodes = []
             for r in records:
                 path = repo.path(r)

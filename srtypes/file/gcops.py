@@ -364,6 +364,23 @@ def _forward_leafsnap(repo: FileRepo, entry: Entry, *, records: bool = True) -> 
     _step(entry, "gc_leafsnap", "records")
 
 
+def _undo_leafsnap(repo: FileRepo, d: Mapping[str, Any]) -> None:
+    """A leaf snapshot that failed before its records: the new leaf dropped, the renamed image
+    given back its name, uuid and visibility."""
+    from sm import atomic, vhd
+
+    cp, np_ = repo.layout.image(d["vdi"]), repo.layout.image(d["new"])
+    if not os.path.exists(np_):
+        return
+    atomic.unlink(cp, missing_ok=True)
+    info = vhd.info(np_)
+    if str(info.uuid) != d["vdi"]:
+        vhd.set_uuid(np_, uuidlib.UUID(d["vdi"]))
+    if info.hidden:
+        vhd.set_hidden(np_, False)
+    atomic.replace_atomic(np_, cp)
+
+
 # -- dispatch and recovery ------------------------------------------------------------------
 
 
@@ -390,10 +407,15 @@ def recover(repo: FileRepo, entry: Entry) -> None:
 
     d = entry.data
     lay = repo.layout
+    failed = entry.failure is not None  # in-process: undo what is not past its point of no return
     if entry.op == "gc_remove":
+        if failed and os.path.exists(lay.image(d["vdi"])):
+            return  # the image was not removed: nothing changed
         _forward_remove(repo, entry)
     elif entry.op == "gc_leafsnap":
-        if os.path.exists(lay.image(d["new"])):
+        if failed and repo.records.find(d["new"]) is None:
+            _undo_leafsnap(repo, d)
+        elif os.path.exists(lay.image(d["new"])):
             _forward_leafsnap(repo, entry)
     elif entry.op == "gc_merge":
         if not entry.has_step("merged"):

@@ -21,12 +21,42 @@ from sm.log import get_logger
 from .layout import SRLayout, is_uuid
 
 if TYPE_CHECKING:
-    from sm.journal import Entry, Journal
+    from sm.journal import Entry, Journal, SetAside
     from sm.records import RecordStore, VdiRecord
 
 __all__ = ["FileRepo"]
 
 log = get_logger(__name__)
+
+
+class _Handlers(Mapping[str, "Callable[[Entry], None]"]):
+    """The journal handlers of a File SR, by op; built on first use (imports the op modules)."""
+
+    OPS = ("vdi_snapshot", "vdi_clone", "vdi_revert", "vdi_delete", "vdi_resize",
+           "gc_remove", "gc_merge", "gc_leafsnap")
+
+    def __init__(self, repo: FileRepo) -> None:
+        self.repo = repo
+
+    def __getitem__(self, op: str) -> Callable[[Entry], None]:
+        from . import gcops, revert, snapshot, vdiops
+
+        repo = self.repo
+        table: Mapping[str, Callable[[Entry], None]] = {
+            "vdi_snapshot": lambda e: snapshot.recover(repo, e),
+            "vdi_clone": lambda e: snapshot.recover(repo, e),
+            "vdi_revert": lambda e: revert.recover(repo, e),
+            "vdi_delete": lambda e: vdiops.recover_delete(repo, e),
+            "vdi_resize": lambda e: vdiops.recover_resize(repo, e),
+            **dict.fromkeys(gcops.OPS, lambda e: gcops.recover(repo, e)),
+        }
+        return table[op]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.OPS)
+
+    def __len__(self) -> int:
+        return len(self.OPS)
 
 
 class FileRepo:
@@ -54,9 +84,11 @@ class FileRepo:
 
     @cached_property
     def journal(self) -> Journal:
+        """The SR's journal; each op's handler settles an operation that fails in-process
+        (undo, or complete past its point of no return) and replays it after a crash."""
         from sm.journal import Journal
 
-        return Journal(self.layout.journal_dir)
+        return Journal(self.layout.journal_dir, _Handlers(self))
 
     # -- locks and recovery ------------------------------------------------------------------
 
@@ -79,26 +111,32 @@ class FileRepo:
         return vdi_lock(self.layout.location, uuid, purpose=purpose)
 
     def recover(self) -> list[Entry]:
-        """Roll orphaned operations forward (caller holds the SR lock)."""
+        """Roll orphaned operations forward (caller holds the SR lock); an entry whose replay
+        fails is set aside and its VDIs become unusable (`sm.journal`)."""
         if not self.layout.journal_dir.is_dir() or not any(
             n.endswith(".json") for n in os.listdir(self.layout.journal_dir)
         ):
             return []  # the common case: nothing imported on a driver's start-up path
-        from . import gcops, revert, snapshot, vdiops
-
-        handlers: Mapping[str, Callable[[Entry], None]] = {
-            "vdi_snapshot": lambda e: snapshot.recover(self, e),
-            "vdi_clone": lambda e: snapshot.recover(self, e),
-            "vdi_revert": lambda e: revert.recover(self, e),
-            "vdi_delete": lambda e: vdiops.recover_delete(self, e),
-            "vdi_resize": lambda e: vdiops.recover_resize(self, e),
-            **dict.fromkeys(gcops.OPS, lambda e: gcops.recover(self, e)),
-        }
-        done = self.journal.recover(handlers)
+        done = self.journal.recover()
         for entry in done:
             log.warning("recovered %s %s (last step %s)", entry.op, entry.id,
                         entry.last_step.name if entry.last_step else None)
         return done
+
+    def unusable(self) -> dict[str, SetAside]:
+        """VDI uuid -> the set-aside journal entry that makes it unusable."""
+        if not (self.layout.journal_dir / "failed").is_dir():
+            return {}  # the common case: one stat
+        return self.journal.unusable()
+
+    def check_usable(self, *uuids: str) -> None:
+        """VDIUnavailable (46) if a set-aside journal entry makes one of the VDIs unusable."""
+        bad = self.unusable()
+        for uuid in uuids:
+            if uuid in bad:
+                from sm.journal import unusable_error
+
+                raise unusable_error(uuid, bad[uuid], self.layout.sr_uuid or "SR")
 
     # -- VDIs --------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ Steps (crash points `vdi_revert:<step>`):
 
 Recovery rolls forward once anything was started (each step checks before it acts; redoing
 `leaf`+`switched` yields the same content, an empty child of P) and does nothing otherwise.
+A revert that fails in its own process before `switched` is undone (`undo`) before it answers.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
 
 def run(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> None:
     """Revert `target` to `snap`; the caller holds the chain lock."""
+    repo.check_usable(snap.uuid, target.uuid)
     data = plan(repo, snap, target)
     with repo.journal.begin("vdi_revert", **data) as entry:
         crash_point("vdi_revert:journaled")
@@ -130,12 +132,38 @@ def run(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> None:
 def recover(repo: FileRepo, entry: Entry) -> None:
     d = entry.data
     lay = repo.layout
+    tmp = lay.temp_image(d["target"], "revert")
+    switched = entry.has_step("switched") or (entry.has_step("leaf") and not os.path.exists(tmp))
+    if entry.failure is not None and not switched:
+        undo(repo, d)  # failed in-process before X's image was replaced: X is unchanged
+        return
     started = bool(entry.steps) or os.path.exists(lay.temp_image(d["target"], "revert")) or (
         d["b2"] is not None and os.path.exists(lay.image(d["b2"])))
     if not started:
         return
     with engine_errors(VDIUnavailable, f"recovery of vdi_revert of {d['target']}"):
         _forward(repo, d, entry)
+
+
+def undo(repo: FileRepo, d: Mapping[str, Any]) -> None:
+    """Undo a revert that failed before the switch: drop the scratch leaf and give B2 back to
+    the snapshot (name, uuid, visibility). Each step checks first."""
+    from sm import atomic, vhd
+
+    lay = repo.layout
+    atomic.unlink(lay.temp_image(d["target"], "revert"), missing_ok=True)
+    if d["b2"] is None:
+        return
+    sp, pp = lay.image(d["snapshot"]), lay.image(d["b2"])
+    if not os.path.exists(pp):
+        return
+    atomic.unlink(sp, missing_ok=True)  # the empty child of B2
+    info = vhd.info(pp)
+    if str(info.uuid) != d["snapshot"]:
+        vhd.set_uuid(pp, uuidlib.UUID(d["snapshot"]))
+    if info.hidden:
+        vhd.set_hidden(pp, False)
+    atomic.replace_atomic(pp, sp)
 
 
 def _step(entry: Entry, name: str) -> None:

@@ -96,11 +96,14 @@ def scan(repo: FileRepo) -> dict[str, list[str]]:
         repo.records.build_index()
         images = _images(str(lay.location))
         records = {r.uuid: r for r in repo.records.all()}
-        final: dict[str, VdiRecord] = {}
+        held = repo.unusable()  # images a set-aside journal entry names: left as they are
+        final: dict[str, VdiRecord] = {u: r for u, r in records.items() if u in held}
         changed: set[str] = set()
         adopted: list[str] = []
         forgotten: list[str] = []
         for uuid, record in records.items():
+            if uuid in held:
+                continue
             found = images.get(uuid)
             if found is None or found[0] != record.vdi_type:
                 forgotten.append(uuid)
@@ -111,7 +114,7 @@ def scan(repo: FileRepo) -> dict[str, list[str]]:
                 changed.add(uuid)
             final[uuid] = record
         for uuid, (ext, _st) in sorted(images.items()):
-            if uuid in final:
+            if uuid in final or uuid in held:
                 continue
             try:
                 final[uuid] = adopt_record(lay, uuid, ext)

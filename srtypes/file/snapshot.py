@@ -13,7 +13,8 @@ A VDI that already has children (a `type=single` snapshot, which is an immutable
 renamed: the new VDI is an empty child of it ("direct": steps journaled, snap, records).
 
 Recovery (`recover`) looks at the files: nothing renamed yet -> roll back (nothing to undo);
-otherwise roll forward, every step being idempotent (it checks before it acts).
+otherwise roll forward, every step being idempotent (it checks before it acts). A snapshot that
+fails in its own process before its records are committed is undone (`undo`) before it answers.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def run(repo: FileRepo, command: str, vdi_uuid: str, driver_params: Mapping[str,
     new VDI's uuid. The caller holds the chain lock."""
     kind = "snapshot" if command == "vdi_snapshot" else "clone"
     x = repo.get(vdi_uuid)
+    repo.check_usable(x.uuid)
     if x.vdi_type != "vhd":
         raise VDIType(f"VDI {x.uuid} is a raw VDI: raw VDIs cannot be snapshotted or cloned")
     if x.hidden:
@@ -89,12 +91,36 @@ def run(repo: FileRepo, command: str, vdi_uuid: str, driver_params: Mapping[str,
 def recover(repo: FileRepo, entry: Entry) -> None:
     d = entry.data
     lay = repo.layout
+    if entry.failure is not None and repo.records.find(d["new"]) is None:
+        undo(repo, d)  # failed in-process before the records: back to the VDI as it was
+        return
     started = (os.path.exists(lay.image(d["new"])) if d["direct"]
                else os.path.exists(lay.image(d["base"])))
     if not started:
         return  # crashed before the first change: nothing to undo
     with engine_errors(VDISnapshot, f"recovery of {entry.op} of {d['vdi']}"):
         _forward(repo, entry.op, d, entry)
+
+
+def undo(repo: FileRepo, d: Mapping[str, Any]) -> None:
+    """Undo a snapshot that failed before its records: drop the new images and give the
+    base back its name, uuid and visibility (each step checks first, so a crash in between
+    leaves a state the replay rolls forward)."""
+    from sm import atomic, vhd
+
+    lay = repo.layout
+    xp, bp = lay.image(d["vdi"]), lay.image(d["base"])
+    if not d["single"]:
+        atomic.unlink(lay.image(d["new"]), missing_ok=True)
+    if d["direct"] or not os.path.exists(bp):
+        return
+    atomic.unlink(xp, missing_ok=True)  # the new empty leaf over the base
+    info = vhd.info(bp)
+    if str(info.uuid) != d["vdi"]:
+        vhd.set_uuid(bp, uuidlib.UUID(d["vdi"]))
+    if info.hidden:
+        vhd.set_hidden(bp, False)
+    atomic.replace_atomic(bp, xp)
 
 
 def _step(entry: Entry, command: str, name: str) -> None:

@@ -4,7 +4,8 @@ Delete (journaled): `journaled` -> `file` (leaf: unlink; a VDI other VDIs depend
 image hidden instead) -> `records` (record removed, or turned into a hidden base; a hidden
 parent left without children is marked garbage).
 Resize (journaled, grow only): `journaled` -> `file` (engine resize / raw truncate) ->
-`records`. Both roll forward on recovery.
+`records`. Both roll forward on recovery. Failing in its own process before `file`, a delete
+or resize is undone (nothing to undo but a hidden flag), after it completed.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def _create_raw(path: str, size: int) -> None:
 
 def delete(repo: FileRepo, uuid: str) -> None:
     x = repo.get(uuid)
+    repo.check_usable(uuid)
     if repo.attachment(uuid) is not None:
         raise VDIInUse(f"VDI {uuid} is attached on this host")
     mode = "hide" if repo.children_of(uuid) else "remove"
@@ -162,7 +164,17 @@ def delete(repo: FileRepo, uuid: str) -> None:
 
 
 def recover_delete(repo: FileRepo, entry: Entry) -> None:
-    _forward_delete(repo, entry.data, entry)
+    d = entry.data
+    path = repo.layout.image(d["vdi"], d["ext"])
+    if entry.failure is not None and not entry.has_step("file") and os.path.exists(path):
+        # failed in-process before the image changed (remove) or while hiding it: undo
+        if d["mode"] == "hide" and d["ext"] == "vhd":
+            from sm import vhd
+
+            if vhd.info(path).hidden:
+                vhd.set_hidden(path, False)
+        return
+    _forward_delete(repo, d, entry)
 
 
 def _forward_delete(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
@@ -214,6 +226,7 @@ def _step(entry: Entry, command: str, name: str) -> None:
 
 def resize(repo: FileRepo, uuid: str, new_size: int) -> VdiRecord:
     x = repo.get(uuid)
+    repo.check_usable(uuid)
     size = round_size(new_size)
     if size < x.virtual_size:
         raise VDISize(f"VDI {uuid}: shrinking from {x.virtual_size} to {size} is not supported")
@@ -230,7 +243,22 @@ def resize(repo: FileRepo, uuid: str, new_size: int) -> VdiRecord:
 
 
 def recover_resize(repo: FileRepo, entry: Entry) -> None:
-    _forward_resize(repo, entry.data, entry)
+    d = entry.data
+    if entry.failure is not None and not entry.has_step("file") and not _grown(repo, d):
+        return  # failed in-process before the image grew: it is as it was (a VHD's BAT
+        # moved to make room is harmless), nothing to undo
+    _forward_resize(repo, d, entry)
+
+
+def _grown(repo: FileRepo, d: Mapping[str, Any]) -> bool:
+    path = repo.layout.image(d["vdi"], d["ext"])
+    if not os.path.exists(path):
+        return False
+    if d["ext"] == "raw":
+        return os.stat(path).st_size >= d["size"]
+    from sm import vhd
+
+    return vhd.info(path).virtual_size >= d["size"]
 
 
 def _forward_resize(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
