@@ -255,10 +255,10 @@ def _grown(repo: FileRepo, d: Mapping[str, Any]) -> bool:
     if not os.path.exists(path):
         return False
     if d["ext"] == "raw":
-        return os.stat(path).st_size >= d["size"]
+        return os.stat(path).st_size >= int(d["size"])
     from sm import vhd
 
-    return vhd.info(path).virtual_size >= d["size"]
+    return vhd.info(path).virtual_size >= int(d["size"])
 
 
 def _forward_resize(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
