@@ -37,7 +37,7 @@ from .records import DEFAULT_BLOCK_SIZE, MAX_CHAIN_DEPTH, MAX_VIRTUAL_SIZE, Disk
 
 if TYPE_CHECKING:
     from .allocmap import AllocationMap, ImageAllocation, allocation_map
-    from .check import check
+    from .check import check, precheck
     from .coalesce import coalesce
     from .repair import repair
 
@@ -47,6 +47,7 @@ _LAZY = {
     "ImageAllocation": "allocmap",
     "allocation_map": "allocmap",
     "check": "check",
+    "precheck": "check",
     "coalesce": "coalesce",
     "repair": "repair",
 }
@@ -82,6 +83,6 @@ __all__ = [
     "Disk", "DiskType", "FileBacking", "FileStorage", "ImageAllocation", "Storage",
     "VhdChainError", "VhdError", "VhdFormatError", "VhdInfo", "VhdNoSpaceError",
     "VhdUnsupportedError", "allocation_map", "chain", "check", "coalesce", "create", "info",
-    "open_chain", "physical_size", "repair", "reparent", "resize", "set_hidden", "set_uuid",
-    "snapshot",
+    "open_chain", "physical_size", "precheck", "repair", "reparent", "resize", "set_hidden",
+    "set_uuid", "snapshot",
 ]

@@ -27,6 +27,7 @@ from .records import (
     CREATOR_TAP,
     FILE_VERSION,
     NO_OFFSET,
+    PLAT_NONE,
     SECTOR,
     UNUSED,
     BatmapHeader,
@@ -136,11 +137,23 @@ class Image:
         except VhdFormatError:
             return None
 
+    def _within(self, off: int, n: int, field: str, at: int, what: str) -> None:
+        """Refuse a region [off, off+n) that an on-disk field puts beyond the image (checked
+        before anything of that size is read or allocated)."""
+        limit = self.limit
+        if off < 0 or n < 0 or off + n > limit:
+            raise VhdFormatError(f"{what} [{off},{off + n}) lies beyond the end of the image "
+                                 f"({limit} bytes)", field=field, offset=at, path=self.path)
+
     def _load_dynamic(self, footer: Footer, *, copy_is_good: bool, strict: bool) -> None:
         path, b = self.path, self.backing
-        if footer.data_offset == NO_OFFSET or footer.data_offset % SECTOR:
+        fbase = 0 if copy_is_good else self.limit - SECTOR
+        if footer.data_offset == NO_OFFSET or footer.data_offset % SECTOR or \
+                footer.data_offset < SECTOR:
             raise VhdFormatError(f"bad data offset {footer.data_offset:#x}",
-                                 field="footer.data_offset", offset=16, path=path)
+                                 field="footer.data_offset", offset=fbase + 16, path=path)
+        self._within(footer.data_offset, 1024, "footer.data_offset", fbase + 16,
+                     "dynamic header")
         hdr = DynamicHeader.unpack(b.pread(1024, footer.data_offset), base=footer.data_offset,
                                    path=path)
         base = footer.data_offset
@@ -155,20 +168,32 @@ class Image:
         if footer.disk_type == DiskType.DIFFERENCING and hdr.parent_uuid is None:
             raise VhdFormatError("differencing disk without parent uuid",
                                  field="header.parent_uuid", offset=base + 40, path=path)
-        raw = b.pread(hdr.max_table_entries * 4, hdr.table_offset)
-        if len(raw) < hdr.max_table_entries * 4:
+        nbat = hdr.max_table_entries * 4
+        if nbat > self.limit:
+            raise VhdFormatError(f"a BAT of {hdr.max_table_entries} entries cannot fit in an "
+                                 f"image of {self.limit} bytes",
+                                 field="header.max_table_entries", offset=base + 28, path=path)
+        self._within(hdr.table_offset, nbat, "header.table_offset", base + 16, "BAT")
+        for i, loc in enumerate(hdr.locators):
+            if loc.code != PLAT_NONE and loc.data_offset:
+                at = base + 576 + 24 * i
+                self._within(loc.data_offset, loc.space_bytes,
+                             f"header.locators[{i}].data_offset", at + 16,
+                             f"parent locator {i} data")
+                if loc.data_length > loc.space_bytes:
+                    raise VhdFormatError(
+                        f"parent locator {i} holds {loc.data_length} bytes in a space of "
+                        f"{loc.space_bytes}", field=f"header.locators[{i}].data_length",
+                        offset=at + 8, path=path)
+        raw = b.pread(nbat, hdr.table_offset)
+        if len(raw) < nbat:
             raise VhdFormatError("BAT truncated", field="bat", offset=hdr.table_offset, path=path)
         self.header = hdr
         self.bat = bat_unpack(raw, hdr.max_table_entries)
         self._load_batmap(footer)
-        bmx = None
-        if self.batmap_hdr is not None:
-            bmx = (self.batmap_hdr_off,
-                   self.batmap_hdr.batmap_offset + self.batmap_hdr.batmap_size * SECTOR)
-        extents = metadata_extents(footer.data_offset, hdr, bmx)
+        extents = self.extents()
         self.eod = end_of_data(extents, self.bat, hdr.block_size)
-        cap = b.capacity()
-        size = cap if cap is not None else b.size()
+        size = self.limit
         if not self.lenient:
             for blk, _, what in bat_problems(extents, self.bat, hdr.block_size, size)[:1]:
                 raise VhdFormatError(f"bat[{blk}]: {what}", field=f"bat[{blk}]",
@@ -176,7 +201,7 @@ class Image:
         if size < self.eod:
             raise VhdFormatError(f"image truncated: data ends at {self.eod}, size is {size}",
                                  field="bat", offset=hdr.table_offset, path=path)
-        self._clean_tail = cap is None and size <= self.eod + SECTOR
+        self._clean_tail = b.capacity() is None and size <= self.eod + SECTOR
         try:
             tail = Footer.unpack(b.pread(SECTOR, self.eod), base=self.eod, path=path)
             if tail.disk_type != footer.disk_type:
@@ -213,6 +238,12 @@ class Image:
                 footer):
             raise VhdFormatError(f"batmap too small ({bh.batmap_size} sectors)",
                                  field="batmap.batmap_size", offset=off + 16, path=self.path)
+        if bh.batmap_offset < off + SECTOR or bh.batmap_offset % SECTOR:
+            raise VhdFormatError(f"batmap offset {bh.batmap_offset} is not a sector after its "
+                                 f"header at {off}", field="batmap.batmap_offset",
+                                 offset=off + 8, path=self.path)
+        self._within(bh.batmap_offset, bh.batmap_size * SECTOR, "batmap.batmap_size",
+                     off + 16, "batmap")
         data = self.backing.pread(bh.batmap_size * SECTOR, bh.batmap_offset)
         try:
             bh.verify(data, base=off, path=self.path)
@@ -221,6 +252,21 @@ class Image:
                 raise
             self.batmap_error = err
         self.batmap_hdr_off, self.batmap_hdr, self.batmap = off, bh, bytearray(data)
+
+    @property
+    def limit(self) -> int:
+        """Bytes the image may use: the backing's fixed capacity, else its current size."""
+        cap = self.backing.capacity()
+        return cap if cap is not None else self.backing.size()
+
+    def extents(self) -> list[tuple[str, int, int]]:
+        """(name, start, end) of every metadata region of a dynamic image."""
+        assert self.header is not None
+        bmx = None
+        if self.batmap_hdr is not None:
+            bmx = (self.batmap_hdr_off,
+                   self.batmap_hdr.batmap_offset + self.batmap_hdr.batmap_size * SECTOR)
+        return metadata_extents(self.footer.data_offset, self.header, bmx)
 
     # -- queries -----------------------------------------------------------------------
     @property

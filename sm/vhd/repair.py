@@ -35,7 +35,7 @@ def repair(path: str, *, storage: Storage | None = None) -> list[str]:
         img.close()
     for what in done:
         log.warning("%s: repair: %s", path, what)
-    left = check(path, bitmaps=True, parents=False, storage=st)
+    left = check(path, bitmaps=True, parents=False, storage=st, leaks=False)
     if left:
         raise VhdError(f"not repairable: {'; '.join(left)}", path=path)
     return done
