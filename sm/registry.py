@@ -110,7 +110,8 @@ def get(type_name: str) -> type[SRDriver]:
     if value is None:
         ep = _metadata_table().get(key)
         if ep is None:
-            raise SRUnknownType(f"no SR type {type_name!r} is installed")
+            raise SRUnknownType(f"no SR type {type_name!r} is installed (installed: "
+                                f"{', '.join(names()) or 'none'})")
         value = ep.value
     try:
         cls = _load(value)

@@ -46,6 +46,7 @@ __all__ = [
     "VDIAttachRequest",
     "VDICreateRequest",
     "VDIIntroduceRequest",
+    "VDINamesRequest",
     "VDIRequest",
     "VDIResizeRequest",
     "VDIRevertRequest",
@@ -326,6 +327,19 @@ class VDIResizeRequest(VDIRequest, kw_only=True):
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
         return super()._fields(r) | {"new_size": parse_size(r.arg(0, "new_size"), "new_size")}
+
+
+class VDINamesRequest(VDIRequest, kw_only=True):
+    """Extension `sm_vdi_set_names`: args `[name_label, name_description]`, both required (the
+    caller sends the current value of the one it does not change)."""
+
+    name_label: str
+    name_description: str
+
+    @classmethod
+    def _fields(cls, r: _Reader) -> dict[str, Any]:
+        return super()._fields(r) | {"name_label": r.arg_string(0, "name_label"),
+                                     "name_description": r.arg_string(1, "name_description")}
 
 
 class VDICreateRequest(SRRequest, kw_only=True):

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
 
+from . import exports, guards, names, trees
 from . import revert as revert_ops
-from . import trees
 from .client import SRClient
 from .config import (
     DEFAULT_SR_NAME,
@@ -32,13 +32,14 @@ from .present import present
 from .state import State
 from .transport import Transport, make
 from .vmapi import VmMethods
+from .workflows import WorkflowMethods
 
 __all__ = ["StorageManager"]
 
 DeleteScope = Literal["one", "with-children", "children-only"]
 
 
-class StorageManager(VmMethods):
+class StorageManager(VmMethods, WorkflowMethods):
     """SRs from the registry, VDIs through SMAPIv1 drivers, state in SQLite.
 
     `config` overrides the registry file (else `SM_CONFIG`, else the defaults in
@@ -95,10 +96,11 @@ class StorageManager(VmMethods):
             yield
 
     def _repair(self) -> None:
-        from . import vmsnap
+        from . import copy, vmsnap
 
+        recover = {vmsnap.OP: vmsnap.recover, copy.OP: copy.recover}
         for entry in self.state.journal():
-            (vmsnap.recover if entry.op == vmsnap.OP else revert_ops.recover)(self, entry)
+            recover.get(entry.op, revert_ops.recover)(self, entry)
 
     def repair(self) -> int:
         """Finish or undo operations of this layer interrupted by a crash; how many."""
@@ -190,7 +192,7 @@ class StorageManager(VmMethods):
         client = self._client(sr)
         vdis = self.vdis(sr.name)
         return {**self._public(sr).to_dict(), "driver": client.driver_info,
-                "vdis": len(vdis),
+                "stats": self.sr_stats(sr.name), "vdis": len(vdis),
                 "virtual_size": sum(v.virtual_size for v in vdis),
                 "physical_utilisation": sum(v.physical_utilisation for v in vdis)}
 
@@ -278,7 +280,8 @@ class StorageManager(VmMethods):
             if len(found) == 1:
                 return found[0]
             if len(found) > 1:
-                raise InvalidArg(f"{ref!r} names {len(found)} VDIs; use a uuid")
+                raise InvalidArg(f"{ref!r} names {len(found)} VDIs "
+                                 f"({', '.join(sorted(v.uuid for v in found))}); use a uuid")
         raise VDIMissing(f"no VDI {ref!r}")
 
     def vdi_create(self, size: int, name_label: str = "", name_description: str = "", *,
@@ -286,19 +289,33 @@ class StorageManager(VmMethods):
         cfg = self._config(sr)
         with self._locked("vdi create"):
             uuid, _ = self._client(cfg).vdi_create(size, name_label, name_description)
-        return self.vdi(uuid, cfg.name)
+        vdis = self.vdis(cfg.name)
+        names.warn_duplicates(vdis, name_label, uuid, cfg.name)
+        return self._find(vdis, uuid)
 
     def vdi_resize(self, ref: str, size: int, *, sr: str | None = None) -> VDI:
         cfg = self._config(sr)
         with self._locked("vdi resize"):
             vdi = self.vdi(ref, cfg.name)
+            guards.mutable(vdi, "resize")
             self._client(cfg).vdi_resize(vdi.ref, size)
         return self.vdi(vdi.uuid, cfg.name)
 
-    def vdi_clone(self, ref: str, *, sr: str | None = None) -> VDI:
+    def vdi_clone(self, ref: str, *, sr: str | None = None, name: str | None = None,
+                  description: str | None = None) -> VDI:
+        """Clone a VDI or snapshot; `name`/`description` name the clone (default: the
+        source's); a name other VDIs of the SR have warns (`names.DuplicateName`)."""
         cfg = self._config(sr)
         with self._locked("vdi clone"):
-            uuid, _ = self._client(cfg).vdi_clone(self.vdi(ref, cfg.name).ref)
+            client = self._client(cfg)
+            uuid, _ = client.vdi_clone(self.vdi(ref, cfg.name).ref)
+            vdis = self.vdis(cfg.name, hidden=True)
+            clone = self._find(vdis, uuid)
+            if name is not None or description is not None:
+                names.set_names(self.state, client, clone, vdis, name=name,
+                                description=description)
+            else:
+                names.warn_duplicates(vdis, clone.name_label, uuid, cfg.name)
         return self.vdi(uuid, cfg.name)
 
     def vdi_snapshot(self, ref: str, name: str = "", description: str = "", *,
@@ -362,13 +379,11 @@ class StorageManager(VmMethods):
     def _data(self, ref: str, sr: str | None, writable: bool) -> Iterator[Any]:
         cfg = self._config(sr)
         vdi = self.vdi(ref, cfg.name)
-        client = self._client(cfg)
-        attach = client.vdi_attach(vdi.ref, writable)
-        try:
-            with open_attached(attach, writable) as handle:
-                yield handle
-        finally:
-            client.vdi_detach(vdi.ref)
+        if writable:
+            guards.mutable(vdi, "write into")
+        with exports.attached(self.state, self._client(cfg), vdi, writable) as attach, \
+                open_attached(attach, writable) as handle:
+            yield handle
 
     def vdi_read(self, ref: str, offset: int = 0, length: int | None = None, *,
                  sr: str | None = None) -> bytes:

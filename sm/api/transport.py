@@ -86,9 +86,11 @@ def find_executable(srtype: str, environ: Mapping[str, str] | None = None) -> Pa
             path = directory / name
             if name.lower() == wanted and os.access(path, os.X_OK) and path.is_file():
                 return path
+    from sm import registry
     from sm.errors import SRUnknownType
 
-    raise SRUnknownType(f"no driver executable for SR type {srtype!r} (looked for {wanted})")
+    raise SRUnknownType(f"no driver executable for SR type {srtype!r} (looked for {wanted}; "
+                        f"installed types: {', '.join(registry.names()) or 'none'})")
 
 
 class Exec:

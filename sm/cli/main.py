@@ -36,6 +36,9 @@ def _register() -> None:
 
     cli.add_command(sr.sr)
     cli.add_command(vdi.vdi)
+    from sm.cli import workflows
+
+    workflows.register(vdi.vdi, sr.sr)
     cli.add_command(settings.settings)
     from sm.cli import gc
 

@@ -22,10 +22,17 @@ class ApiGroup(click.Group):
     """Turns `SMError`s into `Error: Name (code): message` on stderr and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        import warnings
+
         from sm.errors import SMError
 
+        def show(message: Warning | str, *_: object) -> None:
+            click.echo(f"Warning: {message}", err=True)
+
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = show  # type: ignore[assignment]
+                return super().invoke(ctx)
         except SMError as err:
             raise click.ClickException(f"{err.name} ({err.code}): "
                                        f"{err.message or err.description}") from err

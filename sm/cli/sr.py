@@ -70,7 +70,10 @@ def show(sm: StorageManager, name: str | None, as_json: bool) -> None:
             ("driver", f"{drv.get('name')} {drv.get('driver_version')}"),
             ("capabilities", " ".join(drv.get("capabilities", []))),
             ("vdis", info["vdis"]), ("virtual_size", human(info["virtual_size"])),
-            ("physical_utilisation", human(info["physical_utilisation"]))])
+            ("physical_utilisation", human(info["physical_utilisation"])),
+            *[(label, human(info["stats"][key])) for key, label in
+              (("physical_size", "physical_size"), ("physical_utilisation", "physical_used"),
+               ("free_space", "free")) if key in info.get("stats", {})]])
 
 
 @sr.command()

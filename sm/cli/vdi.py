@@ -146,12 +146,15 @@ def snapshot(sm: StorageManager, ref: str, name: str, description: str, sr: str 
 
 @vdi.command()
 @click.argument("ref", metavar="VDI")
+@click.option("--name", default=None, help="name-label of the clone (default: the source's).")
+@click.option("--description", default=None, help="name-description of the clone.")
 @sr_option
 @json_option
 @pass_manager
-def clone(sm: StorageManager, ref: str, sr: str | None, as_json: bool) -> None:
+def clone(sm: StorageManager, ref: str, name: str | None, description: str | None,
+          sr: str | None, as_json: bool) -> None:
     """Clone a VDI (or a snapshot) into a new writable VDI."""
-    print_vdi(sm.vdi_clone(ref, sr=sr), as_json)
+    print_vdi(sm.vdi_clone(ref, sr=sr, name=name, description=description), as_json)
 
 
 @vdi.command()

@@ -17,7 +17,7 @@ from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.errors import VDIUnavailable
 from sm.recordwire import RecordList, RecordResult
-from sm.requests import SRRequest, VDIRequest
+from sm.requests import SRRequest, VDINamesRequest, VDIRequest
 
 if TYPE_CHECKING:
     from sm.requests import (
@@ -64,6 +64,9 @@ class FileSR(SRDriver):
                                           C.VDI_GENERATE_CONFIG),
         "sm_gc_run": Command(SRRequest, "sm_gc_run"),
         "sm_gc_status": Command(SRRequest, "sm_gc_status"),
+        "sm_vdi_set_names": Command(VDINamesRequest, "sm_vdi_set_names"),
+        "sm_vdi_allocation": Command(VDIRequest, "sm_vdi_allocation"),
+        "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
     })
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "vdi_snapshot": ("journaled", "renamed", "hidden", "leaf", "snap", "records"),
@@ -294,3 +297,28 @@ class FileSR(SRDriver):
     def sm_vdi_get(self, request: VDIRequest) -> RecordResult:
         """The record of one VDI (VDIMissing 144 if none)."""
         return RecordResult(self._open().resolve(request.vdi_uuid, request.vdi_location))
+
+    def sm_vdi_set_names(self, request: VDINamesRequest) -> None:
+        """Set a VDI's name-label and name-description in its record."""
+        repo = self._open()
+        record = repo.resolve(request.vdi_uuid, request.vdi_location)
+        repo.records.update(record.uuid, name_label=request.name_label,
+                            name_description=request.name_description)
+
+    def sm_vdi_allocation(self, request: VDIRequest) -> str:
+        """Where the VDI's chain holds data (`sm.extents`), as a JSON string."""
+        from sm import extents
+
+        repo = self._open()
+        record = repo.resolve(request.vdi_uuid, request.vdi_location)
+        if record.vdi_type == "raw":
+            return extents.raw_allocation(record.uuid, record.virtual_size)
+        return extents.vhd_allocation(repo.path(record))
+
+    def sm_sr_stats(self, request: SRRequest) -> str:
+        """Sizes of the SR's file system and images (as `sr_update` stores them), JSON."""
+        import json
+
+        from .scan import sr_stats
+
+        return json.dumps(sr_stats(self._open()), sort_keys=True)

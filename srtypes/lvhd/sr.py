@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
-from sm.requests import SRRequest, VDIRequest
+from sm.requests import SRRequest, VDINamesRequest, VDIRequest
 
 from .resize import STEPS as RESIZE_STEPS
 from .revert import STEPS as REVERT_STEPS
@@ -70,6 +70,9 @@ class LVHDSR(SRDriver):
         "sm_vdi_get": Command(VDIRequest, "sm_vdi_get"),
         "sm_gc_run": Command(SRRequest, "sm_gc_run"),
         "sm_gc_status": Command(SRRequest, "sm_gc_status"),
+        "sm_vdi_set_names": Command(VDINamesRequest, "sm_vdi_set_names"),
+        "sm_vdi_allocation": Command(VDIRequest, "sm_vdi_allocation"),
+        "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
     })
 
     @cached_property
@@ -287,3 +290,35 @@ class LVHDSR(SRDriver):
         from .gc import report
 
         return json.dumps(report(self.repo), sort_keys=True)
+
+    def sm_vdi_set_names(self, request: VDINamesRequest) -> None:
+        """Set a VDI's name-label and name-description in the MGT volume."""
+        from sm.errors import VDIMissing
+
+        with self._locked("sm_vdi_set_names") as repo, repo.transaction("set names") as doc:
+            rec = doc.vdis.get(request.vdi_uuid)
+            if rec is None:
+                raise VDIMissing(f"no VDI {request.vdi_uuid}")
+            doc.vdis[rec.uuid] = rec.replace(name_label=request.name_label,
+                                             name_description=request.name_description)
+
+    def sm_vdi_allocation(self, request: VDIRequest) -> str:
+        """Where the VDI's chain holds data (`sm.extents`), as a JSON string."""
+        from sm import extents
+        from sm.errors import VDIMissing
+
+        with self._locked("sm_vdi_allocation") as repo:
+            rec = repo.read().vdis.get(request.vdi_uuid)
+            if rec is None:
+                raise VDIMissing(f"no VDI {request.vdi_uuid}")
+            if rec.vdi_type == "raw":
+                return extents.raw_allocation(rec.uuid, rec.virtual_size)
+            return extents.vhd_allocation(repo.path(rec), storage=repo.storage)
+
+    def sm_sr_stats(self, request: SRRequest) -> str:
+        """Sizes of the volume group (as `sr_update` stores them), JSON."""
+        import json
+
+        from .srops import stats
+
+        return json.dumps(stats(self._open()), sort_keys=True)

@@ -16,7 +16,7 @@ from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.errors import SRInUse, VDIInUse, VDIMissing, VDIUnavailable
 from sm.recordwire import RecordList, RecordResult
-from sm.requests import SRRequest, VDIRequest
+from sm.requests import SRRequest, VDINamesRequest, VDIRequest
 
 if TYPE_CHECKING:
     from sm.requests import (
@@ -73,6 +73,8 @@ class RBDSR(SRDriver):
         "sm_vdi_get": Command(VDIRequest, "sm_vdi_get"),
         "vdi_attach_from_config": Command(VDIRequest, "vdi_attach_from_config",
                                           C.VDI_GENERATE_CONFIG),
+        "sm_vdi_set_names": Command(VDINamesRequest, "sm_vdi_set_names"),
+        "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
     })
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -323,3 +325,19 @@ class RBDSR(SRDriver):
         with self._repo() as repo:
             return RecordResult(repo.resolve(repo.read(), request.vdi_uuid,
                                              request.vdi_location))
+
+    def sm_vdi_set_names(self, request: VDINamesRequest) -> None:
+        """Set a VDI's name-label and name-description in the SR's records."""
+        with self._repo() as repo, repo.chain_lock("sm_vdi_set_names") as snap:
+            rec = repo.resolve(snap, request.vdi_uuid, request.vdi_location)
+            repo.store.commit(put=[rec.replace(name_label=request.name_label,
+                                               name_description=request.name_description)])
+
+    def sm_sr_stats(self, request: SRRequest) -> str:
+        """Cluster and pool sizes (as `sr_update` stores them), JSON."""
+        import json
+
+        from .srops import stats
+
+        with self._repo() as repo:
+            return json.dumps(stats(repo), sort_keys=True)

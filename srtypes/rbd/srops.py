@@ -101,21 +101,26 @@ def probe(conn: Connection) -> str:
     return "".join(out) if len(out) > 2 else "<SRlist/>"
 
 
-def update(repo: RbdRepo) -> None:
+def stats(repo: RbdRepo, snap: Snapshot | None = None) -> dict[str, str]:
+    """Cluster and pool sizes and the SR's virtual allocation (decimal strings)."""
     conn = repo.conn
     with ceph_errors(SRUnavailable, "cluster statistics"):
-        stats = conn.cluster.get_cluster_stats()
+        cluster = conn.cluster.get_cluster_stats()
         pool = conn.ioctx.get_stats()
+    snap = snap or repo.read()
+    virtual = sum(r.virtual_size for r in snap.vdis.values() if not snap_of(r)
+                  and not r.hidden)
+    return {"physical_size": str(int(cluster["kb"]) * 1024),
+            "physical_utilisation": str(int(cluster["kb_used"]) * 1024),
+            "free_space": str(int(cluster["kb_avail"]) * 1024),
+            "pool_bytes_used": str(int(pool.get("num_bytes", 0))),
+            "virtual_allocation": str(virtual)}
+
+
+def update(repo: RbdRepo) -> None:
     with repo.chain_lock("sr_update") as snap:
         assert snap.sr is not None
-        virtual = sum(r.virtual_size for r in snap.vdis.values() if not snap_of(r)
-                      and not r.hidden)
-        sm_config = {**snap.sr.sm_config,
-                     "physical_size": str(int(stats["kb"]) * 1024),
-                     "physical_utilisation": str(int(stats["kb_used"]) * 1024),
-                     "free_space": str(int(stats["kb_avail"]) * 1024),
-                     "pool_bytes_used": str(int(pool.get("num_bytes", 0))),
-                     "virtual_allocation": str(virtual)}
+        sm_config = {**snap.sr.sm_config, **stats(repo, snap)}
         repo.store.commit(sr=snap.sr.replace(sm_config=sm_config))
 
 

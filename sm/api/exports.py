@@ -1,0 +1,146 @@
+"""`sm vdi attach` / `detach`: a VDI served over NBD until detached (docs/api.md).
+
+Attach is the driver's own data path: `vdi_attach` (which starts the VDI's nbdkit server,
+`sm.nbd`) and `vdi_activate`; the URL is the `params_nbd` it returns, written the way NBD
+tools take it (`nbd+unix:///<export>?socket=<path>`). The attachment outlives the command, so
+it is recorded in the state database (`exports` table, created here); while a VDI is exported,
+this layer's own data access (read, write, export, import, copy) reuses that attachment
+instead of attaching and detaching around it, which would stop the server. Detach is
+`vdi_deactivate` + `vdi_detach` (which stops the server) and forgets the record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from sm.errors import InvalidArg, SMError, VDIInUse, VDIUnavailable
+
+from .models import VDI
+
+if TYPE_CHECKING:
+    from .client import SRClient
+    from .state import State
+
+__all__ = ["Export", "attach", "detach", "exports", "find", "nbd_uri"]
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS exports (
+    sr TEXT NOT NULL, uuid TEXT NOT NULL, backing TEXT NOT NULL, location TEXT NOT NULL,
+    writable INTEGER NOT NULL, url TEXT NOT NULL, attach TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (sr, uuid))"""
+
+
+@dataclass(frozen=True)
+class Export:
+    """A VDI served over NBD by `sm vdi attach`."""
+
+    sr: str
+    uuid: str
+    backing: str
+    location: str
+    writable: bool
+    url: str
+    """`nbd+unix:///<export>?socket=<path>` (qemu-img, qemu-io, nbdinfo, nbdcopy take it)."""
+    created: float
+    attach: Mapping[str, Any]
+    """The driver's `vdi_attach` result (`params`, `params_nbd`, ...)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "attach": dict(self.attach)}
+
+
+def _table(state: State) -> State:
+    state.db.execute(_SCHEMA)
+    return state
+
+
+def _export(row: Any) -> Export:
+    return Export(row["sr"], row["uuid"], row["backing"], row["location"], bool(row["writable"]),
+                  row["url"], row["created"], json.loads(row["attach"]))
+
+
+def nbd_uri(params_nbd: str) -> str:
+    """`nbd:unix:<socket>:exportname=<name>` (the driver's form) as an NBD URI."""
+    from sm.nbd.client import parse_url
+
+    sock, name = parse_url(params_nbd)
+    return f"nbd+unix:///{name}?socket={sock}"
+
+
+def exports(state: State) -> list[Export]:
+    rows = _table(state).db.execute("SELECT * FROM exports ORDER BY created").fetchall()
+    return [_export(r) for r in rows]
+
+
+def find(state: State, sr: str, uuid: str) -> Export | None:
+    row = _table(state).db.execute("SELECT * FROM exports WHERE sr=? AND uuid=?",
+                                   (sr, uuid)).fetchone()
+    return None if row is None else _export(row)
+
+
+def attach(state: State, client: SRClient, vdi: VDI, writable: bool) -> Export:
+    """Serve `vdi` over NBD (read-only unless `writable`) until `detach`."""
+    if vdi.hidden:
+        raise InvalidArg(f"{vdi.uuid} is a hidden snapshot base")
+    known = find(state, vdi.sr, vdi.uuid)
+    if known is not None:
+        if known.writable == writable:
+            return known
+        raise VDIInUse(f"{vdi.uuid} is attached {'writable' if known.writable else 'read-only'}"
+                       f" at {known.url}; detach it first")
+    if writable and (vdi.is_a_snapshot or vdi.read_only):
+        raise VDIUnavailable(f"{vdi.uuid} is {'a snapshot' if vdi.is_a_snapshot else 'read-only'}"
+                             ": attach it without --writable")
+    result = dict(client.vdi_attach(vdi.ref, writable))
+    url = result.get("params_nbd")
+    if not isinstance(url, str) or not url.startswith("nbd:unix:"):
+        with contextlib.suppress(SMError):
+            client.vdi_detach(vdi.ref)
+        raise VDIUnavailable(f"SR {client.sr.name} ({client.sr.type}) did not serve VDI "
+                             f"{vdi.uuid} over NBD (nbdkit missing, or SM_DATA_PATH=none)")
+    export = Export(vdi.sr, vdi.uuid, vdi.ref[0], vdi.ref[1], writable, nbd_uri(url),
+                    time.time(), result)
+    with state.transaction() as db:
+        _table(state)
+        db.execute("INSERT INTO exports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (export.sr, export.uuid, export.backing, export.location, int(writable),
+                    export.url, json.dumps(result), export.created))
+    return export
+
+
+def detach(state: State, client: SRClient, vdi: VDI) -> Export:
+    """Stop serving `vdi` (VDIUnavailable if `sm vdi attach` did not attach it)."""
+    export = find(state, vdi.sr, vdi.uuid)
+    if export is None:
+        raise VDIUnavailable(f"{vdi.uuid} is not attached (see sm vdi attachments)")
+    client.vdi_detach((export.backing, export.location))
+    forget(state, vdi.sr, vdi.uuid)
+    return export
+
+
+def forget(state: State, sr: str, uuid: str) -> None:
+    with state.transaction() as db:
+        _table(state)
+        db.execute("DELETE FROM exports WHERE sr=? AND uuid=?", (sr, uuid))
+
+
+@contextlib.contextmanager
+def attached(state: State, client: SRClient, vdi: VDI, writable: bool
+             ) -> Iterator[Mapping[str, Any]]:
+    """The `vdi_attach` result for this layer's data access: an export's (kept attached after)
+    or a fresh attachment (detached after)."""
+    export = find(state, vdi.sr, vdi.uuid)
+    if export is not None:
+        if writable and not export.writable:
+            raise VDIInUse(f"{vdi.uuid} is attached read-only at {export.url}; detach it first")
+        yield export.attach
+        return
+    result = client.vdi_attach(vdi.ref, writable)
+    try:
+        yield result
+    finally:
+        client.vdi_detach(vdi.ref)
