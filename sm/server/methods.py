@@ -29,11 +29,14 @@ __all__ = ["API_METHODS", "call", "method_names"]
 API_METHODS: Mapping[str, str] = {
     "sr.list": "srs", "sr.get": "sr", "sr.info": "sr_info", "sr.create": "sr_create",
     "sr.attach": "sr_attach", "sr.detach": "sr_detach", "sr.delete": "sr_delete",
-    "sr.scan": "sr_scan",
+    "sr.scan": "sr_scan", "sr.probe": "sr_probe", "sr.stats": "sr_stats",
     "vdi.list": "vdis", "vdi.get": "vdi", "vdi.create": "vdi_create",
     "vdi.resize": "vdi_resize", "vdi.clone": "vdi_clone", "vdi.snapshot": "vdi_snapshot",
     "vdi.revert": "vdi_revert", "vdi.tree": "vdi_tree", "vdi.delete": "vdi_delete",
     "vdi.read": "vdi_read", "vdi.write": "vdi_write",
+    "vdi.rename": "vdi_rename", "vdi.set": "vdi_set", "vdi.copy": "vdi_copy",
+    "vdi.move": "vdi_move", "vdi.attach": "vdi_attach", "vdi.detach": "vdi_detach",
+    "vdi.attachments": "vdi_attachments",
     "vm.list": "vms", "vm.get": "vm", "vm.create": "vm_create", "vm.delete": "vm_delete",
     "vm.add_disk": "vm_add_disk", "vm.remove_disk": "vm_remove_disk",
     "vm.snapshot": "vm_snapshot", "vm.snapshots": "vm_snapshots", "vm.revert": "vm_revert",
@@ -71,6 +74,8 @@ def call(mgr: Callable[[], StorageManager], method: str, params: list[Value]) ->
         raise Unimplemented(f"unknown method {method!r}")
     func = getattr(mgr(), name)
     args, kwargs = _bind(func, method, params)
+    if "progress" in kwargs:
+        raise InvalidArg(f"{method}: progress is not an option over XML-RPC")
     if method == "vdi.read":
         length = args[2] if len(args) > 2 else kwargs.get("length")
         if not isinstance(length, int) or length > MAX_READ:
