@@ -22,7 +22,8 @@ Values map to Python as in `xmlrpc.client`:
 Output is byte-compatible with `xmlrpc.client.dumps(..., methodresponse=True, allow_none=True)`
 (so `xmlrpc.client.loads` reads it), with two deliberate differences: integers beyond 32 bits are
 written as `<i8>` instead of failing, and a carriage return in a string is written as `&#13;` so
-it survives XML end-of-line normalisation.
+it survives XML end-of-line normalisation. On the wire (`encode`) a document is ASCII, other
+characters as character references (`&#233;`), whatever the environment's encoding.
 
 Characters that XML 1.0 cannot carry at all (NUL, most C0 controls, lone surrogates, U+FFFE/F)
 cannot be escaped. `dumps_response` refuses them with `IllegalXMLChar` (447), which the
@@ -54,6 +55,7 @@ __all__ = [
     "dumps_call",
     "dumps_fault",
     "dumps_response",
+    "encode",
     "loads_call",
 ]
 
@@ -265,6 +267,13 @@ def dumps_fault(code: int, message: str) -> str:
     _dump({"faultCode": code, "faultString": message}, out, strict=False)
     out.append("</fault>\n</methodResponse>\n")
     return "".join(out)
+
+
+def encode(document: str) -> bytes:
+    """A document's bytes as they go on the wire: ASCII, every other character written as a
+    character reference, so any reader reads the same text whatever encoding it assumes (and
+    whatever encoding the writer's environment names)."""
+    return document.encode("ascii", "xmlcharrefreplace")
 
 
 def dumps_call(method: str, params: Sequence[Value]) -> str:

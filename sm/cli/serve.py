@@ -23,14 +23,18 @@ import click
 @click.option("--max-request-bytes", type=click.IntRange(1024), default=1024 * 1024,
               show_default=True, help="Largest request body accepted.")
 @click.option("--max-connections", type=click.IntRange(1), default=64, show_default=True,
-              help="Connections served at once.")
+              help="Requests answered at once (workers, kept for clients with the token).")
+@click.option("--head-timeout", type=click.FloatRange(0.1, 3600), default=10.0,
+              show_default=True,
+              help="Seconds a client has for a whole request head (TLS handshake included).")
 @click.option("--log-file", type=click.Path(dir_okay=False),
               help="Log requests here instead of stderr.")
 @click.option("--show-token", is_flag=True, help="Print the token (made if missing) and exit.")
 @click.pass_context
 def serve(ctx: click.Context, socket_path: str | None, listen: str | None, allow_remote: bool,
           cert: str | None, key: str | None, token_file: str | None, max_request_bytes: int,
-          max_connections: int, log_file: str | None, show_token: bool) -> None:
+          max_connections: int, head_timeout: float, log_file: str | None,
+          show_token: bool) -> None:
     """Serve SMAPIv1 and the sm API over XML-RPC (token required)."""
     from sm.errors import SMError
     from sm.server.run import Options, build, default_token_file
@@ -48,12 +52,13 @@ def serve(ctx: click.Context, socket_path: str | None, listen: str | None, allow
             return
         server, address, tokens = build(Options(
             config, socket_path, listen, allow_remote, cert, key, token_file,
-            max_request_bytes, max_connections))
+            max_request_bytes, max_connections, head_timeout))
     except SMError as err:
         raise click.ClickException(f"{err.name} ({err.code}): {err.message}") from err
     logger = logging.getLogger("sm.server")
     logger.setLevel(logging.INFO)
-    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler = (logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
+               if log_file else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     logger.propagate = False

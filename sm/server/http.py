@@ -1,193 +1,559 @@
-"""XML-RPC over HTTP(S) on a Unix socket or TCP, one thread per connection.
+"""XML-RPC over HTTP(S) on a Unix socket or TCP: one reader thread, a bounded pool of workers.
 
-Per request, in this order, before any storage is touched: only `POST`; the token
-(`sm.server.auth`, else 401); a `Content-Length` (else 411) no larger than the limit (else
-413, the body is never read); the body parsed by `sm.xmlrpc.loads_call` (defusedxml: no DTD,
-no entities, no external references, depth and size limits; else Fault 143). Each request is
-logged (client, method, result, milliseconds) on the `sm.server` logger.
+The reader (the thread that calls `serve_forever`) owns every connection that is not being
+answered: it accepts (never blocking: the listening socket is non-blocking and polled with the
+others), runs TLS handshakes, reads request heads and bodies, all with non-blocking sockets and
+one `selectors` loop. A connection gets a worker only once its whole request is in and has
+passed `sm.server.wire.check` (POST, the token, a sane `Content-Length`), so clients without the
+token never hold a worker: the `max_connections` workers are a reserve for authenticated
+clients. Time limits cover whole stages, not single reads: the TLS handshake and the first
+request head within `head_timeout` of accept (a later head within `head_timeout` of its first
+byte, after at most `IDLE_TIMEOUT` of keep-alive idleness); the body within `BODY_TIMEOUT`
+after its head. When `max_open` connections are open, the one waiting longest for its head is
+dropped to make room. Errors (400, 401, 405, 408, 411, 413, 431, 503, 505) are answered by the
+reader, which then half-closes and drains the socket briefly so the client reads the answer.
+
+A worker executes the call (`sm.server.methods`), writes the answer, and hands a kept-alive
+connection back to the reader; it waits `KEEP_WORKER` seconds for that connection's next request
+(keeping its `StorageManager`, whose SQLite connection belongs to the thread) before it ends. A
+complete request that finds every worker busy waits up to `QUEUE_TIMEOUT` (503 after), and asks
+a waiting worker to end.
 
 Paths: `/` and `/RPC2` answer the methods of `sm.server.methods`; `/smapiv1/<type>` takes a
 plain SMAPIv1 document (methodName = the command, one struct), as a driver executable does.
-
-Each connection thread has its own `StorageManager` (SQLite connections are per thread);
-mutating API calls serialize on the API's state lock and drivers take their SR and VDI locks
-(`sm.locking`), the same file locks the `sm` command and the driver executables take, so the
-server, the CLI and a toolstack's driver calls exclude each other correctly.
+Mutating API calls serialize on the API's state lock and drivers take their SR and VDI locks
+(`sm.locking`), the same file locks the `sm` command and the driver executables take.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import os
+import queue
+import resource
+import selectors
 import socket
-import socketserver
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sm import xmlrpc
 from sm.errors import BadRequest, GenericException, InvalidArg, SMError
 
-from . import auth, methods
+from . import methods, wire
 
 if TYPE_CHECKING:
     from sm.api import StorageManager
 
-__all__ = ["Server", "make_server"]
+__all__ = ["HEAD_TIMEOUT", "HTTPServer", "Server", "make_server"]
 
 log = logging.getLogger("sm.server")
 
+HEAD_TIMEOUT = 10.0
+"""Seconds from accept to a complete first request head (TLS handshake included)."""
 IDLE_TIMEOUT = 60.0
-"""Seconds a connection may sit idle (or a client take to send a request) before it is closed."""
+"""Seconds a kept-alive connection may wait for its next request."""
+BODY_TIMEOUT = 60.0
+"""Seconds for the body of an accepted head."""
+WRITE_TIMEOUT = 60.0
+"""Seconds a client may take to receive an answer."""
+QUEUE_TIMEOUT = 30.0
+"""Seconds a complete request may wait for a worker (then 503)."""
+KEEP_WORKER = 2.0
+"""Seconds a worker waits for the next request on its kept-alive connection."""
+DRAIN_TIMEOUT = 1.0
+"""Seconds spent reading what a refused client still sends, before closing."""
 
 
 class Server:
-    """What the request handlers share: token, limits, how to build a StorageManager."""
+    """What the reader and the workers share: token, limits, how to build a StorageManager."""
 
     def __init__(self, token: str, new_manager: Callable[[], StorageManager], *,
                  max_request_bytes: int = xmlrpc.MAX_REQUEST_BYTES,
-                 max_connections: int = 64) -> None:
+                 max_connections: int = 64, max_open: int | None = None,
+                 head_timeout: float = HEAD_TIMEOUT) -> None:
+        if max_connections < 1 or head_timeout <= 0:
+            raise InvalidArg("max_connections and head_timeout must be positive")
         self.token = token
         self.new_manager = new_manager
         self.max_request_bytes = min(max_request_bytes, xmlrpc.MAX_REQUEST_BYTES)
-        self.slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self.max_open = max_open or _default_max_open(max_connections)
+        self.head_timeout = head_timeout
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "sm-xmlrpc"
-    sys_version = ""
-    wbufsize = 64 * 1024  # headers and body leave in one write (flushed per response)
-    ctx: Server
+def _default_max_open(workers: int) -> int:
+    """Open connections the reader keeps: what the descriptor limit allows (raised to its hard
+    limit), at most 4096."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 8192) if hard != resource.RLIM_INFINITY else 8192
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    return max(16, min(4096, soft - 64 - 2 * workers))
 
-    def setup(self) -> None:
-        self.request.settimeout(IDLE_TIMEOUT)
-        if self.request.family in (socket.AF_INET, socket.AF_INET6):
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._mgr: StorageManager | None = None
-        super().setup()
 
-    def finish(self) -> None:
+# Connection states (the reader's).
+HANDSHAKE, HEAD, BODY, BUSY, CLOSING, DRAIN = range(6)
+
+
+class _Conn:
+    __slots__ = ("body_len", "buf", "deadline", "events", "head", "idle", "out", "parked",
+                 "peer", "since", "sock", "state")
+
+    def __init__(self, sock: socket.socket, peer: str, now: float, deadline: float,
+                 tls: bool) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.buf = bytearray()
+        self.state = HANDSHAKE if tls else HEAD
+        self.since = now
+        self.deadline = deadline
+        self.idle = False
+        self.head: wire.Head | None = None
+        self.body_len = 0
+        self.out = b""
+        self.events = 0
+        self.parked: _Worker | None = None
+
+
+class _Request:
+    __slots__ = ("body", "head")
+
+    def __init__(self, head: wire.Head, body: bytes) -> None:
+        self.head = head
+        self.body = body
+
+
+class HTTPServer:
+    """The listening socket, the reader loop and its workers (`serve_forever`, `shutdown`,
+    `server_close`, `server_address`, as `socketserver` servers have)."""
+
+    def __init__(self, ctx: Server, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+        self.ctx = ctx
+        self.socket = sock
+        self.tls = tls
+        self.server_address: Any = sock.getsockname()
+        self.unix = sock.family == socket.AF_UNIX
+        sock.setblocking(False)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(sock, selectors.EVENT_READ, None)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self.lock = threading.Lock()
+        self.conns: set[_Conn] = set()  # every open connection not held by a worker
+        self.returned: collections.deque[_Conn] = collections.deque()  # from workers
+        self.waiting: collections.deque[tuple[_Conn, _Request, float]] = collections.deque()
+        self.busy = 0  # workers alive (each holds a slot)
+        self._stop = threading.Event()
+        self._dropped = 0
+        self._dropped_logged = 0.0
+
+    # -- the reader loop ----------------------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._stop.clear()
+        while not self._stop.is_set():
+            for key, mask in self.sel.select(timeout=min(poll_interval, 0.25)):
+                if key.data is None:
+                    self._accept()
+                elif key.data == "wake":
+                    self._woken()
+                else:
+                    self._ready(key.data, mask)
+            self._expire(time.monotonic())
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._wake()
+
+    def server_close(self) -> None:
+        self._stop.set()
+        for conn in list(self.conns):
+            self._close(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(self.socket)
+        self.socket.close()
+        self.sel.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _accept(self) -> None:
+        for _ in range(64):  # a burst, then the others get their turn
+            try:
+                sock, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # EMFILE and friends: make room, try later
+                log.warning("accept failed: %s", err)
+                self._make_room(force=True)
+                return
+            now = time.monotonic()
+            if len(self.conns) >= self.ctx.max_open:
+                self._make_room()
+            sock.setblocking(False)
+            if not self.unix:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                try:
+                    sock = self.tls.wrap_socket(sock, server_side=True,
+                                                do_handshake_on_connect=False)
+                except (OSError, ValueError) as err:
+                    log.warning("TLS setup failed: %s", err)
+                    sock.close()
+                    continue
+            peer = "unix" if self.unix else f"{addr[0]}:{addr[1]}"
+            conn = _Conn(sock, peer, now, now + self.ctx.head_timeout, self.tls is not None)
+            self.conns.add(conn)
+            self._watch(conn, selectors.EVENT_READ)
+
+    def _make_room(self, force: bool = False) -> None:
+        """Drop the connection that has waited longest for its head (never one whose request
+        is complete)."""
+        waiting = [c for c in self.conns if c.state in (HANDSHAKE, HEAD, CLOSING, DRAIN)]
+        if not waiting:
+            return
+        victim = min(waiting, key=lambda c: c.since)
+        self._close(victim)
+        self._dropped += 1
+        now = time.monotonic()
+        if force or now - self._dropped_logged > 10:
+            log.warning("%d connection(s) dropped to make room (more than %d open)",
+                        self._dropped, self.ctx.max_open)
+            self._dropped, self._dropped_logged = 0, now
+
+    def _watch(self, conn: _Conn, events: int) -> None:
+        if conn.events == events:
+            return
+        if conn.events:
+            self.sel.modify(conn.sock, events, conn)
+        else:
+            self.sel.register(conn.sock, events, conn)
+        conn.events = events
+
+    def _unwatch(self, conn: _Conn) -> None:
+        if conn.events:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self.sel.unregister(conn.sock)
+            conn.events = 0
+
+    def _close(self, conn: _Conn) -> None:
+        self._unwatch(conn)
+        self.conns.discard(conn)
+        with self.lock:
+            worker, conn.parked = conn.parked, None
+        if worker is not None:
+            worker.inbox.put(None)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+    def _woken(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+        now = time.monotonic()
+        while True:
+            with self.lock:
+                if not self.returned:
+                    break
+                conn = self.returned.popleft()
+            conn.state, conn.since = HEAD, now
+            conn.head = None
+            conn.idle = not conn.buf
+            conn.deadline = now + (IDLE_TIMEOUT if conn.idle else self.ctx.head_timeout)
+            self.conns.add(conn)
+            self._watch(conn, selectors.EVENT_READ)
+            self._receive(conn)  # a pipelined request, or TLS data already decrypted
+        self._start_waiting(now)
+
+    def _ready(self, conn: _Conn, mask: int) -> None:
+        if conn.state == HANDSHAKE:
+            self._handshake(conn)
+        elif conn.state == CLOSING:
+            self._flush(conn)
+        elif conn.state == DRAIN:
+            self._drain(conn)
+        elif conn.state in (HEAD, BODY):
+            self._receive(conn)
+
+    def _handshake(self, conn: _Conn) -> None:
+        assert isinstance(conn.sock, ssl.SSLSocket)
         try:
-            super().finish()
-        finally:
-            if self._mgr is not None:
-                self._mgr.close()
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(conn, selectors.EVENT_READ)
+            return
+        except ssl.SSLWantWriteError:
+            self._watch(conn, selectors.EVENT_WRITE)
+            return
+        except (OSError, ValueError) as err:
+            log.warning("%s: TLS handshake failed: %s", conn.peer, err)
+            self._close(conn)
+            return
+        conn.state = HEAD
+        self._watch(conn, selectors.EVENT_READ)
+        self._receive(conn)
+
+    def _receive(self, conn: _Conn) -> None:
+        limit = wire.MAX_HEAD + self.ctx.max_request_bytes + 65536
+        eof = False
+        while len(conn.buf) < limit:
+            try:
+                chunk = conn.sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
+                break
+            except (OSError, ValueError):
+                eof = True
+                break
+            if not chunk:
+                eof = True
+                break
+            conn.buf += chunk
+        try:
+            self._advance(conn)
+        except wire.HttpError as err:
+            self._refuse(conn, err)
+            return
+        if eof and conn.state in (HEAD, BODY):
+            self._close(conn)
+
+    def _advance(self, conn: _Conn) -> None:
+        now = time.monotonic()
+        if conn.state == HEAD:
+            blank = len(conn.buf) - len(conn.buf.lstrip(b"\r\n"))
+            del conn.buf[:blank]
+            if not conn.buf:
+                return
+            if conn.idle:  # the next request has begun: its head has head_timeout
+                conn.idle, conn.since = False, now
+                conn.deadline = now + self.ctx.head_timeout
+            end = wire.head_end(conn.buf[: wire.MAX_HEAD + 3])
+            if end < 0:
+                if len(conn.buf) > wire.MAX_HEAD:
+                    raise wire.HttpError(431, f"request head longer than {wire.MAX_HEAD} bytes")
+                return
+            raw = bytes(conn.buf[:end])
+            del conn.buf[:end]
+            conn.head = wire.parse_head(raw)
+            conn.body_len = wire.check(conn.head, self.ctx.token, self.ctx.max_request_bytes)
+            conn.state, conn.deadline = BODY, now + BODY_TIMEOUT
+            if conn.head.expects_continue and len(conn.buf) < conn.body_len:
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if conn.state == BODY and len(conn.buf) >= conn.body_len:
+            assert conn.head is not None
+            body = bytes(conn.buf[: conn.body_len])
+            del conn.buf[: conn.body_len]
+            self._dispatch(conn, _Request(conn.head, body), now)
+
+    def _dispatch(self, conn: _Conn, request: _Request, now: float) -> None:
+        self._unwatch(conn)
+        self.conns.discard(conn)
+        conn.state = BUSY
+        with self.lock:
+            worker, conn.parked = conn.parked, None
+            if worker is not None:
+                worker.inbox.put(request)
+                return
+            start = self.busy < self.ctx.max_connections and not self.waiting
+            if start:
+                self.busy += 1
+        if start:
+            _Worker(self, conn, request).start()
+            return
+        self.waiting.append((conn, request, now + QUEUE_TIMEOUT))
+        if len(self.waiting) > 4 * self.ctx.max_connections:
+            late, _, _ = self.waiting.pop()
+            self.conns.add(late)
+            self._refuse(late, wire.HttpError(503, "server busy; retry later",
+                                              {"Retry-After": "1"}))
+        self._release_parked()
+
+    def _release_parked(self) -> None:
+        """Ask one worker waiting on an idle connection to end, freeing its slot."""
+        for conn in self.conns:
+            with self.lock:
+                worker, conn.parked = conn.parked, None
+            if worker is not None:
+                worker.inbox.put(None)
+                return
+
+    def _start_waiting(self, now: float) -> None:
+        while self.waiting:
+            with self.lock:
+                if self.busy >= self.ctx.max_connections:
+                    break
+                self.busy += 1
+            conn, request, _ = self.waiting.popleft()
+            _Worker(self, conn, request).start()
+        if self.waiting:
+            self._release_parked()
+
+    def _expire(self, now: float) -> None:
+        for conn in [c for c in self.conns if c.deadline <= now]:
+            if conn.state == BODY or (conn.state == HEAD and conn.buf):
+                self._refuse(conn, wire.HttpError(408, "request not received in time"),
+                             quiet=True)
+            else:
+                self._close(conn)
+        while self.waiting and self.waiting[0][2] <= now:
+            conn, _, _ = self.waiting.popleft()
+            self.conns.add(conn)
+            self._refuse(conn, wire.HttpError(503, "server busy; retry later",
+                                              {"Retry-After": "1"}))
+
+    # -- refusals: answer, half-close, drain ---------------------------------------------------
+
+    def _refuse(self, conn: _Conn, err: wire.HttpError, quiet: bool = False) -> None:
+        head = conn.head
+        what = f"{head.method} {head.target}" if head is not None else "-"
+        (log.info if quiet else log.warning)("%s %s: %d %s", conn.peer, what, err.status,
+                                             err.text)
+        conn.out = wire.response(err.status, (err.text + "\n").encode(), headers=err.headers)
+        conn.state = CLOSING
+        conn.deadline = time.monotonic() + DRAIN_TIMEOUT
+        self._flush(conn)
+
+    def _flush(self, conn: _Conn) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                ssl.SSLWantWriteError):
+            sent = 0
+        except (OSError, ValueError):
+            self._close(conn)
+            return
+        conn.out = conn.out[sent:]
+        if conn.out:
+            self._watch(conn, selectors.EVENT_WRITE)
+            return
+        with contextlib.suppress(OSError, ValueError):
+            conn.sock.shutdown(socket.SHUT_WR)
+        conn.state = DRAIN
+        self._watch(conn, selectors.EVENT_READ)
+
+    def _drain(self, conn: _Conn) -> None:
+        for _ in range(16):
+            try:
+                chunk = conn.sock.recv(65536)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
+                    ssl.SSLWantWriteError):
+                return
+            except (OSError, ValueError):
+                break
+            if not chunk:
+                break
+        self._close(conn)
+
+    # -- what workers call ---------------------------------------------------------------------
+
+    def give_back(self, conn: _Conn) -> None:
+        conn.sock.setblocking(False)
+        with self.lock:
+            self.returned.append(conn)
+        self._wake()
+
+    def worker_done(self) -> None:
+        with self.lock:
+            self.busy -= 1
+        self._wake()
+
+
+class _Worker(threading.Thread):
+    """Answers the requests of one connection while they come (see the module docstring)."""
+
+    def __init__(self, server: HTTPServer, conn: _Conn, request: _Request) -> None:
+        super().__init__(daemon=True, name=f"sm-worker {conn.peer}")
+        self.server = server
+        self.conn = conn
+        self.request: _Request | None = request
+        self.inbox: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._mgr: StorageManager | None = None
 
     def manager(self) -> StorageManager:
         if self._mgr is None:
-            self._mgr = self.ctx.new_manager()
+            self._mgr = self.server.ctx.new_manager()
         return self._mgr
 
-    def address_string(self) -> str:
-        addr = self.client_address
-        return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) and addr else "unix"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _plain(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
-        body = (text + "\n").encode()
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        log.warning("%s %s %s: %d %s", self.address_string(), self.command, self.path,
-                    status, text)
-
-    def do_GET(self) -> None:
-        self.close_connection = True
-        self._plain(405, "use POST with an XML-RPC methodCall", {"Allow": "POST"})
-
-    do_PUT = do_DELETE = do_HEAD = do_GET
-
-    def do_POST(self) -> None:
-        start = time.monotonic()
-        if not auth.check(self.headers.get("Authorization"), self.ctx.token):
-            self.close_connection = True
-            self._plain(401, "token missing or wrong", {"WWW-Authenticate": 'Basic realm="sm"'})
-            return
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.close_connection = True
-            self._plain(411, "Content-Length required")
-            return
-        if int(length) > self.ctx.max_request_bytes:
-            self.close_connection = True
-            self._plain(413, f"request of {length} bytes is larger than the "
-                             f"{self.ctx.max_request_bytes} allowed")
-            return
-        body = self.rfile.read(int(length))
-        route = self.path.split("?", 1)[0].rstrip("/")
-        method, outcome, response = "?", "ok", ""
+    def run(self) -> None:
+        conn = self.conn
         try:
-            method, params = xmlrpc.loads_call(body)
+            while self.request is not None:
+                conn.sock.settimeout(WRITE_TIMEOUT)
+                if not self._answer(self.request):
+                    with contextlib.suppress(OSError):
+                        conn.sock.close()
+                    return
+                with self.server.lock:
+                    conn.parked = self
+                self.server.give_back(conn)
+                try:
+                    self.request = self.inbox.get(timeout=KEEP_WORKER)
+                except queue.Empty:
+                    with self.server.lock:
+                        if conn.parked is self:
+                            conn.parked = None
+                            return
+                    self.request = self.inbox.get()  # handed over meanwhile
+        except Exception:
+            log.exception("%s: worker failed", conn.peer)
+            with contextlib.suppress(OSError):
+                conn.sock.close()
+        finally:
+            if self._mgr is not None:
+                with contextlib.suppress(Exception):
+                    self._mgr.close()
+            self.server.worker_done()
+
+    def _answer(self, request: _Request) -> bool:
+        """Execute one call and send its answer; whether the connection stays open."""
+        start = time.monotonic()
+        head = request.head
+        route = head.target.split("?", 1)[0].rstrip("/")
+        method, outcome = "?", "ok"
+        try:
+            method, params = xmlrpc.loads_call(request.body)
             if route in ("", "/RPC2"):
                 value = methods.call(self.manager, method, params)
             elif route.startswith("/smapiv1/") and route.count("/") == 2:
                 value = methods.call(self.manager, f"smapi.{route[9:]}.{method}", params)
             else:
-                raise BadRequest(f"no endpoint {self.path!r} (use / or /smapiv1/<type>)")
-            response = xmlrpc.dumps_response(value)
+                raise BadRequest(f"no endpoint {head.target!r} (use / or /smapiv1/<type>)")
+            document = xmlrpc.dumps_response(value)
         except SMError as err:
             outcome = f"fault {err.code} {err.name}: {err.message}"[:300]
-            response = xmlrpc.dumps_fault(err.code, err.fault_string)
+            document = xmlrpc.dumps_fault(err.code, err.fault_string)
         except Exception as err:
             log.exception("%s failed with an unexpected error", method)
             fault = GenericException(f"{type(err).__name__}: {err}")
             outcome = f"fault {fault.code}: {fault.message}"[:300]
-            response = xmlrpc.dumps_fault(fault.code, fault.fault_string)
-        data = response.encode("utf-8")
-        self.send_response(200)
-        self.send_header("Content-Type", "text/xml")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        log.info("%s %s %s %s %.1f ms", self.address_string(), route or "/", method, outcome,
-                 (time.monotonic() - start) * 1000)
-
-
-class _Mixin(socketserver.ThreadingMixIn):
-    daemon_threads = True
-    block_on_close = False
-    ctx: Server
-    tls: ssl.SSLContext | None = None
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.ctx.slots.acquire(timeout=IDLE_TIMEOUT):
-            log.warning("too many connections; refusing one")
-            self.shutdown_request(request)  # type: ignore[attr-defined]
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+            document = xmlrpc.dumps_fault(fault.code, fault.fault_string)
+        data = wire.response(200, xmlrpc.encode(document), content_type="text/xml",
+                             keep_alive=head.keep_alive)
         try:
-            if self.tls is not None:
-                request.settimeout(IDLE_TIMEOUT)
-                try:
-                    request.do_handshake()
-                except (OSError, ssl.SSLError) as err:
-                    log.warning("TLS handshake failed: %s", err)
-                    self.shutdown_request(request)  # type: ignore[attr-defined]
-                    return
-            super().process_request_thread(request, client_address)
+            self.conn.sock.sendall(data)
+        except (OSError, ValueError) as err:
+            log.warning("%s: answer to %s not sent: %s", self.conn.peer, method, err)
+            return False
         finally:
-            self.ctx.slots.release()
-
-
-class TCPServer(_Mixin, socketserver.TCPServer):
-    allow_reuse_address = True
-
-
-class UnixServer(_Mixin, socketserver.UnixStreamServer):
-    pass
+            log.info("%s %s %s %s %.1f ms", self.conn.peer, route or "/", method,
+                     outcome.encode("ascii", "backslashreplace").decode(),
+                     (time.monotonic() - start) * 1000)
+        return head.keep_alive
 
 
 def _unix_path(path: Path) -> None:
@@ -208,23 +574,21 @@ def _unix_path(path: Path) -> None:
 
 
 def make_server(ctx: Server, *, unix: Path | None = None, host: str = "127.0.0.1",
-                port: int = 0, tls: ssl.SSLContext | None = None
-                ) -> TCPServer | UnixServer:
+                port: int = 0, tls: ssl.SSLContext | None = None) -> HTTPServer:
     """A bound, listening server (not yet serving: call `serve_forever`)."""
-    handler = type("Handler", (_Handler,), {"ctx": ctx})
-    server: TCPServer | UnixServer
     if unix is not None:
         _unix_path(unix)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # the socket is created 0600: only its owner may connect
         try:
-            server = UnixServer(str(unix), handler)
+            sock.bind(str(unix))
+        except OSError:
+            sock.close()
+            raise
         finally:
             os.umask(old)
+        sock.listen(socket.SOMAXCONN)
     else:
-        server = TCPServer((host, port), handler)
-    server.ctx = ctx
-    if tls is not None:
-        server.tls = tls
-        server.socket = tls.wrap_socket(server.socket, server_side=True,
-                                        do_handshake_on_connect=False)
-    return server
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=socket.SOMAXCONN)
+    return HTTPServer(ctx, sock, tls)

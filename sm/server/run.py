@@ -14,7 +14,7 @@ from sm import xmlrpc
 from sm.errors import InvalidArg
 
 from . import auth
-from .http import Server, TCPServer, UnixServer, make_server
+from .http import HEAD_TIMEOUT, HTTPServer, Server, make_server
 
 __all__ = ["Options", "build", "default_socket", "default_token_file"]
 
@@ -33,6 +33,7 @@ class Options:
     token_file: str | None = None
     max_request_bytes: int = xmlrpc.MAX_REQUEST_BYTES
     max_connections: int = 64
+    head_timeout: float = HEAD_TIMEOUT
 
 
 def default_socket(environ: dict[str, str], state_dir: Path) -> Path:
@@ -61,7 +62,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def build(opts: Options) -> tuple[TCPServer | UnixServer, str, Path]:
+def build(opts: Options) -> tuple[HTTPServer, str, Path]:
     """The listening server, its address (`unix:/path` or a URL) and the token file."""
     from sm.api import StorageManager
 
@@ -74,7 +75,7 @@ def build(opts: Options) -> tuple[TCPServer | UnixServer, str, Path]:
     ctx = Server(auth.load_or_create(token_file),
                  lambda: StorageManager(opts.config, environ=environ),
                  max_request_bytes=opts.max_request_bytes,
-                 max_connections=opts.max_connections)
+                 max_connections=opts.max_connections, head_timeout=opts.head_timeout)
     tls = None
     if opts.cert and opts.key:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
