@@ -51,7 +51,8 @@ def attach(repo: FileRepo, uuid: str, writable: bool) -> tuple[str, ServerInfo |
         path = repo.path(record)
         if not os.path.exists(path):
             raise VDIUnavailable(f"the image of VDI {uuid} is missing: {path}")
-        if writable and (record.read_only or record.hidden or repo.children_of(uuid)):
+        if writable and (record.read_only or record.hidden or record.is_a_snapshot
+                         or repo.children_of(uuid)):
             raise VDIUnavailable(f"VDI {uuid} is read-only (a snapshot base or read-only VDI); "
                                  "attach it read-only")
         if record.sm_config.get("gc-busy") and (writable or record.hidden):

@@ -27,6 +27,7 @@ from sm.errors import (
     VDIMissing,
     VDIResize,
     VDISize,
+    VDIUnavailable,
 )
 from sm.faults import crash_point
 
@@ -234,6 +235,9 @@ def resize(repo: FileRepo, uuid: str, new_size: int) -> VdiRecord:
         raise VDISize(f"{new_size} bytes is more than a VHD can hold ({max_vhd_size()})")
     if x.hidden or repo.children_of(uuid):
         raise VDIResize(f"VDI {uuid} is a base other VDIs depend on; it cannot be resized")
+    if x.is_a_snapshot or x.read_only:
+        raise VDIUnavailable(f"VDI {uuid} is {'a snapshot' if x.is_a_snapshot else 'read-only'}"
+                             "; snapshots and read-only VDIs are never resized")
     if size == x.virtual_size:
         return x
     with repo.journal.begin("vdi_resize", vdi=uuid, size=size, ext=x.vdi_type) as entry:

@@ -57,6 +57,9 @@ def resize(repo: LvhdRepo, uuid: str, new_size: int) -> VdiRecord:
     doc = repo.read()
     if x.hidden or any(r.parent == uuid for r in doc.vdis.values()):
         raise VDIResize(f"VDI {uuid} is a base other VDIs depend on; it cannot be resized")
+    if x.is_a_snapshot or x.read_only:
+        raise VDIUnavailable(f"VDI {uuid} is {'a snapshot' if x.is_a_snapshot else 'read-only'}"
+                             "; snapshots and read-only VDIs are never resized")
     if size == x.virtual_size:
         return x
     name = lv_name(uuid, x.vdi_type)

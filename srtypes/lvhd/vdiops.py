@@ -13,7 +13,15 @@ import logging
 import uuid as uuidlib
 from typing import TYPE_CHECKING
 
-from sm.errors import InvalidArg, VDICreate, VDIExists, VDIInUse, VDIMissing, VDISize
+from sm.errors import (
+    InvalidArg,
+    VDICreate,
+    VDIExists,
+    VDIInUse,
+    VDIMissing,
+    VDISize,
+    VDIUnavailable,
+)
 from sm.faults import crash_point
 
 from .lvm import LvmError
@@ -182,8 +190,9 @@ def deflate(repo: LvhdRepo, rec: VdiRecord) -> int:
 def attach(repo: LvhdRepo, uuid: str, writable: bool) -> str:
     """Inflate a writable VHD leaf, mark it attached; return its image path."""
     rec = _get(repo, uuid)
-    if writable and rec.read_only:
-        raise VDIInUse(f"VDI {uuid} is read-only")
+    if writable and (rec.read_only or rec.is_a_snapshot):
+        raise VDIUnavailable(f"VDI {uuid} is read-only (a snapshot or read-only VDI); "
+                             "attach it read-only")
     if writable and rec.vdi_type == "vhd" and not rec.hidden:
         inflate(repo, rec)
     repo.host_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from sm.errors import (
     VDIResize,
     VDISize,
     VDISnapshot,
+    VDIUnavailable,
 )
 from sm.faults import crash_point
 from sm.records import VdiRecord
@@ -232,8 +233,12 @@ def finish_revert(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str
 
 
 def resize(repo: RbdRepo, snap: Snapshot, rec: VdiRecord, size: int) -> VdiRecord:
-    if snap_of(rec) is not None or rec.hidden:
-        raise VDIResize(f"VDI {rec.uuid} is a snapshot or a hidden base")
+    if rec.hidden:
+        raise VDIResize(f"VDI {rec.uuid} is a hidden base")
+    if snap_of(rec) is not None or rec.is_a_snapshot or rec.read_only:
+        raise VDIUnavailable(f"VDI {rec.uuid} is "
+                             f"{'a snapshot' if rec.is_a_snapshot else 'read-only'}; snapshots "
+                             "and read-only VDIs are never resized")
     size = _round(size)
     if size < rec.virtual_size:
         raise VDISize(f"shrinking {rec.uuid} from {rec.virtual_size} to {size} is refused")

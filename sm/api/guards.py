@@ -1,0 +1,34 @@
+"""Refusals the layer above makes before it asks a driver for anything (issue 16).
+
+Each guard raises the SM error a toolstack would get for the same mistake and changes nothing:
+
+- `mutable`: snapshots (and read-only VDIs) never change: resize, write and import into one
+  are refused with VDIUnavailable (46), as the drivers refuse a writable attach of a read-only
+  VDI and the original drivers a resize of a hidden one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sm.errors import VDIUnavailable
+
+if TYPE_CHECKING:
+    from .models import VDI
+
+__all__ = ["mutable"]
+
+
+def _name(vdi: VDI) -> str:
+    return f"VDI {vdi.uuid}{f' ({vdi.name_label})' if vdi.name_label else ''}"
+
+
+def mutable(vdi: VDI, action: str) -> None:
+    """Refuse to `action` (resize, write, import into) a snapshot or read-only VDI."""
+    if vdi.is_a_snapshot:
+        raise VDIUnavailable(f"cannot {action} {_name(vdi)}: it is a snapshot"
+                             f"{f' of {vdi.snapshot_of}' if vdi.snapshot_of else ''}, and "
+                             "snapshots never change; clone it for a writable copy")
+    if vdi.read_only or vdi.hidden:
+        raise VDIUnavailable(f"cannot {action} {_name(vdi)}: it is read-only"
+                             f"{' (a hidden snapshot base)' if vdi.hidden else ''}")
