@@ -27,9 +27,15 @@ Progress = Callable[[int, int], None]
 
 
 def block_set(path: str, *, storage: Storage | None = None) -> tuple[frozenset[int], int]:
-    """(allocated blocks, block size) of one image; a fixed disk has every block."""
-    img = Image.open(path, storage=storage or DEFAULT_STORAGE)
+    """(allocated blocks, block size) of one image; a fixed disk has every block. A damaged
+    image (`sm.vhd.precheck`) raises VhdFormatError: the collector leaves it alone."""
+    from sm.vhd.check import structure_problems
+
+    img = Image.open(path, storage=storage or DEFAULT_STORAGE, strict=True)
     try:
+        problems = structure_problems(img, bat=False)
+        if problems:
+            raise problems[0]
         if img.header is None:
             return frozenset(range(-(-img.size // img.block_size))), img.block_size
         return frozenset(i for i, e in enumerate(img.bat) if e != UNUSED), img.block_size

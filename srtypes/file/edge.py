@@ -6,6 +6,10 @@
 - any other `VhdError` / `OSError(EIO)` -> EIO (200); other `OSError` -> the operation's own
   error class (e.g. VDISnapshot 82), with the OS message.
 `SMError`s pass through untouched.
+
+`require_sound(*paths)` is the structural check (`sm.vhd.precheck`) every chain operation of the
+File, NFS and LVHD SRs runs on the images it will rename or rewrite, before it journals or
+changes anything: a damaged image is refused with VDIUnavailable (46) naming it and the problem.
 """
 
 from __future__ import annotations
@@ -13,10 +17,29 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from sm.errors import EIO, SMError, SRNoSpace, VDILoad, VDISize
+from sm.errors import EIO, SMError, SRNoSpace, VDILoad, VDISize, VDIUnavailable
 
-__all__ = ["engine_errors"]
+if TYPE_CHECKING:
+    from sm.vhd import Storage
+
+__all__ = ["engine_errors", "require_sound"]
+
+
+def require_sound(*paths: str, storage: Storage | None = None) -> None:
+    """VDIUnavailable (46) unless every image passes `sm.vhd.precheck`; reads metadata only."""
+    from sm import vhd
+
+    for path in paths:
+        try:
+            vhd.precheck(path, storage=storage)
+        except (vhd.VhdError, OSError) as err:
+            what = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise VDIUnavailable(
+                f"image {path} is damaged, nothing was changed: "
+                f"{what.removeprefix(f'{path}: ')} (`sm vhd check` shows every problem, "
+                "`sm vhd repair` fixes footers and the batmap)") from err
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from sm.faults import crash_point
 from sm.gc import Skip
 
 from .chain import GC_KEY, base_copy, with_parent
+from .edge import require_sound
 from .vdiops import mark_garbage, physical
 
 if TYPE_CHECKING:
@@ -166,6 +167,7 @@ def _merge(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
     with _locked(repo, action.base, action.child):
         b, c = _recheck(repo, action)
         assert c is not None
+        require_sound(repo.path(b), repo.path(c))
         d = _merge_data(b, c, action)
         entry = repo.journal.begin("gc_merge", **d)
         try:
@@ -291,6 +293,7 @@ def _leaf_merge(repo: FileRepo, action: Action, ctx: StepContext, shared: bool
     with _locked(repo, action.base, action.child):
         b, c = _recheck(repo, action, shared=shared)
         assert c is not None
+        require_sound(repo.path(b), repo.path(c))
         d = _merge_data(b, c, action)
         t0 = time.monotonic()
         with repo.journal.begin("gc_merge", **d) as entry:
@@ -321,6 +324,7 @@ def _leaf_snapshot(repo: FileRepo, action: Action, ctx: StepContext, shared: boo
     with _locked(repo, action.base, action.child):
         _b, c = _recheck(repo, action, shared=shared)
         assert c is not None
+        require_sound(repo.path(c))
         new = str(uuidlib.uuid4())
         with repo.journal.begin("gc_leafsnap", vdi=c.uuid, new=new,
                                 base=action.base) as entry:
@@ -388,7 +392,7 @@ def execute(repo: FileRepo, action: Action, ctx: StepContext, *, shared: bool = 
             ) -> dict[str, Any]:
     """Run one planned action; returns extra facts for the run summary. `shared`: the SR is
     on a network file system other hosts may attach it from."""
-    from sm.errors import LockErr
+    from sm.errors import LockErr, VDIUnavailable
 
     handlers: Mapping[str, Callable[[FileRepo, Action, StepContext], Any]] = {
         "remove": _remove, "merge": _merge,
@@ -399,6 +403,8 @@ def execute(repo: FileRepo, action: Action, ctx: StepContext, *, shared: bool = 
         return handlers[action.kind](repo, action, ctx) or {}
     except LockErr as err:
         raise Skip(f"the SR is busy ({err})") from err
+    except VDIUnavailable as err:  # a damaged image (require_sound): left alone
+        raise Skip(str(err)) from err
 
 
 def recover(repo: FileRepo, entry: Entry) -> None:

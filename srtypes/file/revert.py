@@ -42,7 +42,7 @@ from sm.errors import (
 from sm.faults import crash_point
 
 from .chain import base_copy, with_parent
-from .edge import engine_errors
+from .edge import engine_errors, require_sound
 from .snapshot import MAX_DEPTH, chain_depth
 from .vdiops import mark_garbage, physical
 
@@ -99,6 +99,7 @@ def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     sp = repo.path(snap)
     if not os.path.exists(sp):
         raise VDIUnavailable(f"vdi_revert: the image of snapshot {snap.uuid} is missing")
+    require_sound(sp)
     with engine_errors(VDIUnavailable, f"reading snapshot {snap.uuid}"):
         info = vhd.info(sp)
     b2 = None
@@ -109,6 +110,8 @@ def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     else:
         b2 = str(uuidlib.uuid4())
         parent = b2
+    if parent not in (b2, snap.uuid):
+        require_sound(repo.layout.image(parent))
     if (p := repo.records.find(parent)) is not None and p.sm_config.get("gc-busy"):
         raise VDIInUse(f"vdi_revert: {parent} is being coalesced; try again shortly")
     depth = chain_depth(repo, snap.uuid if b2 else parent) + 1

@@ -89,8 +89,10 @@ def _images(location: str) -> dict[str, tuple[str, os.stat_result]]:
     return found
 
 
-def scan(repo: FileRepo) -> dict[str, list[str]]:
-    """Reconcile under the chain lock; returns {"adopted", "forgotten", "garbage"} uuids."""
+def scan(repo: FileRepo) -> dict[str, Any]:
+    """Reconcile under the chain lock; returns {"adopted", "forgotten", "garbage"} uuids and
+    "damaged" {uuid: problem} of the images without a record it could not adopt (logged,
+    skipped: a damaged image never fails the scan)."""
     lay = repo.layout
     with repo.chain_lock("sr_scan"):
         repo.records.build_index()
@@ -101,6 +103,7 @@ def scan(repo: FileRepo) -> dict[str, list[str]]:
         changed: set[str] = set()
         adopted: list[str] = []
         forgotten: list[str] = []
+        damaged: dict[str, str] = {}
         for uuid, record in records.items():
             if uuid in held:
                 continue
@@ -120,6 +123,7 @@ def scan(repo: FileRepo) -> dict[str, list[str]]:
                 final[uuid] = adopt_record(lay, uuid, ext)
             except SMError as err:  # unreadable image: leave it alone, keep scanning
                 log.warning("sr_scan: not adopting %s.%s: %s", uuid, ext, err)
+                damaged[uuid] = str(err)
                 continue
             adopted.append(uuid)
             changed.add(uuid)
@@ -145,7 +149,7 @@ def scan(repo: FileRepo) -> dict[str, list[str]]:
         if uuid not in final:
             log.info("sr_scan: forgot %s (its image is gone)", uuid)
     return {"adopted": adopted, "forgotten": [u for u in forgotten if u not in final],
-            "garbage": sorted(garbage)}
+            "garbage": sorted(garbage), "damaged": damaged}
 
 
 def sr_stats(repo: FileRepo) -> dict[str, str]:

@@ -28,7 +28,7 @@ from sm.errors import MetadataError, SnapshotChainTooLong, VDISnapshot, VDIType
 from sm.faults import crash_point
 
 from .chain import GC_KEY, with_parent
-from .edge import engine_errors
+from .edge import engine_errors, require_sound
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -77,6 +77,7 @@ def run(repo: FileRepo, command: str, vdi_uuid: str, driver_params: Mapping[str,
     if depth > MAX_DEPTH:
         raise SnapshotChainTooLong(
             f"VDI {x.uuid}: a {kind} would make a chain of {depth} images (limit {MAX_DEPTH})")
+    require_sound(repo.path(x))
     base = str(uuidlib.uuid4())
     new = base if single else str(uuidlib.uuid4())
     data = {"kind": kind, "vdi": x.uuid, "base": base, "new": new, "single": single,

@@ -32,7 +32,7 @@ from sm.errors import (
 from sm.faults import crash_point
 
 from .chain import is_garbage, with_gc_mark
-from .edge import engine_errors
+from .edge import engine_errors, require_sound
 from .layout import is_uuid
 
 if TYPE_CHECKING:
@@ -159,6 +159,8 @@ def delete(repo: FileRepo, uuid: str) -> None:
     if repo.attachment(uuid) is not None:
         raise VDIInUse(f"VDI {uuid} is attached on this host")
     mode = "hide" if repo.children_of(uuid) else "remove"
+    if mode == "hide" and os.path.exists(repo.path(x)):
+        require_sound(repo.path(x))  # its footer is rewritten (a leaf is just removed)
     with repo.journal.begin("vdi_delete", vdi=uuid, mode=mode, ext=x.vdi_type) as entry:
         crash_point("vdi_delete:journaled")
         _forward_delete(repo, entry.data, entry)
@@ -240,6 +242,8 @@ def resize(repo: FileRepo, uuid: str, new_size: int) -> VdiRecord:
                              "; snapshots and read-only VDIs are never resized")
     if size == x.virtual_size:
         return x
+    if x.vdi_type == "vhd":
+        require_sound(repo.path(x))
     with repo.journal.begin("vdi_resize", vdi=uuid, size=size, ext=x.vdi_type) as entry:
         crash_point("vdi_resize:journaled")
         _forward_resize(repo, entry.data, entry)

@@ -131,7 +131,7 @@ class LvhdBackend:
         return int(self.repo.lvm.vgs(self.repo.vg).free)
 
     def execute(self, action: Action, ctx: StepContext) -> dict[str, Any]:
-        from sm.errors import LockErr, SRNoSpace
+        from sm.errors import LockErr, SRNoSpace, VDIUnavailable
 
         from . import gcleaf, gcops
 
@@ -144,7 +144,7 @@ class LvhdBackend:
             if action.kind == "leaf-snapshot":
                 return gcleaf.leaf_snapshot(self.repo, action, ctx)
             return gcops.merge(self.repo, action, ctx, lock)
-        except (LockErr, SRNoSpace) as err:
+        except (LockErr, SRNoSpace, VDIUnavailable) as err:  # VDIUnavailable: damaged image
             raise Skip(str(err)) from err
         finally:
             lock.release()

@@ -31,9 +31,12 @@ def leaf_snapshot(repo: LvhdRepo, action: Action, ctx: StepContext) -> dict[str,
     """Visible leaf X (too big for the final step) snapshotted in place: VHD-X becomes the
     hidden base VHD-X1 and VHD-X a new empty leaf over it, with X's server paused for the
     rename and the create only; X1 is merged by a later `merge` while X runs."""
+    from srtypes.file.edge import require_sound
+
     from .snapshot import leaf_size
 
     chk = recheck(repo, action)
+    require_sound(repo.storage.path(lv(chk["child"])), storage=repo.storage)
     doc = repo.read()
     x = doc.vdis[chk["child"]]
     size = leaf_size(repo, x.uuid, x.virtual_size, repo.allocation(doc) == "thick")

@@ -215,11 +215,14 @@ def merge(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper | None
           ) -> dict[str, Any]:
     from sm import vhd
     from sm.gc.vhdops import fill_from_parent
+    from srtypes.file.edge import require_sound
 
     from .repo import BLOCK
     from .vdiops import resize_lv
 
     chk = recheck(repo, action)
+    require_sound(*(repo.storage.path(lv(u)) for u in (chk["base"], chk["child"])),
+                  storage=repo.storage)
     d = {"op": "gc_merge", **chk}
     key = f"gc_merge-{d['base']}"
     dst, src = _target(d), (d["base"] if d["direction"] == "down" else d["child"])

@@ -47,6 +47,7 @@ def _writable_here(repo: LvhdRepo, uuid: str) -> bool:
 
 def resize(repo: LvhdRepo, uuid: str, new_size: int) -> VdiRecord:
     from sm import vhd
+    from srtypes.file.edge import require_sound
 
     x = _get(repo, uuid)
     size = -(-new_size // SECTOR) * SECTOR
@@ -62,6 +63,8 @@ def resize(repo: LvhdRepo, uuid: str, new_size: int) -> VdiRecord:
                              "; snapshots and read-only VDIs are never resized")
     if size == x.virtual_size:
         return x
+    if x.vdi_type == "vhd":
+        require_sound(repo.path(x), storage=repo.storage)
     name = lv_name(uuid, x.vdi_type)
     current = repo.lvm.lv(repo.vg, name).size
     if x.vdi_type == "raw":

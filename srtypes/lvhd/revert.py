@@ -71,6 +71,7 @@ def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     from sm import vhd
     from srtypes.file.chain import children_map
     from srtypes.file.chain import depth as chain_depth
+    from srtypes.file.edge import require_sound
     from srtypes.file.revert import check_pair
 
     doc = repo.read()
@@ -79,6 +80,7 @@ def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     check_pair(snap, target, children)
     if not repo.lvm.lv_exists(repo.vg, _lv(snap.uuid)):
         raise VDIUnavailable(f"vdi_revert: the LV of snapshot {snap.uuid} is missing")
+    require_sound(repo.path(snap), storage=repo.storage)
     try:
         info = vhd.info(repo.path(snap), storage=repo.storage)
     except (vhd.VhdError, OSError) as err:
@@ -91,6 +93,8 @@ def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     else:
         b2 = str(uuidlib.uuid4())
         parent = b2
+    if parent not in (b2, snap.uuid):
+        require_sound(repo.storage.path(_lv(parent)), storage=repo.storage)
     depth = chain_depth(vdis, snap.uuid if b2 else parent) + 1
     if depth > MAX_DEPTH:
         raise SnapshotChainTooLong(f"vdi_revert: the reverted VDI would have a chain of "

@@ -65,6 +65,7 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str,
     single = (driver_params or {}).get("type") == "single" and not direct
     thick = repo.allocation(doc) == "thick"
     from srtypes.file.chain import depth as chain_depth
+    from srtypes.file.edge import require_sound
 
     depth = chain_depth(doc.vdis, x.uuid)
     if depth + 1 > MAX_DEPTH:
@@ -74,6 +75,7 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str,
     if not direct:
         need.append(leaf_size(repo, x.uuid, x.virtual_size, thick))
     repo.need_space(need, f"{kind} of VDI {x.uuid}")
+    require_sound(repo.path(x), storage=repo.storage)
     base = str(uuidlib.uuid4())
     new = base if single else str(uuidlib.uuid4())
     data = {"op": command, "kind": kind, "vdi": x.uuid, "base": base, "new": new,

@@ -123,9 +123,11 @@ def probe(repo: LvhdRepo) -> str:
     return f'<?xml version="1.0" ?>\n<SRlist>\n{body}</SRlist>\n'
 
 
-def scan(repo: LvhdRepo) -> None:
+def scan(repo: LvhdRepo) -> dict[str, str]:
     """Records follow the LVs: an image LV without a record is adopted (VHD header facts),
-    a record whose LV is gone is dropped, physical utilisation is the LV size."""
+    a record whose LV is gone is dropped, physical utilisation is the LV size. Returns the
+    image LVs it could not adopt (name -> problem: logged and skipped, never a failure)."""
+    damaged: dict[str, str] = {}
 
     repo.check()
     lvs = {lv.name: lv for lv in repo.lvm.lvs(repo.vg)}
@@ -141,13 +143,16 @@ def scan(repo: LvhdRepo) -> None:
             m = IMAGE_LV.match(name)
             if m is None or m.group(2) in doc.vdis:
                 continue
-            adopted = adopt_record(repo, name, lv.size)
+            adopted = adopt_record(repo, name, lv.size, damaged)
             if adopted is not None:
                 doc.vdis[adopted.uuid] = adopted
+    return damaged
 
 
-def adopt_record(repo: LvhdRepo, name: str, lv_size: int) -> VdiRecord | None:
-    """A record for image LV ``name`` from what the image says (None: not a readable VHD)."""
+def adopt_record(repo: LvhdRepo, name: str, lv_size: int,
+                 damaged: dict[str, str] | None = None) -> VdiRecord | None:
+    """A record for image LV ``name`` from what the image says (None: not a readable VHD; the
+    problem goes into ``damaged``)."""
     from sm import vhd
     from srtypes.file.chain import with_parent
 
@@ -162,6 +167,8 @@ def adopt_record(repo: LvhdRepo, name: str, lv_size: int) -> VdiRecord | None:
         info = vhd.info(repo.storage.path(name), storage=repo.storage)
     except (vhd.VhdError, OSError) as err:
         log.warning("sr_scan: %s is not a readable VHD: %s", name, err)
+        if damaged is not None:
+            damaged[name] = str(err)
         return None
     parent = str(info.parent_uuid) if info.parent_uuid else ""
     rec = VdiRecord(uuid=uuid, location=uuid, virtual_size=info.virtual_size,
