@@ -15,7 +15,9 @@ Order of checks, each refusing before any storage is touched:
 6. `sr_get_driver_info` is answered from class attributes, without constructing the driver;
    other commands construct the driver with a `DriverContext`, call the handler, `close()`.
 
-`main(type_name)` is what `bin/<Type>SR` calls.
+`main(type_name)` is what `bin/<Type>SR` calls; it writes the response as ASCII, every other
+character as an XML character reference (`sm.xmlrpc.encode`), whatever the environment's
+encoding.
 """
 
 from __future__ import annotations
@@ -228,6 +230,8 @@ def main(type_name: str | None = None, argv: Sequence[str] | None = None) -> NoR
     printed. `type_name` defaults to the one derived from the program name."""
     args = list(sys.argv[1:] if argv is None else argv)
     srtype = type_name or type_from_program(sys.argv[0])
+    with contextlib.suppress(AttributeError, ValueError):  # a log line never fails on a name
+        sys.stderr.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     _setup_logging(os.environ)
     if len(args) != 1:
         err = BadRequest(f"expected exactly one argument (a methodCall), got {len(args)}")
@@ -237,8 +241,16 @@ def main(type_name: str | None = None, argv: Sequence[str] | None = None) -> NoR
         with _stdout_to_stderr():
             response = respond(srtype, args[0])
     try:
-        sys.stdout.write(response)
-        sys.stdout.flush()
+        # ASCII with character references: the same document whatever PYTHONIOENCODING or
+        # the locale say (a latin-1 or ascii stdout must not change or lose the answer).
+        out = getattr(sys.stdout, "buffer", None)
+        if out is not None:
+            sys.stdout.flush()
+            out.write(xmlrpc.encode(response))
+            out.flush()
+        else:
+            sys.stdout.write(xmlrpc.encode(response).decode("ascii"))
+            sys.stdout.flush()
     except OSError as err:
         log.error("cannot write the response: %s", err)
         raise SystemExit(1) from err

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
 
 import click
 
@@ -50,5 +52,9 @@ def _register() -> None:
 
 
 def main() -> None:
+    # A name the terminal's encoding cannot show is printed escaped, not a crash.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     _register()
     cli()
