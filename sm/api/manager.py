@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
+from sm.options import DeleteScope, checked
 
 from . import exports, guards, names, trees
 from . import revert as revert_ops
@@ -36,7 +37,6 @@ from .workflows import WorkflowMethods
 
 __all__ = ["StorageManager"]
 
-DeleteScope = Literal["one", "with-children", "children-only"]
 
 
 class StorageManager(VmMethods, WorkflowMethods):
@@ -256,6 +256,7 @@ class StorageManager(VmMethods, WorkflowMethods):
             with self._locked("repair"):
                 pass
 
+    @checked
     def vdis(self, sr: str | None = None, *, hidden: bool = False) -> list[VDI]:
         """The VDIs of an SR as this layer presents them (hidden bases only if asked)."""
         self._maybe_repair()
@@ -335,6 +336,7 @@ class StorageManager(VmMethods, WorkflowMethods):
         cfg = self._config(sr)
         return trees.build(self.state, self.vdi(ref, cfg.name))
 
+    @checked
     def vdi_revert(self, ref: str, snapshot: str, *, sr: str | None = None,
                    safety: bool = False) -> RevertResult:
         """Make VDI `ref` read what `snapshot` (uuid or tree name) reads, keeping its uuid,
@@ -348,6 +350,7 @@ class StorageManager(VmMethods, WorkflowMethods):
             snap = trees.resolve_snapshot(self.state, vdis, target, snapshot)
             return revert_ops.revert(self, cfg, target, snap, safety=safety)
 
+    @checked
     def vdi_delete(self, ref: str, *, sr: str | None = None, scope: DeleteScope = "one",
                    metadata_only: bool = False) -> list[str]:
         """Delete a VDI, or a snapshot as libvirt does: `one` (its children get its parent),
@@ -396,6 +399,7 @@ class StorageManager(VmMethods, WorkflowMethods):
             data: bytes = disk.read(offset, length)
             return data
 
+    @checked
     def vdi_export(self, ref: str, output: str, fmt: Literal["raw", "vhd"] = "raw", *,
                    sr: str | None = None, progress: Callable[[int], None] | None = None
                    ) -> int:
@@ -405,6 +409,7 @@ class StorageManager(VmMethods, WorkflowMethods):
         with self._data(ref, sr, False) as disk:
             return export_to(disk, output, fmt, progress)
 
+    @checked
     def vdi_import(self, ref: str, source: str, fmt: Literal["raw", "vhd"] = "raw", *,
                    sr: str | None = None, progress: Callable[[int], None] | None = None
                    ) -> int:

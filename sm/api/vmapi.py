@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, cast
 
+from sm.options import DeleteScope, checked
+
 from . import vms, vmsnap
-from .vms import Scope
 from .vmstate import VmState
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class VmMethods:
         """Forget the VM (its disks stay); refused while it has snapshots."""
         vms.delete(self._sm(), ref)
 
+    @checked
     def vm_add_disk(self, ref: str, vdi: str, *, sr: str | None = None,
                     cdrom: bool = False) -> VM:
         """Add a VDI; `cdrom` marks a CD-ROM/ISO image, which snapshots skip."""
@@ -49,6 +51,7 @@ class VmMethods:
     def vm_remove_disk(self, ref: str, vdi: str, *, sr: str | None = None) -> VM:
         return vms.remove_disk(self._sm(), ref, vdi, sr=sr)
 
+    @checked
     def vm_snapshot(self, ref: str, name: str = "", description: str = "", *,
                     for_backup: bool = False, for_export: bool = False) -> VMSnapshot:
         """Snapshot all disks at one consistency point (live disks paused together); all or
@@ -64,7 +67,8 @@ class VmMethods:
         """Revert every disk to the snapshot (in place or by clone, identities kept)."""
         return vms.revert(self._sm(), ref, snapshot)
 
-    def vm_snapshot_delete(self, ref: str, snapshot: str, *, scope: Scope = "one",
+    @checked
+    def vm_snapshot_delete(self, ref: str, snapshot: str, *, scope: DeleteScope = "one",
                            metadata_only: bool = False) -> list[str]:
         return vms.snapshot_delete(self._sm(), ref, snapshot, scope=scope,
                                    metadata_only=metadata_only)

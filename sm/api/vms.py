@@ -12,9 +12,10 @@ import contextlib
 import logging
 import time
 import uuid as uuidlib
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from sm.errors import InvalidArg, SMError, VDIMissing
+from sm.options import DeleteScope
 
 from . import revert as revert_ops
 from . import trees
@@ -38,7 +39,7 @@ __all__ = ["Scope", "add_disk", "create", "delete", "remove_disk", "revert", "sh
            "snapshot_delete", "snapshots", "vms"]
 
 log = logging.getLogger(__name__)
-Scope = Literal["one", "with-children", "children-only"]
+Scope = DeleteScope
 
 
 def _vs(mgr: StorageManager) -> VmState:

@@ -20,6 +20,7 @@ from sm.cli.output import (
     when,
 )
 from sm.cli.vhd import SIZE
+from sm.options import DataFormat, allowed
 
 if TYPE_CHECKING:
     from sm.api import VDI, SnapshotTree, StorageManager, TreeNode
@@ -214,7 +215,7 @@ def read(sm: StorageManager, ref: str, offset: int, length: int | None, sr: str 
     sys.stdout.buffer.flush()
 
 
-FORMAT = click.option("--format", "fmt", type=click.Choice(["raw", "vhd"]), default="raw",
+FORMAT = click.option("--format", "fmt", type=click.Choice(allowed(DataFormat)), default="raw",
                       show_default=True, help="raw bytes or a standalone dynamic VHD.")
 
 

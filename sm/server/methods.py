@@ -18,6 +18,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from sm import options
 from sm.errors import BadRequest, InvalidArg, Unimplemented
 
 if TYPE_CHECKING:
@@ -111,10 +112,9 @@ def _bind(func: Callable[..., Any], method: str, params: list[Value]
         slot = positional[len(args) - 1] if len(args) <= len(positional) else None
         if slot is None or "Mapping" not in str(slot.annotation):
             kwargs = dict(args.pop())
-    try:
-        bound = sig.bind(*args, **kwargs)
-    except TypeError as err:
-        raise InvalidArg(f"{method}: {err}") from err
+    # the API's option parser (sm.api.options): an unknown option is InvalidArg naming it;
+    # the method itself checks the values when it runs
+    bound = options.bind(func, method, args, kwargs)
     for pname, value in list(bound.arguments.items()):
         note = str(sig.parameters[pname].annotation)
         if isinstance(value, str) and note.startswith("int") and value.lstrip("-").isdigit():
