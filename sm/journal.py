@@ -35,11 +35,13 @@ Failure containment (docs/design.md "Failure containment"):
   removed, and the original exception propagates. Replay is for crashes only. If the handler
   itself fails, the entry stays for replay (with a note on the exception).
 - A replay that cannot make progress does not block the SR: :meth:`Journal.recover` sets the
-  entry aside (``failed/<id>.json``: the entry plus ``error``, ``error_type``, ``set_aside``
-  time and the ``affected`` VDIs) and goes on with the next one. The affected VDIs are unusable
-  (:meth:`Journal.unusable`) until the entry is retried or discarded (``sm sr repair``,
-  :mod:`sm.repair`). :class:`SetAside` is the record SR types with a journal of their own (the
-  LVHD SR keeps it in MGT) share, with :func:`affected` and :func:`unusable_error`.
+  entry aside (``failed/<id>.json``: :class:`SetAside` — ``id``, ``op``, ``data``, the names of
+  the ``steps`` reached, ``error``, ``error_type``, ``set_aside`` time, the ``affected`` VDIs —
+  and the whole ``entry``, which a retry puts back) and goes on with the next one. The
+  affected VDIs are unusable (:meth:`Journal.unusable`) until the entry is retried or
+  discarded (``sm sr repair``, :mod:`sm.repair`). :class:`SetAside` is the record SR types
+  with a journal of their own (the LVHD SR keeps it in MGT) share, with :func:`affected` and
+  :func:`unusable_error`.
 """
 
 from __future__ import annotations
@@ -471,7 +473,8 @@ class Journal:
         it is no longer replayed, and the VDIs it affects are unusable."""
         aside = SetAside.make(entry.id, entry.op, entry.data, (s.name for s in entry.steps),
                               error)
-        payload = json.dumps({**entry.to_dict(), **aside.to_dict()}, sort_keys=True).encode()
+        payload = json.dumps({**aside.to_dict(), "entry": entry.to_dict()},
+                             sort_keys=True).encode()
         self.failed_dir.mkdir(exist_ok=True)
         atomic.write_atomic(self.failed_dir / f"{entry.id}.json", payload)
         entry.done()
@@ -513,13 +516,12 @@ class Journal:
         except FileNotFoundError:
             raise MetadataError(f"no set-aside journal entry {entry_id}",
                                 details={"entry": entry_id}) from None
-        if raw.get("op") not in handlers:
-            raise MetadataError(f"journal entry {entry_id}: no recovery handler for op "
-                                f"{raw.get('op')!r}", details={"entry": entry_id})
-        entry_raw = {k: raw[k] for k in ("version", "id", "op", "created", "pid", "host",
-                                          "data", "steps")}
+        entry_raw = raw.get("entry") if isinstance(raw, dict) else None
+        if not isinstance(entry_raw, dict) or entry_raw.get("op") not in handlers:
+            raise MetadataError(f"set-aside journal entry {entry_id}: no entry to replay, or "
+                                "no recovery handler for its op", details={"entry": entry_id})
         atomic.write_atomic(self.directory / f"{entry_id}.json",
-                            _encode(str(raw["op"]), entry_raw))
+                            _encode(str(entry_raw["op"]), entry_raw))
         atomic.unlink(src)
         entry = self.claim(entry_id)
         if entry is None:

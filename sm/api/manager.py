@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
-from sm.options import DeleteScope, checked
 
 from . import exports, guards, names, trees
 from . import revert as revert_ops
@@ -37,6 +36,7 @@ from .workflows import WorkflowMethods
 
 __all__ = ["StorageManager"]
 
+DeleteScope = Literal["one", "with-children", "children-only"]
 
 
 class StorageManager(VmMethods, WorkflowMethods):
@@ -256,7 +256,6 @@ class StorageManager(VmMethods, WorkflowMethods):
             with self._locked("repair"):
                 pass
 
-    @checked
     def vdis(self, sr: str | None = None, *, hidden: bool = False) -> list[VDI]:
         """The VDIs of an SR as this layer presents them (hidden bases only if asked)."""
         self._maybe_repair()
@@ -336,7 +335,6 @@ class StorageManager(VmMethods, WorkflowMethods):
         cfg = self._config(sr)
         return trees.build(self.state, self.vdi(ref, cfg.name))
 
-    @checked
     def vdi_revert(self, ref: str, snapshot: str, *, sr: str | None = None,
                    safety: bool = False) -> RevertResult:
         """Make VDI `ref` read what `snapshot` (uuid or tree name) reads, keeping its uuid,
@@ -350,7 +348,6 @@ class StorageManager(VmMethods, WorkflowMethods):
             snap = trees.resolve_snapshot(self.state, vdis, target, snapshot)
             return revert_ops.revert(self, cfg, target, snap, safety=safety)
 
-    @checked
     def vdi_delete(self, ref: str, *, sr: str | None = None, scope: DeleteScope = "one",
                    metadata_only: bool = False) -> list[str]:
         """Delete a VDI, or a snapshot as libvirt does: `one` (its children get its parent),
@@ -399,7 +396,6 @@ class StorageManager(VmMethods, WorkflowMethods):
             data: bytes = disk.read(offset, length)
             return data
 
-    @checked
     def vdi_export(self, ref: str, output: str, fmt: Literal["raw", "vhd"] = "raw", *,
                    sr: str | None = None, progress: Callable[[int], None] | None = None
                    ) -> int:
@@ -409,7 +405,6 @@ class StorageManager(VmMethods, WorkflowMethods):
         with self._data(ref, sr, False) as disk:
             return export_to(disk, output, fmt, progress)
 
-    @checked
     def vdi_import(self, ref: str, source: str, fmt: Literal["raw", "vhd"] = "raw", *,
                    sr: str | None = None, progress: Callable[[int], None] | None = None
                    ) -> int:
@@ -428,6 +423,14 @@ class StorageManager(VmMethods, WorkflowMethods):
     def gc_status(self, sr: str | None = None) -> dict[str, Any]:
         """Chains, pending merges, reclaimable bytes, the collector's state (`sm_gc_status`)."""
         return self._gc("sm_gc_status", sr)
+
+    def sr_repair(self, sr: str | None = None, *, action: str = "show", entry: str = "",
+                  force: bool = False) -> dict[str, Any]:
+        """Journal entries a failed replay set aside, and the VDIs they make unusable: show
+        them, or `retry` / `discard` one (`entry`) or all (`sm.repair.repair`)."""
+        from sm import repair
+
+        return repair.repair(self, sr, action=action, entry=entry, force=force)
 
     def _gc(self, command: str, sr: str | None) -> dict[str, Any]:
         import json

@@ -128,3 +128,43 @@ def scan(sm: StorageManager, name: str | None, as_json: bool) -> None:
     from sm.cli.vdi import print_vdis
 
     print_vdis(sm.sr_scan(name), as_json)
+
+
+@sr.command()
+@click.argument("name", required=False)
+@click.option("--retry", "retry", metavar="ENTRY",
+              help="Replay a set-aside journal entry again (an entry id, or 'all').")
+@click.option("--discard", "discard", metavar="ENTRY",
+              help="Forget a set-aside entry after checking its images (an id, or 'all').")
+@click.option("--force", is_flag=True,
+              help="With --discard: discard even where an image is missing or damaged.")
+@json_option
+@pass_manager
+def repair(sm: StorageManager, name: str | None, retry: str | None, discard: str | None,
+           force: bool, as_json: bool) -> None:
+    """Show journal entries a failed replay set aside and the VDIs they make unusable;
+    resolve one with --retry or --discard (docs/cli.md)."""
+    if retry and discard:
+        raise click.UsageError("give --retry or --discard, not both")
+    action = "retry" if retry else "discard" if discard else "show"
+    entry = retry or discard or ""
+    report = sm.sr_repair(name, action=action, entry="" if entry == "all" else entry,
+                          force=force)
+    if as_json:
+        echo_json(report)
+        return
+    for line in report["done"]:
+        click.echo(line)
+    if not report["entries"]:
+        click.echo("no set-aside journal entries; every VDI is usable")
+        return
+    for e in report["entries"]:
+        from datetime import UTC, datetime
+
+        when = datetime.fromtimestamp(e["set_aside"], UTC).isoformat(timespec="seconds")
+        fields([("entry", e["id"]), ("op", e["op"]), ("set aside", when),
+                ("error", e["error"]), ("steps", " ".join(e["steps"]) or "-"),
+                *[(f"vdi {u}", state) for u, state in e["images"].items()]])
+        click.echo("")
+    click.echo(f"unusable VDIs: {' '.join(sorted(report['unusable']))}")
+    click.echo("resolve: sm sr repair [NAME] --retry ENTRY | --discard ENTRY [--force]")

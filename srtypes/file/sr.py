@@ -17,6 +17,7 @@ from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.errors import VDIUnavailable
 from sm.recordwire import RecordList, RecordResult
+from sm.repair import SRRepairRequest
 from sm.requests import SRRequest, VDINamesRequest, VDIRequest
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class FileSR(SRDriver):
                                           C.VDI_GENERATE_CONFIG),
         "sm_gc_run": Command(SRRequest, "sm_gc_run"),
         "sm_gc_status": Command(SRRequest, "sm_gc_status"),
+        "sm_sr_repair": Command(SRRepairRequest, "sm_sr_repair"),
         "sm_vdi_set_names": Command(VDINamesRequest, "sm_vdi_set_names"),
         "sm_vdi_allocation": Command(VDIRequest, "sm_vdi_allocation"),
         "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
@@ -293,6 +295,17 @@ class FileSR(SRDriver):
         from .gc import report
 
         return json.dumps(report(self.repo), sort_keys=True)
+
+    def sm_sr_repair(self, request: SRRepairRequest) -> str:
+        """Show and resolve journal entries set aside by a failed replay (`sm.repair`), as a
+        JSON string."""
+        import json
+
+        from sm import repair
+
+        from .repair import FileRepairBackend
+
+        return json.dumps(repair.run(FileRepairBackend(self._open()), request), sort_keys=True)
 
     def sm_vdi_get(self, request: VDIRequest) -> RecordResult:
         """The record of one VDI (VDIMissing 144 if none)."""

@@ -53,14 +53,13 @@ METADATA_RESERVE = 1024 * 1024
 """Free space a new (thin) VDI needs at least: headers, BAT, a little slack."""
 
 
-def round_size(size: int) -> int:
-    return -(-size // SECTOR) * SECTOR
+def check_size(repo: FileRepo, size: int, fmt: str) -> int:
+    """`sm.sizes.check_vdi_size` with the limit of the SR's file system (VDISize 79)."""
+    from sm.sizes import check_vdi_size, file_size_limit
 
-
-def max_vhd_size() -> int:
-    from sm import vhd
-
-    return vhd.MAX_VIRTUAL_SIZE
+    loc = repo.layout.location
+    return check_vdi_size(size, fmt=fmt, limit=file_size_limit(loc),
+                          container=f"the file system of {loc}")
 
 
 def _snapshot_time(text: str) -> str:
@@ -89,9 +88,7 @@ def create(repo: FileRepo, request: VDICreateRequest) -> str:
 
     lay = repo.layout
     raw = request.sm_config.get("type") == "raw"
-    size = round_size(request.size)
-    if not raw and size > max_vhd_size():
-        raise VDISize(f"{request.size} bytes is more than a VHD can hold ({max_vhd_size()})")
+    size = check_size(repo, request.size, "raw" if raw else "vhd")
     if request.vdi_type not in VDI_TYPES:
         raise InvalidArg(f"unknown vdi_type {request.vdi_type[:40]!r}")
     snapshot_of = request.snapshot_of
@@ -230,11 +227,9 @@ def _step(entry: Entry, command: str, name: str) -> None:
 def resize(repo: FileRepo, uuid: str, new_size: int) -> VdiRecord:
     x = repo.get(uuid)
     repo.check_usable(uuid)
-    size = round_size(new_size)
+    size = check_size(repo, new_size, x.vdi_type)
     if size < x.virtual_size:
         raise VDISize(f"VDI {uuid}: shrinking from {x.virtual_size} to {size} is not supported")
-    if x.vdi_type == "vhd" and size > max_vhd_size():
-        raise VDISize(f"{new_size} bytes is more than a VHD can hold ({max_vhd_size()})")
     if x.hidden or repo.children_of(uuid):
         raise VDIResize(f"VDI {uuid} is a base other VDIs depend on; it cannot be resized")
     if x.is_a_snapshot or x.read_only:

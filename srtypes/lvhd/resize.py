@@ -22,6 +22,7 @@ from sm.errors import InvalidArg, VDIExists, VDIMissing, VDIResize, VDISize, VDI
 from sm.faults import crash_point
 
 from .repo import ALIGN, LvhdRepo, grown_size, lv_name, metadata_size
+from .vdiops import check_size
 
 if TYPE_CHECKING:
     from sm.records import VdiRecord
@@ -50,11 +51,9 @@ def resize(repo: LvhdRepo, uuid: str, new_size: int) -> VdiRecord:
     from srtypes.file.edge import require_sound
 
     x = _get(repo, uuid)
-    size = -(-new_size // SECTOR) * SECTOR
+    size = check_size(repo, new_size, x.vdi_type)
     if size < x.virtual_size:
         raise VDISize(f"VDI {uuid}: shrinking from {x.virtual_size} to {size} is not supported")
-    if x.vdi_type == "vhd" and size > vhd.MAX_VIRTUAL_SIZE:
-        raise VDISize(f"{new_size} bytes is more than a VHD can hold")
     doc = repo.read()
     if x.hidden or any(r.parent == uuid for r in doc.vdis.values()):
         raise VDIResize(f"VDI {uuid} is a base other VDIs depend on; it cannot be resized")

@@ -46,16 +46,22 @@ def _get(repo: LvhdRepo, uuid: str) -> VdiRecord:
     return rec
 
 
+def check_size(repo: LvhdRepo, size: int, fmt: str) -> int:
+    """`sm.sizes.check_vdi_size` with the VG's size as the limit (VDISize 79)."""
+    from sm.sizes import check_vdi_size
+
+    vg = repo.lvm.vgs(repo.vg)
+    return check_vdi_size(size, fmt=fmt, limit=vg.size, container=f"the volume group {vg.name}")
+
+
 def create(repo: LvhdRepo, request: VDICreateRequest) -> str:
     from sm import vhd
     from sm.records import VDI_TYPES, VdiRecord
 
     raw = request.sm_config.get("type") == "raw"
-    size = -(-request.size // SECTOR) * SECTOR
+    size = check_size(repo, request.size, "raw" if raw else "vhd")
     if size <= 0:
         raise VDISize(f"invalid size {request.size}")
-    if not raw and size > vhd.MAX_VIRTUAL_SIZE:
-        raise VDISize(f"{request.size} bytes is more than a VHD can hold")
     if request.vdi_type not in VDI_TYPES:
         raise InvalidArg(f"unknown vdi_type {request.vdi_type[:40]!r}")
     uuid = request.vdi_uuid or str(uuidlib.uuid4())

@@ -37,6 +37,7 @@ from sm.errors import (
 )
 from sm.faults import crash_point
 from sm.records import VdiRecord
+from sm.sizes import check_vdi_size
 
 from .conn import ceph_errors
 from .repo import IMAGE_KEY, SNAP_KEY, RbdRepo, image_of, snap_of
@@ -79,9 +80,7 @@ def create(repo: RbdRepo, snap: Snapshot, *, uuid: str, size: int, name_label: s
            read_only: bool) -> VdiRecord:
     if uuid in snap.vdis or repo.image_exists(uuid):
         raise VDIExists(f"VDI {uuid} exists")
-    if size > MAX_SIZE:
-        raise VDISize(f"{size} bytes is more than the {MAX_SIZE} this SR allows")
-    size = _round(size)
+    size = max(512, check_vdi_size(size, fmt="raw", limit=MAX_SIZE, container="an RBD SR"))
     ident = repo.begin("create", images_made=[uuid])
     crash_point("vdi_create:journaled")
     repo.create_image(uuid, size)
@@ -239,11 +238,9 @@ def resize(repo: RbdRepo, snap: Snapshot, rec: VdiRecord, size: int) -> VdiRecor
         raise VDIUnavailable(f"VDI {rec.uuid} is "
                              f"{'a snapshot' if rec.is_a_snapshot else 'read-only'}; snapshots "
                              "and read-only VDIs are never resized")
-    size = _round(size)
+    size = max(512, check_vdi_size(size, fmt="raw", limit=MAX_SIZE, container="an RBD SR"))
     if size < rec.virtual_size:
         raise VDISize(f"shrinking {rec.uuid} from {rec.virtual_size} to {size} is refused")
-    if size > MAX_SIZE:
-        raise VDISize(f"{size} bytes is more than {MAX_SIZE}")
     if size == rec.virtual_size:
         return rec
     repo.check_unwatched(image_of(rec), f"resize of {rec.uuid}")

@@ -1,0 +1,44 @@
+"""`sm_sr_repair` on a File SR: the `sm.repair.RepairBackend` over the SR's journal."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sm.journal import SetAside
+
+    from .repo import FileRepo
+
+__all__ = ["FileRepairBackend"]
+
+
+class FileRepairBackend:
+    def __init__(self, repo: FileRepo) -> None:
+        self.repo = repo
+
+    def set_aside(self) -> list[SetAside]:
+        return self.repo.journal.set_aside_entries()
+
+    def retry(self, entry_id: str) -> bool:
+        with self.repo.chain_lock("sr_repair"):
+            return self.repo.journal.retry(entry_id)
+
+    def discard(self, entry_id: str) -> SetAside:
+        with self.repo.chain_lock("sr_repair"):
+            return self.repo.journal.discard(entry_id)
+
+    def check_image(self, uuid: str) -> tuple[str, list[str]] | None:
+        lay = self.repo.layout
+        for ext in ("vhd", "raw"):
+            path = lay.image(uuid, ext)
+            if os.path.exists(path):
+                if ext == "raw":
+                    return os.path.basename(path), []
+                from sm import vhd
+
+                return os.path.basename(path), vhd.check(path)
+        return None
+
+    def has_record(self, uuid: str) -> bool:
+        return self.repo.records.find(uuid) is not None
