@@ -27,6 +27,7 @@ unrecorded). After `copied` the repair rolls forward: delete the source and its 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import json
 import logging
@@ -35,8 +36,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sm.errors import InvalidArg, SMError, Unimplemented, VDIMissing
+from sm.errors import InvalidArg, SMError, SRNoSpace, Unimplemented, VDIMissing
 from sm.faults import crash_point
+from sm.vhd.errors import VhdError, VhdNoSpaceError
 
 from . import exports, names, trees
 from .data import open_attached
@@ -186,6 +188,7 @@ def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
             raise InvalidArg(f"{vdi.uuid} is attached (sm vdi attach): detach it first")
     steps = _plan(mgr, src, vdis, vdi, with_snapshots)
     total = sum(length for s in steps for _, length in s.extents)
+    _check_space(mgr, dst_cfg, total)
     label = vdi.name_label if name is None else name
     names.warn_duplicates(mgr.vdis(dst_cfg.name), label, "(new)", dst_cfg.name)
     dest = str(uuidlib.uuid4())
@@ -240,6 +243,15 @@ def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
     return CopyResult(new_vdi, vdi.uuid, src_cfg.name, tuple(made), done, move)
 
 
+def _check_space(mgr: StorageManager, cfg: SrConfig, total: int) -> None:
+    """SRNoSpace up front when the destination says it has less free space than the data
+    (plus VHD metadata): a full SR is worse at undoing than one that was never filled."""
+    free = mgr.sr_stats(cfg.name).get("free_space")
+    need = total + total // 64 + (4 << 20)
+    if free is not None and need > free:
+        raise SRNoSpace(f"SR {cfg.name} has {free} bytes free; the copy needs about {need}")
+
+
 def _find(mgr: StorageManager, cfg: SrConfig, uuid: str) -> VDI:
     found = [v for v in present(mgr.state, cfg.uuid, mgr._client(cfg).records())
              if v.uuid == uuid]
@@ -254,22 +266,32 @@ def _transfer(mgr: StorageManager, src: SRClient, step: _Step, dst: SRClient,
     """Copy `step.extents` of `step.vdi` into the destination VDI; bytes done so far."""
     zero = bytes(CHUNK)
     dest_vdi = VDI(dst.sr.uuid, dest_ref[0], dest_ref[1], "", "", 0, 0)
-    with exports.attached(mgr.state, src, step.vdi, False) as a_in, \
-            open_attached(a_in, False) as disk_in, \
-            exports.attached(mgr.state, dst, dest_vdi, True) as a_out, \
-            open_attached(a_out, True) as disk_out:
-        for off, length in step.extents:
-            end = off + length
-            while off < end:
-                n = min(CHUNK, end - off)
-                data = disk_in.read(off, n)
-                if not (step.fresh and data == zero[:n]):
-                    disk_out.write(off, data)
-                off += n
-                done += n
-                if progress:
-                    progress(done, total)
+    try:
+        with exports.attached(mgr.state, src, step.vdi, False) as a_in, \
+                open_attached(a_in, False) as disk_in, \
+                exports.attached(mgr.state, dst, dest_vdi, True) as a_out, \
+                open_attached(a_out, True) as disk_out:
+            for off, length in step.extents:
+                end = off + length
+                while off < end:
+                    n = min(CHUNK, end - off)
+                    data = disk_in.read(off, n)
+                    if not (step.fresh and data == zero[:n]):
+                        disk_out.write(off, data)
+                    off += n
+                    done += n
+                    if progress:
+                        progress(done, total)
+    except (OSError, VhdError) as err:
+        raise _copy_error(dst, err) from err
     return done
+
+
+def _copy_error(dst: SRClient, err: Exception) -> SMError:
+    full = isinstance(err, VhdNoSpaceError) or getattr(err, "errno", None) == errno.ENOSPC
+    if full:
+        return SRNoSpace(f"SR {dst.sr.name} is full: {err}")
+    return SMError(f"copying to SR {dst.sr.name}: {err}")
 
 
 def _delete_source_vdi(src: SRClient, vdi: VDI) -> None:
