@@ -189,7 +189,7 @@ def test_destination_too_small_is_refused_up_front(manager: StorageManager,
     for i in range(6):
         sm.vdi_write(disk, i * 8 * MiB, bytes([65 + i]) * 3 * MiB, sr=a)
     with _tiny_file_sr(sm, tmp_path, 8 * MiB) as tiny:
-        with pytest.raises(SRNoSpace, match="tiny has .* free"):
+        with pytest.raises(SRNoSpace, match=r"tiny has .* free"):
             sm.vdi_move(disk, tiny, sr=a)
         assert sm.vdis(tiny) == [] and sm.state.journal() == []
         assert sorted(p.name for p in (tmp_path / "tiny" / "sr").iterdir()) == [".sm"]
