@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sm.errors import VDIUnavailable
+from sm.errors import VDIInUse, VDIUnavailable
 
 if TYPE_CHECKING:
+    from .manager import StorageManager
     from .models import VDI
+    from .vmstate import VmDisk
 
-__all__ = ["mutable"]
+__all__ = ["mutable", "vm_disks"]
 
 
 def _name(vdi: VDI) -> str:
@@ -32,3 +34,17 @@ def mutable(vdi: VDI, action: str) -> None:
     if vdi.read_only or vdi.hidden:
         raise VDIUnavailable(f"cannot {action} {_name(vdi)}: it is read-only"
                              f"{' (a hidden snapshot base)' if vdi.hidden else ''}")
+
+
+def vm_disks(mgr: StorageManager, vdi: VDI, *, force: bool) -> list[VmDisk]:
+    """The VM memberships of `vdi`; refused (VDIInUse) if there are any and not `force`."""
+    owners = mgr.vm_state.disk_owners(vdi.sr, vdi.uuid)
+    if owners and not force:
+        names = {vm.uuid: vm.name for vm in mgr.vm_state.vms()}
+        which = ", ".join(f"{'a CD-ROM' if o.kind == 'cdrom' else 'a disk'} of VM "
+                          f"{names.get(o.vm, o.vm)}" for o in owners)
+        first = names.get(owners[0].vm, owners[0].vm)
+        raise VDIInUse(f"{_name(vdi)} is {which}: remove it from the VM first "
+                       f"(sm vm remove-disk {first} {vdi.uuid}), or delete it with --force "
+                       "(force=True), which also removes it from the VM")
+    return owners

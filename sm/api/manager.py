@@ -349,11 +349,12 @@ class StorageManager(VmMethods, WorkflowMethods):
             return revert_ops.revert(self, cfg, target, snap, safety=safety)
 
     def vdi_delete(self, ref: str, *, sr: str | None = None, scope: DeleteScope = "one",
-                   metadata_only: bool = False) -> list[str]:
+                   metadata_only: bool = False, force: bool = False) -> list[str]:
         """Delete a VDI, or a snapshot as libvirt does: `one` (its children get its parent),
         `with-children`, `children-only`; `metadata_only` keeps the volumes and only edits the
         tree. Deleting a VDI (not a snapshot) with `with-children` deletes its snapshots too.
-        Returns the uuids removed."""
+        A disk of a VM is refused (VDIInUse) unless `force`, which also removes it from the
+        VM. Returns the uuids removed."""
         cfg = self._config(sr)
         with self._locked("vdi delete"):
             vdis = self.vdis(cfg.name, hidden=True)
@@ -362,6 +363,7 @@ class StorageManager(VmMethods, WorkflowMethods):
             if self.state.snapshot((cfg.uuid, vdi.uuid)) is not None:
                 return trees.delete(self.state, client, vdis, (cfg.uuid, vdi.uuid), scope,
                                     metadata_only)
+            owners = guards.vm_disks(self, vdi, force=force)
             if scope != "one" or metadata_only:
                 if scope == "with-children":
                     removed = trees.delete_all(self.state, client, vdis, vdi)
@@ -371,6 +373,8 @@ class StorageManager(VmMethods, WorkflowMethods):
                 removed = []
             client.vdi_delete(vdi.ref)
             self.state.forget_vdi(cfg.uuid, vdi.uuid)
+            for disk in owners:
+                self.vm_state.remove_disk(disk.vm, disk.sr, disk.vdi)
             return [*removed, vdi.uuid]
 
     # -- data ---------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ class VMSnapshot:
     for_export: bool
     current: bool
     disks: tuple[VMSnapshotDisk, ...]
+    missing: tuple[str, ...] = ()
+    """Disks of the VM that no longer exist, skipped by the snapshot just taken."""
 
     def to_dict(self) -> dict[str, object]:
         return _plain(self)
@@ -111,6 +113,8 @@ class VMRevertResult:
     snapshot: str
     disks: tuple[dict[str, str], ...]
     """Per disk: `vdi`, `snapshot`, `path` (`in-place` or `clone-fallback`)."""
+    missing: tuple[str, ...] = ()
+    """Disks recorded in the snapshot that no longer exist (skipped)."""
 
     def to_dict(self) -> dict[str, object]:
         return _plain(self)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 import uuid as uuidlib
+import warnings
 from typing import TYPE_CHECKING
 
 from sm.errors import InvalidArg, SMError, VDIMissing
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .manager import StorageManager
     from .models import VDI
 
-__all__ = ["Scope", "add_disk", "create", "delete", "remove_disk", "revert", "show",
+__all__ = ["MissingDisk", "Scope", "add_disk", "create", "delete", "remove_disk", "revert", "show",
            "snapshot_delete", "snapshots", "vms"]
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,28 @@ class _Vdis:
         if found is None:
             raise VDIMissing(f"{what} {uuid} on SR {sr} no longer exists")
         return found
+
+    def disk(self, vm: VmRow, sr: str, uuid: str, doing: str) -> tuple[SrConfig, VDI] | None:
+        """A disk of `vm` and its SR; None, with a `MissingDisk` warning, if the disk or its
+        SR is gone (the VM stays usable: the other disks are `doing`)."""
+        try:
+            cfg = self.cfg(sr)
+            found = self.get(sr, uuid)
+        except InvalidArg:  # the SR is no longer declared
+            cfg, found = None, None
+        if cfg is None or found is None:
+            where = f"on SR {cfg.name}" if cfg else f"(its SR {sr} is gone)"
+            warnings.warn(MissingDisk(
+                f"disk {uuid} of VM {vm.name} no longer exists {where}; {doing} the other "
+                f"disks (sm vm remove-disk {vm.name} {uuid} forgets it)"), stacklevel=3)
+            return None
+        return cfg, found
+
+
+class MissingDisk(UserWarning):
+    """A disk of a VM vanished (deleted through its driver, or its SR forgotten): VM
+    snapshots and reverts go on with the other disks and warn with this (the CLI prints it
+    as `Warning: ...`); their results list it in `missing`."""
 
 
 # -- groups -----------------------------------------------------------------------------------
@@ -219,11 +242,18 @@ def revert(mgr: StorageManager, ref: str, snap_ref: str) -> VMRevertResult:
         snap = _resolve(vs, vm, snap_ref)
         vdis = _Vdis(mgr)
         plan = []
+        missing: list[str] = []
         for sd in vs.snapshot_disks(snap.uuid):
-            cfg = vdis.cfg(sd.sr)
-            target = vdis.need(sd.sr, sd.vdi, f"disk of VM {vm.name}")
+            disk = vdis.disk(vm, sd.sr, sd.vdi, "reverting")
+            if disk is None:
+                missing.append(sd.vdi)
+                continue
+            cfg, target = disk
             taken = vdis.need(sd.snap_sr, sd.snap, f"snapshot of {_label(target, cfg)}")
             plan.append((cfg, target, taken))
+        if not plan:
+            raise VDIMissing(f"none of the disks of VM {vm.name} in snapshot {snap.name} "
+                             f"exist any more ({', '.join(missing)})")
         done: list[dict[str, str]] = []
         for cfg, target, taken in plan:
             try:
@@ -234,7 +264,7 @@ def revert(mgr: StorageManager, ref: str, snap_ref: str) -> VMRevertResult:
                                         f"{reverted})") from err
             done.append({"vdi": target.uuid, "snapshot": taken.uuid, "path": result.path})
         vs.set_current(vm.uuid, snap.uuid)
-    return VMRevertResult(vm.uuid, snap.uuid, tuple(done))
+    return VMRevertResult(vm.uuid, snap.uuid, tuple(done), tuple(missing))
 
 
 def snapshot_delete(mgr: StorageManager, ref: str, snap_ref: str, *, scope: Scope = "one",

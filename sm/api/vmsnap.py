@@ -19,6 +19,7 @@ before and resumes what was paused. So a VM snapshot exists completely or not at
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid as uuidlib
@@ -62,10 +63,18 @@ def snapshot(mgr: StorageManager, ref: str, name: str = "", description: str = "
                 n, name = n + 1, f"{base}.{n}"
         vdis = _Vdis(mgr)
         plan: list[tuple[VmDisk, SrConfig, VDI]] = []
+        missing: list[str] = []
         for d in vs.disks(vm.uuid):
             if d.kind != "disk":
                 continue
-            plan.append((d, vdis.cfg(d.sr), vdis.need(d.sr, d.vdi, f"disk of VM {vm.name}")))
+            found = vdis.disk(vm, d.sr, d.vdi, "snapshotting")
+            if found is None:
+                missing.append(d.vdi)
+            else:
+                plan.append((d, *found))
+        if missing and not plan:
+            raise VDIMissing(f"VM {vm.name} has no disks left to snapshot (gone: "
+                             f"{', '.join(missing)})")
         if not plan:
             raise InvalidArg(f"VM {vm.name} has no disks to snapshot")
         snap_uuid = str(uuidlib.uuid4())
@@ -87,7 +96,8 @@ def snapshot(mgr: StorageManager, ref: str, name: str = "", description: str = "
             _drop(mgr, [(cfg.uuid, r) for (_, cfg, _), r in zip(plan, taken)], exports=True)
             mgr.state.journal_done(_entry_id(mgr, snap_uuid))
             raise
-    return _snapshot_of(vs, vs.current(vm.uuid), row)
+    return dataclasses.replace(_snapshot_of(vs, vs.current(vm.uuid), row),
+                               missing=tuple(missing))
 
 
 def _take(mgr: StorageManager, vm: VmRow, snap_uuid: str,

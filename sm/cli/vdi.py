@@ -117,14 +117,16 @@ def resize(sm: StorageManager, ref: str, size: int, sr: str | None, as_json: boo
               help="Delete only the descendants of the snapshot.")
 @click.option("--metadata-only", is_flag=True,
               help="Only remove the snapshot(s) from the tree; keep the volumes.")
+@click.option("--force", is_flag=True,
+              help="Delete a disk of a VM too (it is removed from the VM).")
 @sr_option
 @json_option
 @pass_manager
-def delete(sm: StorageManager, ref: str, scope: str | None, metadata_only: bool,
+def delete(sm: StorageManager, ref: str, scope: str | None, metadata_only: bool, force: bool,
            sr: str | None, as_json: bool) -> None:
     """Delete a VDI or a snapshot (a snapshot's children get its parent)."""
     removed = sm.vdi_delete(ref, sr=sr, scope=scope or "one",  # type: ignore[arg-type]
-                            metadata_only=metadata_only)
+                            metadata_only=metadata_only, force=force)
     if as_json:
         echo_json({"deleted": removed, "metadata_only": metadata_only})
     else:
