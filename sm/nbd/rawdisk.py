@@ -15,7 +15,8 @@ class RawDisk:
     """The `Disk` interface the plugin expects (size, read, write, flush, close)."""
 
     def __init__(self, path: str, writable: bool) -> None:
-        self._fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        # never through a link: the SR refuses one, and this closes the window after its check
+        self._fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW)
         self._writable = writable
         self.size = os.fstat(self._fd).st_size
         self.paths = [path]

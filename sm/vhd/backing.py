@@ -116,12 +116,14 @@ class FileStorage:
     def create(self, path: str, size: int) -> Iterator[Backing]:
         directory = os.path.dirname(os.path.abspath(path))
         from sm.atomic import open_temp  # standard library only, like the engine
+        from sm.faults import crash_point
 
         fd, tmp = open_temp(directory, ".tmp-", ".vhd")
         backing = FileBacking(tmp, fd)
         try:
             yield backing
             backing.fsync()
+            crash_point("vhd.create.staged")  # written, not published: a scratch file left
             backing.close()
             os.rename(tmp, path)
         except BaseException:

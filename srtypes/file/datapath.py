@@ -36,6 +36,7 @@ __all__ = ["activate", "available", "deactivate", "find", "live", "resume_orphan
 log = get_logger(__name__)
 
 RAW_OPENER = "sm.nbd.rawdisk:open_raw"
+VHD_OPENER = "srtypes.file.confine:open_disk"  # every image of the chain inside the SR
 
 
 def _servers(repo: FileRepo) -> Servers:
@@ -51,7 +52,7 @@ def find(repo: FileRepo, uuid: str) -> ServerInfo | None:
 def start(repo: FileRepo, uuid: str, path: str, writable: bool) -> ServerInfo | None:
     """Start or find the server of `uuid` (None without nbdkit); the sharing rules are
     `sm.nbd.serving.Servers.start`'s."""
-    opener = RAW_OPENER if path.endswith(".raw") else None
+    opener = RAW_OPENER if path.endswith(".raw") else VHD_OPENER
     return _servers(repo).start(uuid, path, writable=writable, opener=opener)
 
 

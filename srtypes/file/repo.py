@@ -118,6 +118,8 @@ class FileRepo:
         ):
             return []  # the common case: nothing imported on a driver's start-up path
         done = self.journal.recover()
+        for name in self.layout.sweep_scratch():  # what the interrupted commands were making
+            log.warning("removed scratch file %s of an interrupted command", name)
         for entry in done:
             log.warning("recovered %s %s (last step %s)", entry.op, entry.id,
                         entry.last_step.name if entry.last_step else None)
@@ -144,6 +146,7 @@ class FileRepo:
         record = self.records.find(uuid)
         if record is None:
             raise VDIMissing(f"no VDI {uuid} in SR {self.layout.sr_uuid}")
+        self.path(record)  # an image that is a link or not ours: 46 before anything starts
         return record
 
     def resolve(self, uuid: str, location: str | None) -> VdiRecord:

@@ -40,7 +40,12 @@ def image_facts(path: str, ext: str) -> dict[str, Any]:
                 "hidden": False, "parent_file": None}
     from sm import vhd
 
-    info = vhd.info(path)
+    from .confine import SRStorage
+
+    info = vhd.info(path, storage=SRStorage(os.path.dirname(path)))
+    if info.parent_uuid is not None and info.parent_path is None:  # never followed outside
+        raise vhd.VhdChainError("its parent is not an image in the SR (a parent locator "
+                                "pointing outside the SR is not followed)", path=path)
     parent = info.parent_path or info.parent_name
     return {"virtual_size": info.virtual_size, "physical_utilisation": _physical(st, ext),
             "hidden": info.hidden, "parent_file": os.path.basename(parent) if parent else None}
@@ -78,6 +83,8 @@ def _images(location: str) -> dict[str, tuple[str, os.stat_result]]:
                 continue
             try:
                 if not entry.is_file(follow_symlinks=False):
+                    log.warning("sr_scan: skipping %s: not a regular file (a symbolic link is "
+                                "never adopted)", entry.name)
                     continue
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -95,6 +102,8 @@ def scan(repo: FileRepo) -> dict[str, Any]:
     skipped: a damaged image never fails the scan)."""
     lay = repo.layout
     with repo.chain_lock("sr_scan"):
+        for name in lay.sweep_scratch():  # left by a killed command (none is running now)
+            log.warning("sr_scan: removed scratch file %s of an interrupted command", name)
         repo.records.build_index()
         images = _images(str(lay.location))
         records = {r.uuid: r for r in repo.records.all()}

@@ -130,7 +130,10 @@ def _create_raw(path: str, size: int) -> None:
     from sm import atomic
 
     tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.new{atomic.TEMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    atomic.unlink(tmp, missing_ok=True, sync=False)  # a killed create's (the SR lock is ours)
+    # a new file, never through a link planted under the scratch name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
     try:
         try:
             os.ftruncate(fd, size)

@@ -111,8 +111,16 @@ class LvhdRepo:
         return self.lvm.vg_exists(self.vg)
 
     def check(self) -> None:
+        """The VG is this SR: it exists, has an MGT LV with a valid record slot, and that
+        record names this SR. SRUnavailable (47) otherwise, before anything is written: an
+        ordinary VG that happens to carry the name is never treated (nor deleted) as an SR."""
         if not self.exists():
             raise SRUnavailable(f"no volume group {self.vg} on {','.join(self.devices)}")
+        if not self.lvm.lv_exists(self.vg, MGT_LV):
+            raise SRUnavailable(f"volume group {self.vg} holds no SR (no {MGT_LV} LV)")
+        found = self.read().sr.uuid  # MgtError (47) without a valid record slot
+        if found != self.sr_uuid:
+            raise SRUnavailable(f"volume group {self.vg} holds SR {found}, not {self.sr_uuid}")
 
     @contextlib.contextmanager
     def mgt(self, *, writable: bool = False) -> Iterator[MgtStore]:

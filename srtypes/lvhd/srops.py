@@ -53,6 +53,7 @@ def delete(repo: LvhdRepo) -> None:
         visible = [r.uuid for r in doc.vdis.values() if not r.hidden]
         if visible:
             raise SRNotEmpty(f"the SR still holds {len(visible)} VDI(s), e.g. {visible[0]}")
+    repo.check()  # a VG that is not this SR (no MGT, no valid record) is never removed
     known = {m.group(2) for lv in repo.lvm.lvs(repo.vg) if (m := IMAGE_LV.match(lv.name))}
     with contextlib.suppress(MgtError):
         stray = known - set(repo.read().vdis)
