@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from sm.errors import SMError, Unimplemented
+from sm.options import checked
 
 from . import copy as copy_ops
 from . import exports, names
@@ -31,6 +32,7 @@ class WorkflowMethods:
 
     # -- names --------------------------------------------------------------------------------
 
+    @checked
     def vdi_set(self, ref: str, *, name: str | None = None, description: str | None = None,
                 sr: str | None = None) -> VDI:
         """Set the name-label and/or name-description of a VDI, or the name and/or description
@@ -45,12 +47,14 @@ class WorkflowMethods:
                             description=description)
         return mgr.vdi(vdi.uuid, cfg.name)
 
+    @checked
     def vdi_rename(self, ref: str, name: str, *, sr: str | None = None) -> VDI:
         """`vdi_set(ref, name=name)`."""
         return self.vdi_set(ref, name=name, sr=sr)
 
     # -- copy and move ------------------------------------------------------------------------
 
+    @checked
     def vdi_copy(self, ref: str, dest_sr: str, *, sr: str | None = None,
                  snapshots: bool = False, name: str | None = None,
                  progress: Callable[[int, int], None] | None = None) -> CopyResult:
@@ -59,6 +63,7 @@ class WorkflowMethods:
         A failure removes everything made at the destination. `progress(done, total)` bytes."""
         return self._copy(ref, dest_sr, sr, snapshots, name, False, progress)
 
+    @checked
     def vdi_move(self, ref: str, dest_sr: str, *, sr: str | None = None,
                  snapshots: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> CopyResult:
@@ -77,6 +82,7 @@ class WorkflowMethods:
 
     # -- NBD ----------------------------------------------------------------------------------
 
+    @checked
     def vdi_attach(self, ref: str, *, writable: bool = False, sr: str | None = None) -> Export:
         """Serve a VDI over NBD (the driver's `vdi_attach` + `vdi_activate`) until
         `vdi_detach`; the result's `url` is an `nbd+unix://` URI."""
@@ -86,6 +92,7 @@ class WorkflowMethods:
             return exports.attach(mgr.state, mgr._client(cfg), mgr.vdi(ref, cfg.name),
                                   writable)
 
+    @checked
     def vdi_detach(self, ref: str, *, sr: str | None = None) -> Export:
         """Stop serving a VDI that `vdi_attach` serves."""
         mgr = self._wsm()
@@ -99,6 +106,7 @@ class WorkflowMethods:
 
     # -- SRs ----------------------------------------------------------------------------------
 
+    @checked
     def sr_probe(self, type: str, device_config: Mapping[str, str],
                  sm_config: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The driver's `sr_probe`: which SRs exist at `device_config`. `srs` lists them
@@ -124,6 +132,7 @@ class WorkflowMethods:
             srs.append(item)
         return {"type": type.lower(), "srs": srs, "xml": xml}
 
+    @checked
     def sr_stats(self, name: str | None = None) -> dict[str, int]:
         """The SR's physical size, utilisation and free space from its driver
         (`sm_sr_stats`); {} for an SR type that does not say."""
