@@ -66,6 +66,9 @@ class CopyResult:
     """The new VDI on the destination SR."""
     source: str
     source_sr: str
+    """Name of the source SR."""
+    dest_sr: str
+    """Name of the destination SR."""
     snapshots: tuple[tuple[str, str], ...]
     """(source snapshot uuid, new snapshot uuid), in the order they were made."""
     copied: int
@@ -240,7 +243,7 @@ def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
         _finish_move(mgr, src, src_cfg, vdi, with_snapshots, vdis)
     mgr.state.journal_done(entry)
     new_vdi = _find(mgr, dst_cfg, dest)
-    return CopyResult(new_vdi, vdi.uuid, src_cfg.name, tuple(made), done, move)
+    return CopyResult(new_vdi, vdi.uuid, src_cfg.name, dst_cfg.name, tuple(made), done, move)
 
 
 def _check_space(mgr: StorageManager, cfg: SrConfig, total: int) -> None:

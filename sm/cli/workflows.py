@@ -91,8 +91,8 @@ def _print_copy(result: CopyResult, as_json: bool) -> None:
         echo_json(result.to_dict())
         return
     verb = "moved" if result.moved else "copied"
-    click.echo(f"{verb} {result.source} to {result.vdi.uuid} on SR {result.vdi.sr} "
-               f"({human(result.copied)} transferred)")
+    click.echo(f"{verb} {result.source} (SR {result.source_sr}) to {result.vdi.uuid} "
+               f"(SR {result.dest_sr}), {human(result.copied)} transferred")
     for old, new in result.snapshots:
         click.echo(f"  snapshot {old} -> {new}")
 

@@ -228,7 +228,7 @@ def test_cli_copy_prints_a_summary(env: dict[str, str], tmp_path: Path) -> None:
         sm.vdi_write(disk, 0, b"hello")
     out = run_sm(env, "vdi", "copy", "d", "--to", b, "--name", "d-copy")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.decode().startswith(f"copied {disk} to ") and not out.stderr
+    assert out.stdout.decode().startswith(f"copied {disk} (SR default) to ") and not out.stderr
     shown = run_sm(env, "vdi", "read", "d-copy", "--sr", b, "--length", "5")
     assert shown.stdout == b"hello"
 
