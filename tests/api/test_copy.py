@@ -6,6 +6,7 @@ intact and no partial destination; checked with qemu-img compare on exported raw
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -280,3 +281,40 @@ def test_copy_to_a_full_lvhd_sr_is_undone(env: dict[str, str], tmp_path: Path,
         assert err.value.code == SRNoSpace.code
         assert sm.vdis(lv) == [] and sm.state.journal() == []
         assert sm.vdi_read(disk, 0, 4, sr=a) == b"keep"
+
+
+# -- NFS (a File SR on a mounted export) -------------------------------------------------------
+
+
+@pytest.mark.root
+def test_nfs_copy_rename_stats_and_probe(env: dict[str, str], tmp_path: Path, ganesha: Any,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from srtypes.nfs.mounter import BIND_EXPORTS_ENV
+    from tests.nfs.sr_support import bind_env, nfs_device_config
+
+    mounts = bind_env(ganesha, monkeypatch, tmp_path)
+    next(mounts)
+    env = {**env, "SM_RUN_DIR": str(tmp_path / "r"), BIND_EXPORTS_ENV: os.environ[BIND_EXPORTS_ENV]}
+    monkeypatch.setenv("SM_RUN_DIR", env["SM_RUN_DIR"])
+    dconf = nfs_device_config(ganesha)
+    try:
+        with StorageManager(environ=env) as sm:
+            a = new_sr(sm, "file", tmp_path, "a")
+            nfs = sm.sr_create("nfs", "nfs", dconf)
+            assert [s["uuid"] for s in sm.sr_probe("nfs", dconf)["srs"]] == [nfs.uuid]
+            assert sm.sr_stats("nfs")["free_space"] > 0
+            disk = _branchy(sm, a, 16 * MiB)
+            moved = sm.vdi_move(disk, "nfs", sr=a, snapshots=True)
+            assert sm.vdis(a) == []
+            assert [n for n, *_ in _tree(sm, moved.vdi.uuid, "nfs")] == ["one", "two", "three"]
+            sm.vdi_rename(moved.vdi.uuid, "on-nfs", sr="nfs")
+            sm.vdi_set("two", description="renamed on nfs", sr="nfs")
+            assert sm.vdi("on-nfs", "nfs").uuid == moved.vdi.uuid
+            back = sm.vdi_copy("on-nfs", a, sr="nfs", snapshots=True)
+            assert back.vdi.name_label == "on-nfs"
+            assert ("two", "renamed on nfs", "one", False) in _tree(sm, back.vdi.uuid, a)
+            _same(sm, (moved.vdi.uuid, "nfs"), (back.vdi.uuid, a), tmp_path)
+            sm.vdi_delete(moved.vdi.uuid, sr="nfs", scope="with-children")
+            sm.sr_delete("nfs")
+    finally:
+        next(mounts, None)
