@@ -165,3 +165,28 @@ def test_lvhd_names_stats_and_probe(env: dict[str, str], tmp_path: Path,
             sm.sr_delete("lv")
     finally:
         lvm_sandbox.detach(dev)
+
+
+def test_server_methods_rename_copy_probe(manager: StorageManager, tmp_path: Path) -> None:
+    from sm.server import methods
+
+    sm = manager
+    sr = new_sr(sm, "file", tmp_path, "fs")
+    disk = sm.vdi_create(4 * MiB, "disk1", sr=sr).uuid
+
+    def call(method: str, *params: Any) -> Any:
+        return methods.call(lambda: sm, method, list(params))
+
+    assert call("vdi.rename", disk, "renamed", {"sr": sr})["name_label"] == "renamed"
+    assert call("vdi.set", disk, {"description": "over xml-rpc", "sr": sr})[
+        "name_description"] == "over xml-rpc"
+    copied = call("vdi.copy", disk, sr, {"sr": sr, "name": "copy", "snapshots": False})
+    assert copied["vdi"]["name_label"] == "copy" and copied["dest_sr"] == sr
+    with pytest.raises(InvalidArg, match="snapshots"):
+        call("vdi.copy", disk, sr, {"sr": sr, "snapshots": "false"})  # not a boolean
+    with pytest.raises(InvalidArg, match="progress"):
+        call("vdi.move", disk, "default", {"sr": sr, "progress": "x"})
+    probed = call("sr.probe", "file", {"location": str(tmp_path / "sr-fs")})
+    assert [s["name"] for s in probed["srs"]] == [sr]
+    assert call("sr.stats", sr)["free_space"] > 0
+    assert call("vdi.attachments") == []
