@@ -26,6 +26,7 @@ from .conftest import new_sr, run_sm
 
 MiB = 1 << 20
 GiB = 1 << 30
+NO_NBD = {"SM_DATA_PATH": "none"}  # the CLI children: data opened in-process, as the suite does
 
 
 def _same(sm: StorageManager, a: tuple[str, str], b: tuple[str, str], tmp: Path) -> None:
@@ -202,6 +203,7 @@ def test_destination_too_small_is_refused_up_front(manager: StorageManager,
 
 def test_crash_during_copy_is_undone_and_move_rolls_forward(env: dict[str, str],
                                                             tmp_path: Path) -> None:
+    env = {**env, **NO_NBD}
     with StorageManager(environ=env) as sm:
         a, b = new_sr(sm, "file", tmp_path, "a"), new_sr(sm, "file", tmp_path, "b")
         disk = _branchy(sm, a, 16 * MiB)
@@ -223,6 +225,7 @@ def test_crash_during_copy_is_undone_and_move_rolls_forward(env: dict[str, str],
 
 
 def test_cli_copy_prints_a_summary(env: dict[str, str], tmp_path: Path) -> None:
+    env = {**env, **NO_NBD}
     with StorageManager(environ=env) as sm:
         b = new_sr(sm, "file", tmp_path, "b")
         disk = sm.vdi_create(8 * MiB, "d").uuid
