@@ -88,7 +88,8 @@ def resolve_snapshot(state: State, vdis: list[VDI], target: VDI, ref: str) -> VD
     nodes, _ = state.tree((target.sr, target.uuid))
     named = [n.uuid for n in nodes if n.name == ref]
     if len(named) > 1:
-        raise InvalidArg(f"{len(named)} snapshots of {target.uuid} are called {ref!r}")
+        raise InvalidArg(f"{len(named)} snapshots of {target.uuid} are called {ref!r} "
+                         f"({', '.join(named)}); use a uuid")
     wanted = named[0] if named else ref.lower()
     for vdi in vdis:
         if vdi.uuid == wanted or vdi.backing == wanted:

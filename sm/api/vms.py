@@ -210,7 +210,8 @@ def _resolve(vs: VmState, vm: VmRow, ref: str) -> VmSnapRow:
     rows = vs.snapshots(vm.uuid)
     found = [s for s in rows if s.uuid == ref.lower()] or [s for s in rows if s.name == ref]
     if len(found) > 1:
-        raise InvalidArg(f"{len(found)} snapshots of VM {vm.name} are called {ref!r}")
+        raise InvalidArg(f"{len(found)} snapshots of VM {vm.name} are called {ref!r} "
+                         f"({', '.join(s.uuid for s in found)}); use a uuid")
     if not found:
         raise VDIMissing(f"no snapshot {ref!r} of VM {vm.name}")
     return found[0]

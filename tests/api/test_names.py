@@ -190,3 +190,24 @@ def test_server_methods_rename_copy_probe(manager: StorageManager, tmp_path: Pat
     assert [s["name"] for s in probed["srs"]] == [sr]
     assert call("sr.stats", sr)["free_space"] > 0
     assert call("vdi.attachments") == []
+
+
+def test_ambiguous_snapshot_names_list_the_uuids(manager: StorageManager,
+                                                 tmp_path: Path) -> None:
+    sm = manager
+    sr = new_sr(sm, "file", tmp_path, "fs")
+    disk = sm.vdi_create(4 * MiB, "disk1", sr=sr).uuid
+    one = sm.vdi_snapshot(disk, "nightly", sr=sr).uuid
+    two = sm.vdi_snapshot(disk, "nightly", sr=sr).uuid
+    with pytest.raises(InvalidArg) as err:
+        sm.vdi_revert(disk, "nightly", sr=sr)
+    assert one in str(err.value) and two in str(err.value)
+    with pytest.raises(InvalidArg) as err:
+        sm.vdi("nightly", sr)
+    assert one in str(err.value) and two in str(err.value)
+    sm.vm_create("web")
+    sm.vm_add_disk("web", disk, sr=sr)
+    first = sm.vm_snapshot("web", "n1").uuid
+    with pytest.raises(InvalidArg, match="already has a snapshot called"):
+        sm.vm_snapshot("web", "n1")
+    assert sm.vm_revert("web", first) is not None
