@@ -13,6 +13,7 @@ from typing import Any
 from sm.capabilities import Capability
 from sm.errors import SMError
 
+from . import checks
 from .config import SrConfig
 from .transport import Transport
 
@@ -90,6 +91,9 @@ class SRClient:
 
     def vdi_create(self, size: int, name_label: str, name_description: str,
                    vdi_uuid: str | None = None) -> tuple[str, str]:
+        checks.count("size", size)
+        checks.name("VDI", name_label, empty=True)
+        checks.description("VDI", name_description)
         extra: dict[str, Any] = {"vdi_type": "user", "vdi_sm_config": {}}
         if vdi_uuid:
             extra["vdi_uuid"] = vdi_uuid

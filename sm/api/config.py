@@ -28,10 +28,16 @@ The registry file:
 Without `--config`/`SM_CONFIG`, a user sees the system file's SRs and their own; changes are
 written to their own file (root: the system file). An SR called `default` that no file declares
 is the embedded default: a File SR in the default directory, created on first use.
+
+A damaged entry (no valid name, type or uuid; a name given twice) or a damaged file (not YAML,
+not a mapping) does not stop the others from working: it is skipped, logged as a warning on
+every command, and listed in `Registry.problems`. A file that cannot be read is never rewritten
+(changes to it are refused until it is repaired), so nothing in it is lost.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid as uuidlib
 from collections.abc import Mapping
@@ -42,9 +48,13 @@ from typing import Any
 import yaml
 
 from sm import atomic
-from sm.errors import InvalidArg, MetadataError
+from sm.errors import InvalidArg, MetadataError, SMError
+
+from . import checks
 
 __all__ = ["DEFAULT_SR_NAME", "SETTINGS", "Paths", "Registry", "SrConfig"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SR_NAME = "default"
 SETTINGS: Mapping[str, tuple[str, ...]] = {
@@ -120,6 +130,16 @@ class SrConfig:
     embedded: bool = False
     """The embedded default (declared by no file)."""
 
+    def __post_init__(self) -> None:
+        # The one place an SR's name is checked: `sr create`, `sr attach` and the files.
+        checks.name("SR", self.name, uuid=False)
+        if not isinstance(self.type, str) or not self.type:
+            raise InvalidArg(f"SR {self.name!r} needs a type")
+        for key, value in self.device_config.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidArg(f"device_config of SR {self.name!r}: {key!r} must map a "
+                                 f"string to a string, not {type(value).__name__}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -143,8 +163,11 @@ class SrConfig:
             sr_uuid = str(uuidlib.UUID(sr_uuid))
         except ValueError:
             raise MetadataError(f"{where}: SR {raw['name']!r} has no valid uuid") from None
-        return cls(raw["name"], raw["type"].lower(), sr_uuid,
-                   {str(k): str(v) for k, v in dconf.items()})
+        try:
+            return cls(raw["name"], raw["type"].lower(), sr_uuid,
+                       {str(k): str(v) for k, v in dconf.items()})
+        except InvalidArg as err:
+            raise MetadataError(f"{where}: {err.message}") from None
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -170,12 +193,44 @@ class Registry:
         self.paths = paths
         self._srs: dict[str, SrConfig] = {}
         self._settings: dict[str, str] = {}
+        self.problems: list[str] = []
+        """What was skipped, one line each (also logged as warnings)."""
         for path in paths.read:
-            data = _load(path)
-            for raw in data.get("srs") or []:
-                sr = SrConfig.from_dict(raw, str(path))
-                self._srs[sr.name] = sr
-            self._settings.update({str(k): str(v) for k, v in (data.get("settings") or {}).items()})
+            try:
+                data = _load(path)
+            except MetadataError as err:
+                self._problem(f"{err.message}; its SRs and settings are ignored")
+                continue
+            entries = data.get("srs") or []
+            if not isinstance(entries, list):
+                self._problem(f"{path}: 'srs' must be a list; its SRs are ignored")
+                entries = []
+            names: set[str] = set()
+            for i, raw in enumerate(entries, 1):
+                self._declare(raw, f"{path}, SR entry {i}", names)
+            settings = data.get("settings") or {}
+            if not isinstance(settings, dict):
+                self._problem(f"{path}: 'settings' must be a mapping; ignored")
+                settings = {}
+            self._settings.update({str(k): str(v) for k, v in settings.items()})
+
+    def _problem(self, text: str) -> None:
+        self.problems.append(text)
+        log.warning("%s", text)
+
+    def _declare(self, raw: Any, where: str, names: set[str]) -> None:
+        """One entry of a file (`names`: those the file declared so far; a later file
+        overrides an earlier one's SR of the same name)."""
+        try:
+            sr = SrConfig.from_dict(raw, where)
+        except SMError as err:
+            self._problem(f"{err.message}; skipped")
+            return
+        if sr.name in names:
+            self._problem(f"{where}: a second SR named {sr.name!r}; skipped")
+            return
+        names.add(sr.name)
+        self._srs[sr.name] = sr
 
     def srs(self) -> list[SrConfig]:
         return list(self._srs.values())

@@ -17,6 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from . import checks
 from .state import State
 
 __all__ = ["DiskKind", "VmDisk", "VmRow", "VmSnapDisk", "VmSnapRow", "VmState"]
@@ -103,6 +104,8 @@ class VmState:
         return [VmRow(*r) for r in self._all("SELECT * FROM vms ORDER BY created, name")]
 
     def add_vm(self, vm: VmRow) -> None:
+        checks.name("VM", vm.name)
+        checks.description("VM", vm.description)
         with self.state.transaction() as db:
             db.execute("INSERT INTO vms VALUES (?, ?, ?, ?)",
                        (vm.uuid, vm.name, vm.description, vm.created))

@@ -3,7 +3,9 @@
 - `sr.*`, `vdi.*`, `vm.*`, `settings.*`, `sm.repair`: `StorageManager` methods (table below).
   Parameters are positional; keyword-only options (`sr`, `scope`, `safety`, ...) go in one
   extra trailing struct. Integers may also be sent as decimal strings (XML-RPC `int` is 32-bit
-  in most clients). Results are structs (the API's `to_dict()`), arrays, strings, base64.
+  in most clients); every integer parameter is a size, an offset or a length, from 0 to
+  2^63-1 (InvalidArg otherwise, before the method runs). Results are structs (the API's
+  `to_dict()`), arrays, strings, base64.
 - `smapi.<type>.<command>(struct)`: one SMAPIv1 request struct for SR type `<type>`, sent to
   its driver exactly as the API's own calls are (the `transport` setting).
 - `sm.ping()` -> `"pong"`, `sm.version()`, `system.listMethods()`.
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sm import options
+from sm.api import checks
 from sm.errors import BadRequest, InvalidArg, Unimplemented
 
 if TYPE_CHECKING:
@@ -117,9 +121,22 @@ def _bind(func: Callable[..., Any], method: str, params: list[Value]
     bound = options.bind(func, method, args, kwargs)
     for pname, value in list(bound.arguments.items()):
         note = str(sig.parameters[pname].annotation)
-        if isinstance(value, str) and note.startswith("int") and value.lstrip("-").isdigit():
-            bound.arguments[pname] = int(value)
+        if note.startswith("int"):
+            bound.arguments[pname] = _count(method, pname, value, optional="None" in note)
     return list(bound.args), dict(bound.kwargs)
+
+
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+
+
+def _count(method: str, pname: str, value: Any, *, optional: bool) -> int | None:
+    """An integer parameter (every one of the API's is a size, an offset or a length): an int
+    or ASCII decimal digits, from 0 to 2^63-1; InvalidArg otherwise."""
+    if value is None and optional:
+        return None
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
+        value = int(value)
+    return checks.count(f"{method}: {pname}", value)
 
 
 def to_wire(value: object) -> Value:

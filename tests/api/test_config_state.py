@@ -41,12 +41,16 @@ def test_registry_roundtrip_and_errors(tmp_path: Path) -> None:
     assert again.find(UUID.upper()) is not None
     again.remove(again.srs()[0])
     assert yaml.safe_load(path.read_text())["srs"] == []
+    # Damaged entries and files are reported and skipped (issue 15), never rewritten.
     path.write_text("srs: [{name: x, type: file, uuid: not-a-uuid}]")
-    with pytest.raises(MetadataError, match="valid uuid"):
-        Registry(reg.paths)
+    damaged = Registry(reg.paths)
+    assert damaged.srs() == [] and "valid uuid" in damaged.problems[0]
     path.write_text(": : :")
+    damaged = Registry(reg.paths)
+    assert damaged.srs() == [] and "YAML" in damaged.problems[0]
     with pytest.raises(MetadataError, match="YAML"):
-        Registry(reg.paths)
+        damaged.add(SrConfig("two", "file", UUID, {}))
+    assert path.read_text() == ": : :"
 
 
 def test_layered_files(tmp_path: Path) -> None:

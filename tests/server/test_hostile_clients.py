@@ -13,6 +13,7 @@ import time
 import urllib.parse
 import xmlrpc.client
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from defusedxml.ElementTree import fromstring
@@ -220,3 +221,33 @@ def test_random_heads_and_bodies_get_one_well_formed_answer(
     assert b"Traceback" not in err
     assert "Traceback" not in server.log_file.read_text()
 
+
+
+def test_numbers_and_names_are_checked_before_anything_runs(serve: Callable[..., Served],
+                                                            tmp_path: Path) -> None:
+    """Every integer parameter is a size, an offset or a length (0 to 2^63-1, ASCII digits
+    when sent as a string), and names follow sm.api.checks: InvalidArg (1), never 202/1200."""
+    server = serve("--listen", "127.0.0.1:0")
+    api = server.client()
+    api.vdi.create("1048576", "d")
+    calls: list[tuple[str, tuple[object, ...]]] = [
+        ("vdi.read", ("d", 0, -5)), ("vdi.read", ("d", -1, 5)), ("vdi.read", ("d", "²", "5")),
+        ("vdi.read", ("d", "0", "9" * 30)), ("vdi.read", ("d", True, 5)),
+        ("vdi.read", ("d", 1.5, 5)), ("vdi.read", ("d", "\u0663", 5)),
+        ("vdi.write", ("d", -1, b"x")), ("vdi.write", ("d", "-0", b"x")),
+        ("vdi.create", ("-1",)), ("vdi.create", ("9" * 5000,)),
+        ("vdi.resize", ("d", "9223372036854775808")), ("vdi.resize", ("d", -1)),
+        ("vdi.create", ("1048576", "a/b")), ("vdi.create", ("1048576", "c1\x85")),
+        ("sr.create", ("", "file", {"location": str(tmp_path / "x")})),
+        ("sr.create", ("x", "file", {"location": str(tmp_path / "x"), "n": 5})),
+        ("sr.create", ("x", "file", {"location": str(tmp_path / "x")}, {"size": "-1"})),
+        ("vm.create", ("a/b",)),
+    ]
+    for method, params in calls:
+        with pytest.raises(xmlrpc.client.Fault) as err:
+            getattr(api, method)(*params)
+        assert err.value.faultCode == 1, (method, params, err.value.faultString)
+    assert api.vdi.read("d", "0", "4") == b"\0" * 4
+    assert [s["name"] for s in api.sr.list()] == ["default"]
+    assert not (tmp_path / "x").exists()
+    assert "fault 1200" not in server.log_file.read_text()
