@@ -193,7 +193,6 @@ def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
     total = sum(length for s in steps for _, length in s.extents)
     _check_space(mgr, dst_cfg, total)
     label = vdi.name_label if name is None else name
-    names.warn_duplicates(mgr.vdis(dst_cfg.name), label, "(new)", dst_cfg.name)
     dest = str(uuidlib.uuid4())
     entry = mgr.state.journal_begin(OP, dst_cfg.uuid, dest=dest, move=move,
                                     source=[src_cfg.uuid, vdi.uuid], created=[],
@@ -242,7 +241,9 @@ def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
     if move:
         _finish_move(mgr, src, src_cfg, vdi, with_snapshots, vdis)
     mgr.state.journal_done(entry)
-    new_vdi = _find(mgr, dst_cfg, dest)
+    dst_vdis = present(mgr.state, dst_cfg.uuid, dst.records())
+    names.warn_duplicates(dst_vdis, label, dest, dst_cfg.name)
+    new_vdi = _find(dst_vdis, dst_cfg, dest)
     return CopyResult(new_vdi, vdi.uuid, src_cfg.name, dst_cfg.name, tuple(made), done, move)
 
 
@@ -255,9 +256,8 @@ def _check_space(mgr: StorageManager, cfg: SrConfig, total: int) -> None:
         raise SRNoSpace(f"SR {cfg.name} has {free} bytes free; the copy needs about {need}")
 
 
-def _find(mgr: StorageManager, cfg: SrConfig, uuid: str) -> VDI:
-    found = [v for v in present(mgr.state, cfg.uuid, mgr._client(cfg).records())
-             if v.uuid == uuid]
+def _find(vdis: list[VDI], cfg: SrConfig, uuid: str) -> VDI:
+    found = [v for v in vdis if v.uuid == uuid]
     if not found:
         raise VDIMissing(f"the copy {uuid} vanished from SR {cfg.name}")
     return found[0]
@@ -325,7 +325,12 @@ def _rollback(mgr: StorageManager, dst: SRClient, entry: JournalEntry) -> None:
     """Delete what the copy made at the destination (snapshots, then the VDI)."""
     d = entry.data
     dest = str(d["dest"])
-    records = dst.records()
+    try:
+        records = dst.records()
+    except SMError as err:
+        log.warning("undoing copy %s: SR %s unreadable (%s); VDI %s may be left there",
+                    entry.id, dst.sr.name, err, dest)
+        records = []
     doomed = [r for r in records if str(r["uuid"]) in set(d["created"])
               or (_flag(r, "is_a_snapshot") and str(r.get("snapshot_of")) == dest)]
     doomed += [r for r in records if str(r["uuid"]) == dest]
@@ -344,7 +349,18 @@ def _rollback(mgr: StorageManager, dst: SRClient, entry: JournalEntry) -> None:
 
 
 def recover(mgr: StorageManager, entry: JournalEntry) -> None:
-    """Repair an interrupted copy or move (called with the API lock held)."""
+    """Repair an interrupted copy or move (called with the API lock held). Whatever cannot be
+    repaired (an SR gone or unreachable) is logged and the entry dropped: a copy's journal
+    never blocks other commands; the worst left is an extra copy, never a lost one."""
+    try:
+        _recover(mgr, entry)
+    except SMError as err:
+        log.warning("dropping journal entry %s (copy of %s): %s", entry.id,
+                    entry.data["source"][1], err)
+        mgr.state.journal_done(entry.id)
+
+
+def _recover(mgr: StorageManager, entry: JournalEntry) -> None:
     d = entry.data
     dst_cfg = next((c for c in mgr._configs() if c.uuid == entry.sr), None)
     src_cfg = next((c for c in mgr._configs() if c.uuid == d["source"][0]), None)
@@ -362,8 +378,13 @@ def recover(mgr: StorageManager, entry: JournalEntry) -> None:
         vdis = present(mgr.state, src_cfg.uuid, src.records())
         vdi = next((v for v in vdis if v.uuid == d["source"][1]), None)
         if vdi is not None:
-            _delete_source_vdi(src, vdi)
-            _finish_move(mgr, src, src_cfg, vdi, bool(d.get("with_snapshots")), vdis)
+            try:
+                _delete_source_vdi(src, vdi)
+            except SMError as err:
+                log.warning("move of %s: the copy is complete but the source cannot be "
+                            "deleted (%s); both stay", vdi.uuid, err)
+            else:
+                _finish_move(mgr, src, src_cfg, vdi, bool(d.get("with_snapshots")), vdis)
         else:
             mgr.state.forget_vdi(src_cfg.uuid, d["source"][1])
     mgr.state.journal_done(entry.id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -321,3 +322,22 @@ def test_nfs_copy_rename_stats_and_probe(env: dict[str, str], tmp_path: Path, ga
             sm.sr_delete("nfs")
     finally:
         next(mounts, None)
+
+
+def test_a_copy_journal_never_blocks_other_commands(env: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    env = {**env, **NO_NBD}
+    with StorageManager(environ=env) as sm:
+        a = new_sr(sm, "file", tmp_path, "a")
+        new_sr(sm, "file", tmp_path, "b")
+        disk = sm.vdi_create(4 * MiB, "d", sr=a).uuid
+        sm.vdi_snapshot(disk, "s", sr=a)
+    crashed = run_sm(env, "vdi", "copy", disk, "--sr", "a", "--to", "b", "--snapshots",
+                     extra={"SM_TEST_FAULTS": "1", **crash_env("api.copy.created")})
+    assert crashed.returncode == -9, crashed.stderr
+    shutil.rmtree(tmp_path / "sr-b")  # the destination is gone before the repair
+    listed = run_sm(env, "vdi", "list", "--sr", "a", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {v["uuid"] for v in json.loads(listed.stdout) if not v["is_a_snapshot"]} == {disk}
+    with StorageManager(environ=env) as sm:
+        assert sm.state.journal() == []
