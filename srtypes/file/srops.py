@@ -87,14 +87,15 @@ def delete(repo: FileRepo) -> None:
         if visible:
             raise SRNotEmpty(f"the SR still holds {len(visible)} VDI(s), e.g. {visible[0]}")
         known = {r.uuid for r in records}
-        stray = [n for n in os.listdir(lay.location)
-                 if (m := IMAGE_NAME.match(n)) and m.group(1) not in known]
+        # a link under an image name is not the SR's (scan never adopts one): it stays
+        ours = [n for n in os.listdir(lay.location) if not os.path.islink(lay.location / n)]
+        stray = [n for n in ours if (m := IMAGE_NAME.match(n)) and m.group(1) not in known]
         if stray:
             raise SRNotEmpty(f"the SR holds images without records (sr_scan adopts them): "
                              f"{stray[0]}")
         if repo.attached_vdis():
             raise SRInUse("VDIs of this SR are attached on this host")
-        for name in os.listdir(lay.location):
+        for name in ours:
             if IMAGE_NAME.match(name) or name.startswith(".tmp-") or name.endswith(
                     ".revert.vhd"):
                 try:

@@ -322,3 +322,16 @@ def test_sweep_touches_only_sms_own_scratch_names(sr: FileSRClient, tmp_path: Pa
     assert set(keep) <= names
     assert ".tmp-0123456789ab.vhd" not in names and ".tmp-abcdefabcdef.vhd" not in names
     assert outside.read_text() == "outside"
+
+
+def test_sr_delete_leaves_links_and_their_targets(sr: FileSRClient, tmp_path: Path) -> None:
+    """A link under an image name is not the SR's: sr_delete neither counts it as an image
+    without a record (scan never adopts it) nor removes it, and its target stays."""
+    target = _outside_raw(tmp_path, str(uuidlib.uuid4()))
+    before = _digest(target)
+    link = sr.location / f"{uuidlib.uuid4()}.raw"
+    link.symlink_to(target)
+    sr.call("sr_detach")
+    sr.call("sr_delete")
+    assert link.is_symlink() and not (sr.location / ".sm").exists()
+    assert _digest(target) == before
