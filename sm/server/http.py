@@ -13,11 +13,12 @@ after its head. When `max_open` connections are open, the one waiting longest fo
 dropped to make room. Errors (400, 401, 405, 408, 411, 413, 431, 503, 505) are answered by the
 reader, which then half-closes and drains the socket briefly so the client reads the answer.
 
-A worker executes the call (`sm.server.methods`), writes the answer, and hands a kept-alive
-connection back to the reader; it waits `KEEP_WORKER` seconds for that connection's next request
-(keeping its `StorageManager`, whose SQLite connection belongs to the thread) before it ends. A
-complete request that finds every worker busy waits up to `QUEUE_TIMEOUT` (503 after), and asks
-a waiting worker to end.
+A worker (`sm.server.worker`) executes the call (`sm.server.methods`), writes the answer and
+hands a kept-alive connection back to the reader; it waits `KEEP_WORKER` seconds for that
+connection's next request (keeping its `StorageManager`, whose SQLite connection belongs to the
+thread) before it ends. A complete request that finds every worker busy waits up to
+`QUEUE_TIMEOUT` (503 after, or when `MAX_WAITING` already wait), and asks a worker idling on a
+kept-alive connection to end.
 
 Paths: `/` and `/RPC2` answer the methods of `sm.server.methods`; `/smapiv1/<type>` takes a
 plain SMAPIv1 document (methodName = the command, one struct), as a driver executable does.
@@ -31,7 +32,6 @@ import collections
 import contextlib
 import logging
 import os
-import queue
 import resource
 import selectors
 import socket
@@ -43,9 +43,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sm import xmlrpc
-from sm.errors import BadRequest, GenericException, InvalidArg, SMError
+from sm.errors import InvalidArg
 
-from . import methods, wire
+from . import wire
+from .worker import Request, Worker
 
 if TYPE_CHECKING:
     from sm.api import StorageManager
@@ -60,12 +61,10 @@ IDLE_TIMEOUT = 60.0
 """Seconds a kept-alive connection may wait for its next request."""
 BODY_TIMEOUT = 60.0
 """Seconds for the body of an accepted head."""
-WRITE_TIMEOUT = 60.0
-"""Seconds a client may take to receive an answer."""
 QUEUE_TIMEOUT = 30.0
 """Seconds a complete request may wait for a worker (then 503)."""
-KEEP_WORKER = 2.0
-"""Seconds a worker waits for the next request on its kept-alive connection."""
+MAX_WAITING = 128
+"""Complete requests that may wait for a worker at once (more: 503)."""
 DRAIN_TIMEOUT = 1.0
 """Seconds spent reading what a refused client still sends, before closing."""
 
@@ -120,15 +119,7 @@ class _Conn:
         self.body_len = 0
         self.out = b""
         self.events = 0
-        self.parked: _Worker | None = None
-
-
-class _Request:
-    __slots__ = ("body", "head")
-
-    def __init__(self, head: wire.Head, body: bytes) -> None:
-        self.head = head
-        self.body = body
+        self.parked: Worker | None = None
 
 
 class HTTPServer:
@@ -151,7 +142,7 @@ class HTTPServer:
         self.lock = threading.Lock()
         self.conns: set[_Conn] = set()  # every open connection not held by a worker
         self.returned: collections.deque[_Conn] = collections.deque()  # from workers
-        self.waiting: collections.deque[tuple[_Conn, _Request, float]] = collections.deque()
+        self.waiting: collections.deque[tuple[_Conn, Request, float]] = collections.deque()
         self.busy = 0  # workers alive (each holds a slot)
         self._stop = threading.Event()
         self._dropped = 0
@@ -358,9 +349,9 @@ class HTTPServer:
             assert conn.head is not None
             body = bytes(conn.buf[: conn.body_len])
             del conn.buf[: conn.body_len]
-            self._dispatch(conn, _Request(conn.head, body), now)
+            self._dispatch(conn, Request(conn.head, body), now)
 
-    def _dispatch(self, conn: _Conn, request: _Request, now: float) -> None:
+    def _dispatch(self, conn: _Conn, request: Request, now: float) -> None:
         self._unwatch(conn)
         self.conns.discard(conn)
         conn.state = BUSY
@@ -373,10 +364,10 @@ class HTTPServer:
             if start:
                 self.busy += 1
         if start:
-            _Worker(self, conn, request).start()
+            Worker(self, conn, request).start()
             return
         self.waiting.append((conn, request, now + QUEUE_TIMEOUT))
-        if len(self.waiting) > 4 * self.ctx.max_connections:
+        if len(self.waiting) > max(MAX_WAITING, 4 * self.ctx.max_connections):
             late, _, _ = self.waiting.pop()
             self.conns.add(late)
             self._refuse(late, wire.HttpError(503, "server busy; retry later",
@@ -399,7 +390,7 @@ class HTTPServer:
                     break
                 self.busy += 1
             conn, request, _ = self.waiting.popleft()
-            _Worker(self, conn, request).start()
+            Worker(self, conn, request).start()
         if self.waiting:
             self._release_parked()
 
@@ -471,89 +462,6 @@ class HTTPServer:
         with self.lock:
             self.busy -= 1
         self._wake()
-
-
-class _Worker(threading.Thread):
-    """Answers the requests of one connection while they come (see the module docstring)."""
-
-    def __init__(self, server: HTTPServer, conn: _Conn, request: _Request) -> None:
-        super().__init__(daemon=True, name=f"sm-worker {conn.peer}")
-        self.server = server
-        self.conn = conn
-        self.request: _Request | None = request
-        self.inbox: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._mgr: StorageManager | None = None
-
-    def manager(self) -> StorageManager:
-        if self._mgr is None:
-            self._mgr = self.server.ctx.new_manager()
-        return self._mgr
-
-    def run(self) -> None:
-        conn = self.conn
-        try:
-            while self.request is not None:
-                conn.sock.settimeout(WRITE_TIMEOUT)
-                if not self._answer(self.request):
-                    with contextlib.suppress(OSError):
-                        conn.sock.close()
-                    return
-                with self.server.lock:
-                    conn.parked = self
-                self.server.give_back(conn)
-                try:
-                    self.request = self.inbox.get(timeout=KEEP_WORKER)
-                except queue.Empty:
-                    with self.server.lock:
-                        if conn.parked is self:
-                            conn.parked = None
-                            return
-                    self.request = self.inbox.get()  # handed over meanwhile
-        except Exception:
-            log.exception("%s: worker failed", conn.peer)
-            with contextlib.suppress(OSError):
-                conn.sock.close()
-        finally:
-            if self._mgr is not None:
-                with contextlib.suppress(Exception):
-                    self._mgr.close()
-            self.server.worker_done()
-
-    def _answer(self, request: _Request) -> bool:
-        """Execute one call and send its answer; whether the connection stays open."""
-        start = time.monotonic()
-        head = request.head
-        route = head.target.split("?", 1)[0].rstrip("/")
-        method, outcome = "?", "ok"
-        try:
-            method, params = xmlrpc.loads_call(request.body)
-            if route in ("", "/RPC2"):
-                value = methods.call(self.manager, method, params)
-            elif route.startswith("/smapiv1/") and route.count("/") == 2:
-                value = methods.call(self.manager, f"smapi.{route[9:]}.{method}", params)
-            else:
-                raise BadRequest(f"no endpoint {head.target!r} (use / or /smapiv1/<type>)")
-            document = xmlrpc.dumps_response(value)
-        except SMError as err:
-            outcome = f"fault {err.code} {err.name}: {err.message}"[:300]
-            document = xmlrpc.dumps_fault(err.code, err.fault_string)
-        except Exception as err:
-            log.exception("%s failed with an unexpected error", method)
-            fault = GenericException(f"{type(err).__name__}: {err}")
-            outcome = f"fault {fault.code}: {fault.message}"[:300]
-            document = xmlrpc.dumps_fault(fault.code, fault.fault_string)
-        data = wire.response(200, xmlrpc.encode(document), content_type="text/xml",
-                             keep_alive=head.keep_alive)
-        try:
-            self.conn.sock.sendall(data)
-        except (OSError, ValueError) as err:
-            log.warning("%s: answer to %s not sent: %s", self.conn.peer, method, err)
-            return False
-        finally:
-            log.info("%s %s %s %s %.1f ms", self.conn.peer, route or "/", method,
-                     outcome.encode("ascii", "backslashreplace").decode(),
-                     (time.monotonic() - start) * 1000)
-        return head.keep_alive
 
 
 def _unix_path(path: Path) -> None:

@@ -251,3 +251,28 @@ def test_numbers_and_names_are_checked_before_anything_runs(serve: Callable[...,
     assert [s["name"] for s in api.sr.list()] == ["default"]
     assert not (tmp_path / "x").exists()
     assert "fault 1200" not in server.log_file.read_text()
+
+
+def test_more_clients_than_workers_all_get_answers(serve: Callable[..., Served]) -> None:
+    """16 kept-alive clients calling at once against 2 workers: requests wait for a worker
+    (workers idle on a kept-alive connection give way), none is refused or lost."""
+    server = serve("--listen", "127.0.0.1:0", "--max-connections", "2")
+    calls, errors = [0] * 16, []
+    deadline = time.monotonic() + 2.0
+
+    def client(i: int) -> None:
+        api = server.client()
+        try:
+            while time.monotonic() < deadline:
+                assert api.sm.ping() == "pong"
+                assert api.sr.get("default")["name"] == "default"
+                calls[i] += 1
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and all(calls), (errors, calls)
