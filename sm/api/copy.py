@@ -250,9 +250,10 @@ def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
 def _check_space(mgr: StorageManager, cfg: SrConfig, total: int) -> None:
     """SRNoSpace up front when the destination says it has less free space than the data
     (plus VHD metadata): a full SR is worse at undoing than one that was never filled."""
-    free = mgr.sr_stats(cfg.name).get("free_space")
+    stats = mgr.sr_stats(cfg.name)
+    free = stats.get("free_space")
     need = total + total // 64 + (4 << 20)
-    if free is not None and need > free:
+    if free is not None and stats.get("physical_size") and need > free:  # 0: not known
         raise SRNoSpace(f"SR {cfg.name} has {free} bytes free; the copy needs about {need}")
 
 

@@ -341,3 +341,27 @@ def test_a_copy_journal_never_blocks_other_commands(env: dict[str, str],
     assert {v["uuid"] for v in json.loads(listed.stdout) if not v["is_a_snapshot"]} == {disk}
     with StorageManager(environ=env) as sm:
         assert sm.state.journal() == []
+
+
+# -- RBD (no allocation map: read whole, zero chunks skipped) ----------------------------------
+
+
+@pytest.mark.root
+@pytest.mark.nbd  # an RBD image is reached through its NBD server
+def test_rbd_copy_names_and_stats(env: dict[str, str], tmp_path: Path, rbd_namespace: str,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.rbd.support import device_config
+
+    monkeypatch.setenv("SM_RUN_DIR", env["SM_RUN_DIR"])
+    with StorageManager(environ=env) as sm:
+        a = new_sr(sm, "file", tmp_path, "a")
+        sm.sr_create("rbd", "rbd", device_config())
+        assert {"physical_size", "free_space", "virtual_allocation"} <= set(sm.sr_stats("rbd"))
+        disk = _branchy(sm, a, 8 * MiB)
+        there = sm.vdi_copy(disk, "rbd", sr=a, snapshots=True, name="on-rbd")
+        sm.vdi_set("two", description="on ceph", sr="rbd")
+        assert ("two", "on ceph", "one", False) in _tree(sm, there.vdi.uuid, "rbd")
+        back = sm.vdi_move(there.vdi.uuid, a, sr="rbd", snapshots=True)
+        assert back.vdi.name_label == "on-rbd" and sm.vdis("rbd") == []
+        _same(sm, (disk, a), (back.vdi.uuid, a), tmp_path)
+        sm.sr_delete("rbd")
