@@ -9,12 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.errors import InvalidArgument
 
 from sm import registry
 from sm.api import StorageManager
 from tests.lvhd.conftest import lvm_sandbox  # noqa: F401  (fixture: loop devices for lvhd SRs)
 from tests.nfs.conftest import ganesha  # noqa: F401  (fixture: the nfs-ganesha test server)
 from tests.rbd.conftest import ceph_cluster, rbd_namespace  # noqa: F401  (fixtures: Ceph)
+
+# `--hypothesis-profile=long` (tests/api/test_stateful.py chooses its long settings from the
+# option); registered unless tests/conftest.py did, before the plugin loads it.
+try:
+    settings.get_profile("long")
+except InvalidArgument:
+    settings.register_profile("long", deadline=None)
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "tests" / "plugins"

@@ -69,12 +69,10 @@ ROTATE = 1
 at the end of each example)."""
 SCOPES = ("one", "with-children", "children-only")
 KNOWN_BUGS = {
-    "vm-disk-delete": "issue 16 defect 4: vdi_delete of a VM's disk is accepted",
     "revert-attached": "issue 16 defect 2: a clone-fallback revert of a disk a toolstack has "
                        "attached leaves a journal entry every later command fails on (VDIInUse)",
     "disk-metadata-only": "vdi_delete(disk, scope='with-children', metadata_only=True) deletes "
                           "the disk and its snapshots' volumes (metadata_only ignored)",
-    "unknown-option": "issue 16 defect 3: vdi_delete(scope='bogus') deletes",
     "snapshot-kill": "vdi_snapshot killed after the driver committed leaves a snapshot VDI that "
                      "is in no snapshot tree (the API step is not journaled)",
 }
