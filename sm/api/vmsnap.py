@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from sm.errors import InvalidArg, SMError, VDIMissing
 from sm.faults import crash_point
 
-from . import livepause, trees
+from . import checks, livepause, trees
 from .vmmodels import VMSnapshot
 from .vms import _find_vm, _label, _named_error, _snapshot_of, _Vdis, _vs
 from .vmstate import VmDisk, VmRow, VmSnapDisk, VmSnapRow
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 def snapshot(mgr: StorageManager, ref: str, name: str = "", description: str = "", *,
              for_backup: bool = False, for_export: bool = False) -> VMSnapshot:
     """Snapshot every disk of the VM (CD-ROMs skipped) at one consistency point."""
+    checks.name("VM snapshot", name, empty=True)
+    checks.description("VM snapshot", description)
     with mgr._locked("vm snapshot"):
         vs = _vs(mgr)
         vm = _find_vm(vs, ref)

@@ -116,3 +116,15 @@ def test_name_rule(text: str) -> None:
         assert text == text.strip()
         assert not any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in text)
         text.encode("utf-8")  # storable
+
+
+def test_snapshot_names(manager: StorageManager) -> None:
+    manager.vdi_create(MiB, "d")
+    manager.vm_create("vm")
+    manager.vm_add_disk("vm", "d")
+    for bad in BAD_NAMES[1:]:
+        with pytest.raises(InvalidArg, match="VM snapshot name"):
+            manager.vm_snapshot("vm", bad)
+    assert manager.vm_snapshots("vm").roots == ()
+    assert [v for v in manager.vdis() if v.is_a_snapshot] == []
+    assert manager.vm_snapshot("vm", "").name  # empty: named after the time
