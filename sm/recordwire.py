@@ -38,9 +38,14 @@ class RecordList(Frozen):
 
 
 class RecordResult(Frozen):
-    """`sm_vdi_get` result: one VDI record struct."""
+    """`sm_vdi_get` result: one VDI record struct, plus `attached` ("ro" or "rw") when the VDI
+    is attached on this host (the layer above refuses to revert it; docs/api.md)."""
 
     record: VdiRecord
+    attached: str = ""
 
     def to_wire(self) -> Value:
-        return record_to_wire(self.record)
+        out = record_to_wire(self.record)
+        if self.attached and isinstance(out, dict):
+            out["attached"] = self.attached
+        return out

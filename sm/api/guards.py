@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sm.errors import VDIInUse, VDIUnavailable
+from sm.errors import Unimplemented, VDIInUse, VDIUnavailable
 
 if TYPE_CHECKING:
+    from .client import SRClient
     from .manager import StorageManager
     from .models import VDI
     from .vmstate import VmDisk
 
-__all__ = ["mutable", "vm_disks"]
+__all__ = ["detached", "mutable", "vm_disks"]
 
 
 def _name(vdi: VDI) -> str:
@@ -48,3 +49,19 @@ def vm_disks(mgr: StorageManager, vdi: VDI, *, force: bool) -> list[VmDisk]:
                        f"(sm vm remove-disk {first} {vdi.uuid}), or delete it with --force "
                        "(force=True), which also removes it from the VM")
     return owners
+
+
+def detached(client: SRClient, vdi: VDI, action: str) -> None:
+    """Refuse to `action` a VDI attached on this host (the driver's `sm_vdi_get` reports
+    `attached`: "ro" or "rw"); an SR type that does not answer `sm_vdi_get` is taken at its
+    word (its own commands refuse what they cannot do)."""
+    try:
+        record = client.record(*vdi.ref)
+    except Unimplemented:
+        return
+    mode = str(record.get("attached") or "")
+    if mode:
+        how = {"rw": "read-write", "ro": "read-only"}.get(mode, mode)
+        raise VDIInUse(f"cannot {action} {_name(vdi)}: it is attached {how} on this host "
+                       "(by a toolstack through its driver, or `sm vdi attach`); detach it "
+                       "first: a revert never changes a disk under its user")

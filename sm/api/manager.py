@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import time
 import uuid as uuidlib
@@ -36,6 +37,8 @@ from .workflows import WorkflowMethods
 
 __all__ = ["StorageManager"]
 
+log = logging.getLogger(__name__)
+
 DeleteScope = Literal["one", "with-children", "children-only"]
 
 
@@ -55,6 +58,8 @@ class StorageManager(VmMethods, WorkflowMethods):
         self.registry = Registry(self.paths)
         self._transport = transport
         self._clients: dict[str, SRClient] = {}
+        self._set_aside: set[int] = set()
+        """State journal entries whose repair failed in this manager (not retried by it)."""
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -100,10 +105,21 @@ class StorageManager(VmMethods, WorkflowMethods):
 
         recover = {vmsnap.OP: vmsnap.recover, copy.OP: copy.recover}
         for entry in self.state.journal():
-            recover.get(entry.op, revert_ops.recover)(self, entry)
+            if entry.id in self._set_aside:
+                continue
+            try:
+                recover.get(entry.op, revert_ops.recover)(self, entry)
+            except Exception as err:
+                # one entry never blocks the others; retried by the next StorageManager
+                # (the next command) or repair()
+                self._set_aside.add(entry.id)
+                self.state.journal_step(entry.id, entry.step, aside=str(err))
+                log.warning("could not finish interrupted %s (state journal entry %s): %s; "
+                            "set aside, retried by the next command", entry.op, entry.id, err)
 
     def repair(self) -> int:
         """Finish or undo operations of this layer interrupted by a crash; how many."""
+        self._set_aside.clear()
         with locking.lock(self.paths.state_dir / "api.lock", purpose="repair"):
             pending = len(self.state.journal())
             self._repair()
@@ -252,7 +268,7 @@ class StorageManager(VmMethods, WorkflowMethods):
     # -- VDIs ---------------------------------------------------------------------------------
 
     def _maybe_repair(self) -> None:
-        if self.state.journal():
+        if any(e.id not in self._set_aside for e in self.state.journal()):
             with self._locked("repair"):
                 pass
 

@@ -1,5 +1,10 @@
 """Revert: in place when the driver can, otherwise by clone with the identity handed over.
 
+One rule for both paths: a VDI attached on this host (by a toolstack through its driver, or
+by `sm vdi attach`; the driver's `sm_vdi_get` says `attached`) is not reverted: VDIInUse (24)
+naming the attachment, before anything changes (`sm.api.guards.detached`). Only the VDI's own
+snapshots are taken (`trees.check_lineage`).
+
 In place: `vdi_revert` when the SR type advertises VDI_REVERT (and the `revert` setting is not
 `clone`); a Fault 38 from it falls through to the clone path.
 
@@ -14,12 +19,20 @@ its snapshots still point at it. Journaled (`journal` table), crash points `api.
     begun     intent {target identity, old backing, snapshot, volumes before}
     clone     vdi_clone(snapshot) returned (crash here: the clone is an orphan)
     cloned    the new backing is recorded
-    switched  one transaction: identity + backings + current snapshot + journal step
-    deleted   vdi_delete(old backing)
+    deleted   vdi_delete(old backing) returned (or the old backing was already gone)
+    switched  one transaction: identity + backings + current snapshot, journal entry removed
+
+The old backing is deleted BEFORE the switch: a driver that refuses (VDIInUse: someone
+attached the old volume after all) refuses while nothing is switched, so the revert is rolled
+back (the clone deleted) and reported as refused, never half done.
 
 Recovery (before the next API operation): `begun` -> roll back (delete orphan clones: new,
-visible, non-snapshot volumes nobody maps); `cloned` or later -> roll forward. Either way the
-VDI reads the old content or the snapshot's, never neither.
+visible, non-snapshot volumes nobody maps that look like a clone of the snapshot); `cloned` ->
+roll forward (delete the old backing, switch), or back if the old backing is in use;
+`deleted` -> switch. Either way the VDI reads the old content or the snapshot's, never neither.
+An entry that cannot progress (its SR unreachable) is logged and set aside: it never blocks
+commands on other VDIs or SRs; `repair()` retries it, and a new revert of the same VDI is
+refused until then.
 """
 
 from __future__ import annotations
@@ -28,10 +41,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from sm.capabilities import Capability
-from sm.errors import SMError, Unimplemented, VDIMissing
+from sm.errors import SMError, Unimplemented, VDIInUse, VDIMissing
 from sm.faults import crash_point
 
-from . import trees
+from . import guards, trees
 from .models import VDI, RevertPath, RevertResult
 from .state import Identity, JournalEntry
 
@@ -49,7 +62,9 @@ log = logging.getLogger(__name__)
 def revert(mgr: StorageManager, cfg: SrConfig, target: VDI, snap: VDI, *,
            safety: bool) -> RevertResult:
     trees.check_lineage(mgr.state, target, snap)
+    _no_pending(mgr, cfg, target)
     client = mgr._client(cfg)
+    guards.detached(client, target, "revert")
     safety_ref: tuple[str, str] | None = client.vdi_snapshot(target.ref) if safety else None
     try:
         path = _revert(mgr, client, cfg, target, snap)
@@ -83,7 +98,8 @@ def _revert(mgr: StorageManager, client: SRClient, cfg: SrConfig, target: VDI,
     before = [r["uuid"] for r in client.records()]
     entry = mgr.state.journal_begin(
         OP, cfg.uuid, identity=ident.__dict__, old=list(target.ref), snapshot=list(snap.ref),
-        current=list(snap_key) if in_tree else None, before=before)
+        current=list(snap_key) if in_tree else None, before=before,
+        clone_of={"name_label": snap.name_label, "virtual_size": snap.virtual_size})
     crash_point("api.revert.begun")
     new = client.vdi_clone(snap.ref)
     crash_point("api.revert.clone")
@@ -97,22 +113,46 @@ def _entry(mgr: StorageManager, entry_id: int) -> JournalEntry:
     return next(e for e in mgr.state.journal() if e.id == entry_id)
 
 
+def _no_pending(mgr: StorageManager, cfg: SrConfig, target: VDI) -> None:
+    """Refuse a revert of a VDI whose earlier revert is set aside, unfinished."""
+    for entry in mgr.state.journal():
+        if entry.op == OP and entry.sr == cfg.uuid and \
+                entry.data["identity"]["uuid"] == target.uuid:
+            raise VDIInUse(f"an interrupted revert of VDI {target.uuid} could not be finished "
+                           f"({entry.data.get('aside') or 'pending'}); run `sm repair` "
+                           "(StorageManager.repair) once its SR is reachable")
+
+
 def _finish(mgr: StorageManager, client: SRClient, entry: JournalEntry) -> None:
-    """Roll forward from `cloned`: switch (idempotent), delete the old backing, done."""
+    """Roll forward from `cloned`: delete the old backing (rolled back if it is in use),
+    then switch and end the entry in one transaction."""
     d = entry.data
     ident = Identity(**d["identity"])
     if entry.step == "cloned":
-        with mgr.state.transaction():
-            mgr.state.hand_over(ident, d["old"][0], d["old"][1], d["new"][0], d["new"][1])
-            if d.get("current"):
-                mgr.state.set_current((ident.sr, ident.uuid), (d["current"][0], d["current"][1]))
-            mgr.state.journal_step(entry.id, "switched")
-        crash_point("api.revert.switched")
+        try:
+            client.vdi_delete((d["old"][0], d["old"][1]))
+        except VDIMissing:
+            pass
+        except VDIInUse as err:
+            _undo(mgr, client, entry)
+            raise VDIInUse(f"VDI {ident.uuid} is in use, nothing was reverted: "
+                           f"{err.message or err.description}") from err
+        mgr.state.journal_step(entry.id, "deleted")
+        crash_point("api.revert.deleted")
+    with mgr.state.transaction():
+        mgr.state.hand_over(ident, d["old"][0], d["old"][1], d["new"][0], d["new"][1])
+        if d.get("current"):
+            mgr.state.set_current((ident.sr, ident.uuid), (d["current"][0], d["current"][1]))
+        mgr.state.journal_done(entry.id)
+    crash_point("api.revert.switched")
+
+
+def _undo(mgr: StorageManager, client: SRClient, entry: JournalEntry) -> None:
+    """Roll back from `cloned`: the old backing stays the VDI's data; the clone goes."""
     try:
-        client.vdi_delete((d["old"][0], d["old"][1]))
+        client.vdi_delete((entry.data["new"][0], entry.data["new"][1]))
     except VDIMissing:
         pass
-    crash_point("api.revert.deleted")
     mgr.state.journal_done(entry.id)
 
 
@@ -126,15 +166,23 @@ def recover(mgr: StorageManager, entry: JournalEntry) -> None:
         mgr.state.journal_done(entry.id)
         return
     client = mgr._client(cfg)
+    uuid = entry.data["identity"]["uuid"]
     if entry.step != "begun":
-        log.warning("rolling forward an interrupted revert of %s", entry.data["identity"]["uuid"])
-        _finish(mgr, client, entry)
+        log.warning("rolling forward an interrupted revert of %s", uuid)
+        try:
+            _finish(mgr, client, entry)
+        except VDIInUse as err:  # rolled back: the old volume is in use
+            log.warning("%s", err.message)
         return
-    log.warning("rolling back an interrupted revert of %s", entry.data["identity"]["uuid"])
+    log.warning("rolling back an interrupted revert of %s", uuid)
     known = set(entry.data["before"]) | set(mgr.state.backings(cfg.uuid))
+    like = entry.data.get("clone_of")
     for rec in client.records():
         if rec["uuid"] in known or _flag(rec, "hidden") or _flag(rec, "is_a_snapshot"):
             continue
+        if like and (str(rec.get("name_label", "")) != like["name_label"]
+                     or int(rec.get("virtual_size") or 0) != int(like["virtual_size"])):
+            continue  # not a clone of the snapshot: someone else's new VDI
         client.vdi_delete((str(rec["uuid"]), str(rec["location"])))
     mgr.state.journal_done(entry.id)
 

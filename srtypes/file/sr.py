@@ -308,8 +308,12 @@ class FileSR(SRDriver):
         return json.dumps(repair.run(FileRepairBackend(self._open()), request), sort_keys=True)
 
     def sm_vdi_get(self, request: VDIRequest) -> RecordResult:
-        """The record of one VDI (VDIMissing 144 if none)."""
-        return RecordResult(self._open().resolve(request.vdi_uuid, request.vdi_location))
+        """The record of one VDI (VDIMissing 144 if none), and its attachment on this host."""
+        repo = self._open()
+        record = repo.resolve(request.vdi_uuid, request.vdi_location)
+        state = repo.attachment(record.uuid)
+        return RecordResult(record, "" if state is None else
+                            "rw" if state.get("writable") else "ro")
 
     def sm_vdi_set_names(self, request: VDINamesRequest) -> None:
         """Set a VDI's name-label and name-description in its record."""

@@ -323,8 +323,10 @@ class RBDSR(SRDriver):
 
     def sm_vdi_get(self, request: VDIRequest) -> RecordResult:
         with self._repo() as repo:
-            return RecordResult(repo.resolve(repo.read(), request.vdi_uuid,
-                                             request.vdi_location))
+            rec = repo.resolve(repo.read(), request.vdi_uuid, request.vdi_location)
+        state = self.host.attachment(rec.uuid)
+        return RecordResult(rec, "" if state is None else
+                            "rw" if state.get("writable") else "ro")
 
     def sm_vdi_set_names(self, request: VDINamesRequest) -> None:
         """Set a VDI's name-label and name-description in the SR's records."""
