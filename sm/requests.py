@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Self
 
-from sm.errors import BadRequest, InvalidArg
+from sm.errors import BadRequest, InvalidArg, VDISize
 from sm.struct import Frozen
 from sm.xmlrpc import Value
 
@@ -102,6 +102,22 @@ def parse_size(value: object, what: str) -> int:
     if not 0 <= value <= MAX_SIZE:
         raise InvalidArg(f"{what} out of range: {value}")
     return value
+
+
+def parse_vdi_size(value: object, what: str) -> int:
+    """A VDI's virtual size: as `parse_size`, but a number out of range (negative, past
+    MAX_SIZE) is VDISize (79), the error of every size no disk can have (`sm.sizes` checks
+    the SR type's own limits)."""
+    if isinstance(value, str) and value.strip().startswith("-") and value.strip()[1:].isdigit():
+        raise VDISize(f"{what} cannot be negative: {value.strip()[:40]}")
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        raise VDISize(f"{what} cannot be negative: {value}")
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and (
+            len(value.strip()) > 19 or int(value.strip()) > MAX_SIZE):
+        raise VDISize(f"{what} is more than any disk can hold: {value.strip()[:40]}")
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_SIZE:
+        raise VDISize(f"{what} is more than any disk can hold: {value}")
+    return parse_size(value, what)
 
 
 def parse_bool(value: object, what: str) -> bool:
@@ -326,7 +342,7 @@ class VDIResizeRequest(VDIRequest, kw_only=True):
 
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
-        return super()._fields(r) | {"new_size": parse_size(r.arg(0, "new_size"), "new_size")}
+        return super()._fields(r) | {"new_size": parse_vdi_size(r.arg(0, "new_size"), "new_size")}
 
 
 class VDINamesRequest(VDIRequest, kw_only=True):
@@ -363,7 +379,7 @@ class VDICreateRequest(SRRequest, kw_only=True):
     @classmethod
     def _fields(cls, r: _Reader) -> dict[str, Any]:
         return super()._fields(r) | {
-            "size": parse_size(r.arg(0, "size"), "size"),
+            "size": parse_vdi_size(r.arg(0, "size"), "size"),
             "name_label": r.arg_string(1, "name_label", ""),
             "name_description": r.arg_string(2, "name_description", ""),
             "metadata_of_pool": r.arg_string(3, "metadata_of_pool", ""),

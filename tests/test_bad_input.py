@@ -114,10 +114,10 @@ CASES: dict[str, tuple[Callable[[Ctx], str], tuple[int, ...]]] = {
     "command-mismatch": (lambda c: dumps(c.struct("sr_scan"), method="sr_delete"), (143,)),
     # -- wrong values: InvalidArg
     "size-text": (lambda c: c.doc("vdi_create", ["ten gigabytes"]), (1,)),
-    "size-negative": (lambda c: c.doc("vdi_create", ["-1048576"]), (1,)),
+    "size-negative": (lambda c: c.doc("vdi_create", ["-1048576"]), (79,)),  # VDISize
     "size-float": (lambda c: c.doc("vdi_create", ["1.5e9"]), (1,)),
-    "size-beyond-2^63": (lambda c: c.doc("vdi_create", ["9" * 30]), (1,)),
-    "size-huge-digits": (lambda c: c.doc("vdi_create", ["1" * 100_000]), (1, 143)),
+    "size-beyond-2^63": (lambda c: c.doc("vdi_create", ["9" * 30]), (79,)),
+    "size-huge-digits": (lambda c: c.doc("vdi_create", ["1" * 100_000]), (79, 143)),
     "resize-text": (lambda c: c.doc("vdi_resize", ["big"], vdi=c.vdi), (1,)),
     "writable-maybe": (lambda c: c.doc("vdi_attach", ["maybe"], vdi=c.vdi), (1,)),
     "is-a-snapshot-yes": (lambda c: c.doc("vdi_create", [str(MiB), "", "", "", "yes"]), (1,)),

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from sm.errors import BadRequest, InvalidArg
+from sm.errors import BadRequest, InvalidArg, VDISize
 from sm.requests import (
     MAX_SIZE,
     DriverInfoRequest,
@@ -207,7 +207,7 @@ def test_vdi_create_full_and_minimal() -> None:
     ("args", "error"),
     [
         ([], BadRequest),
-        (["-5"], InvalidArg),
+        (["-5"], VDISize),  # a size no disk can have (issue 15)
         (["huge" * 3], InvalidArg),
         (["10", 5], BadRequest),
         (["10", "l", "d", "", "maybe"], InvalidArg),
@@ -255,8 +255,11 @@ def test_resize() -> None:
     assert VDIResizeRequest.from_params("vdi_resize", vdi(args=["8192"])).new_size == 8192
     with pytest.raises(BadRequest):
         VDIResizeRequest.from_params("vdi_resize", vdi())
+    for bad in ("-8192", -8192, str(2**63), 2**63):
+        with pytest.raises(VDISize):
+            VDIResizeRequest.from_params("vdi_resize", vdi(args=[bad]))
     with pytest.raises(InvalidArg):
-        VDIResizeRequest.from_params("vdi_resize", vdi(args=["-8192"]))
+        VDIResizeRequest.from_params("vdi_resize", vdi(args=["-8 KiB"]))
 
 
 def test_sr_create_and_probe() -> None:

@@ -85,6 +85,10 @@ class LvhdBackend:
             doc = repo.read()
             on = attached(repo)
             frozen: set[str] = set()
+            if doc.failed:  # VDIs a set-aside journal entry names are left alone
+                from .srops import unusable
+
+                frozen.update(unusable(repo, doc))
             for u in on:  # without a server to pause, an attached VDI's chain is left alone
                 if served(repo, u):
                     continue

@@ -50,10 +50,15 @@ class MetaDoc:
     generation: int = 0
     journal: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Multi-step operations in flight, by id (replayed at sr_attach)."""
+    failed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Journal entries whose replay failed, set aside (`sm.journal.SetAside.to_dict()` plus
+    the entry under ``entry``), by id: their VDIs are unusable until `sm sr repair`."""
 
     def to_json(self) -> bytes:
-        body = {"sr": self.sr.to_dict(), "journal": self.journal,
-                "vdis": {u: r.to_dict() for u, r in sorted(self.vdis.items())}}
+        body: dict[str, Any] = {"sr": self.sr.to_dict(), "journal": self.journal,
+                                "vdis": {u: r.to_dict() for u, r in sorted(self.vdis.items())}}
+        if self.failed:
+            body["failed"] = self.failed
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -61,7 +66,8 @@ class MetaDoc:
         body: dict[str, Any] = json.loads(raw)
         sr = SrRecord.from_dict(body["sr"], path="MGT")
         vdis = {u: VdiRecord.from_dict(r, path=f"MGT/{u}") for u, r in body["vdis"].items()}
-        return cls(sr, vdis, generation, dict(body.get("journal", {})))
+        return cls(sr, vdis, generation, dict(body.get("journal", {})),
+                   dict(body.get("failed", {})))
 
 
 def _decode_slot(head: bytes, read_body: Any) -> tuple[int, bytes] | None:

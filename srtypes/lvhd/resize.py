@@ -50,7 +50,10 @@ def resize(repo: LvhdRepo, uuid: str, new_size: int) -> VdiRecord:
     from sm import vhd
     from srtypes.file.edge import require_sound
 
+    from .srops import check_usable
+
     x = _get(repo, uuid)
+    check_usable(repo, uuid)
     size = check_size(repo, new_size, x.vdi_type)
     if size < x.virtual_size:
         raise VDISize(f"VDI {uuid}: shrinking from {x.virtual_size} to {size} is not supported")
@@ -82,9 +85,33 @@ def resize(repo: LvhdRepo, uuid: str, new_size: int) -> VdiRecord:
     data = {"op": "vdi_resize", "vdi": uuid, "lv": name, "size": size, "lv_size": target}
     with repo.transaction("vdi_resize") as txn:
         txn.journal[key] = data
-    crash_point("vdi_resize:journaled")
-    _forward(repo, key, data)
+    from sm.journal import undo_on_failure
+
+    with undo_on_failure(lambda _err: _settle(repo, key, data)):
+        crash_point("vdi_resize:journaled")
+        _forward(repo, key, data)
     return _get(repo, uuid)
+
+
+def _settle(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
+    """A resize that failed in-process: before the image grew there is nothing to undo (an LV
+    grown for it is only room, given back at the next deflate): the entry goes; once the
+    image grew, the resize is completed."""
+    from sm import vhd
+
+    name = d["lv"]
+    grown = False
+    if repo.lvm.lv_exists(repo.vg, name):
+        if name.startswith("LV-"):
+            grown = repo.lvm.lv(repo.vg, name).size >= int(d["size"])
+        else:
+            info = vhd.info(repo.storage.path(name), storage=repo.storage)
+            grown = info.virtual_size >= int(d["size"])
+    if grown:
+        _forward(repo, key, d)
+        return
+    with repo.transaction("vdi_resize") as txn:
+        txn.journal.pop(key, None)
 
 
 def recover(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:

@@ -111,6 +111,9 @@ def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
 
 def run(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> None:
     """Revert ``target`` to ``snap``; the caller holds the chain lock."""
+    from .srops import check_usable
+
+    check_usable(repo, snap.uuid, target.uuid)
     data = plan(repo, snap, target)
     key = f"vdi_revert-{target.uuid}"
     with repo.transaction("vdi_revert") as txn:

@@ -57,6 +57,9 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str,
     x = doc.vdis.get(vdi_uuid)
     if x is None:
         raise VDIMissing(f"no VDI {vdi_uuid} in SR {repo.sr_uuid}")
+    from .srops import check_usable
+
+    check_usable(repo, x.uuid, doc=doc)
     if x.vdi_type != "vhd":
         raise VDIType(f"VDI {x.uuid} is a raw VDI: raw VDIs cannot be snapshotted or cloned")
     if x.hidden:
@@ -83,12 +86,51 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str,
             "time": datetime.now(UTC).replace(microsecond=0).isoformat()}
     with repo.transaction(command) as txn:
         txn.journal[new] = data
-    crash_point(f"{command}:journaled")
-    try:
-        _forward(repo, data)
-    except (OSError, ValueError) as err:
-        raise VDISnapshot(f"{kind} of {x.uuid}: {err}") from err
+    from sm.journal import undo_on_failure
+
+    with undo_on_failure(lambda _err: undo(repo, data)):
+        crash_point(f"{command}:journaled")
+        try:
+            _forward(repo, data)
+        except (OSError, ValueError) as err:
+            raise VDISnapshot(f"{kind} of {x.uuid}: {err}") from err
     return new
+
+
+def undo(repo: LvhdRepo, d: Mapping[str, Any]) -> None:
+    """A snapshot that failed in-process: completed if its records were written, else undone
+    (new LVs removed, the base given back its name, uuid, visibility and tag, X inflated
+    again where it was) and the entry dropped. Each step checks first: a crash in between
+    leaves a state the replay rolls forward."""
+    from sm import vhd
+
+    from .vdiops import inflate, leaf_target
+
+    if d["new"] in repo.read().vdis:
+        _forward(repo, d)
+        return
+    lvm, vg = repo.lvm, repo.vg
+    if not d.get("single") and lvm.lv_exists(vg, _lv(d["new"])):
+        lvm.lvremove(vg, _lv(d["new"]))
+    if not d["direct"] and lvm.lv_exists(vg, _lv(d["base"])):
+        if lvm.lv_exists(vg, _lv(d["vdi"])):
+            lvm.lvremove(vg, _lv(d["vdi"]))  # the new empty leaf over the base
+        bp = repo.storage.path(_lv(d["base"]))
+        info = vhd.info(bp, storage=repo.storage)
+        if str(info.uuid) != d["vdi"]:
+            vhd.set_uuid(bp, uuidlib.UUID(d["vdi"]), storage=repo.storage)
+        if info.hidden:
+            vhd.set_hidden(bp, False, storage=repo.storage)
+        if RO_TAG in lvm.lv(vg, _lv(d["base"])).tags:
+            lvm.lv_deltag(vg, _lv(d["base"]), RO_TAG)
+        lvm.lvrename(vg, _lv(d["base"]), _lv(d["vdi"]))
+        x = repo.read().vdis[d["vdi"]]
+        full = leaf_size(repo, x.uuid, x.virtual_size, d["thick"]) == full_vhd_size(
+            x.virtual_size)  # thick, or attached writable here: it was inflated
+        if full and lvm.lv(vg, _lv(x.uuid)).size < leaf_target(repo, x):
+            inflate(repo, x)  # deflated before the rename
+    with repo.transaction("undo") as txn:
+        txn.journal.pop(d["new"], None)
 
 
 def recover(repo: LvhdRepo, data: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
+from sm.repair import SRRepairRequest
 from sm.requests import SRRequest, VDINamesRequest, VDIRequest
 
 from .resize import STEPS as RESIZE_STEPS
@@ -73,6 +74,7 @@ class LVHDSR(SRDriver):
         "sm_vdi_set_names": Command(VDINamesRequest, "sm_vdi_set_names"),
         "sm_vdi_allocation": Command(VDIRequest, "sm_vdi_allocation"),
         "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
+        "sm_sr_repair": Command(SRRepairRequest, "sm_sr_repair"),
     })
 
     @cached_property
@@ -240,7 +242,7 @@ class LVHDSR(SRDriver):
     def vdi_activate(self, request: VDIAttachRequest) -> None:
         from sm.errors import VDIUnavailable
 
-        from . import datapath
+        from . import datapath, srops
 
         uuid = request.vdi_uuid
         with self._locked("vdi_activate") as repo:
@@ -250,6 +252,7 @@ class LVHDSR(SRDriver):
             rec = repo.read().vdis.get(uuid)
             if rec is None:
                 raise VDIUnavailable(f"VDI {uuid} is not in the SR's records")
+            srops.check_usable(repo, uuid)
             datapath.activate(repo, uuid, repo.path(rec), marker.read_text() == "rw")
 
     def vdi_deactivate(self, request: VDIRequest) -> None:
@@ -269,15 +272,10 @@ class LVHDSR(SRDriver):
         from sm.errors import VDIMissing
         from sm.recordwire import RecordResult
 
-        repo = self._open()
-        rec = repo.read().vdis.get(request.vdi_uuid)
+        rec = self._open().read().vdis.get(request.vdi_uuid)
         if rec is None:
             raise VDIMissing(f"no VDI {request.vdi_uuid}")
-        try:
-            mode = (repo.host_dir / f"attached-vdi-{rec.uuid}").read_text().strip()
-        except FileNotFoundError:
-            mode = ""
-        return RecordResult(rec, mode)
+        return RecordResult(rec)
 
     def sm_gc_run(self, request: SRRequest) -> str:
         """Run the garbage collector now, in this process (docs/gc.md); its summary as a JSON
@@ -327,3 +325,15 @@ class LVHDSR(SRDriver):
         from .srops import stats
 
         return json.dumps(stats(self._open()), sort_keys=True)
+
+    def sm_sr_repair(self, request: SRRepairRequest) -> str:
+        """Show and resolve journal entries set aside by a failed replay (`sm.repair`), as a
+        JSON string."""
+        import json
+
+        from sm import repair
+
+        from .repair import LvhdRepairBackend
+
+        backend = LvhdRepairBackend(self._open(), self._locked)
+        return json.dumps(repair.run(backend, request), sort_keys=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sm.errors import SRExists, SRInUse, SRNotEmpty
 from sm.records import SrRecord, VdiRecord
@@ -14,6 +16,11 @@ from sm.records import SrRecord, VdiRecord
 from .lvm import VG_PREFIX, LvmError
 from .mgt import MGT_LV, MGT_SIZE, MgtError
 from .repo import LvhdRepo
+
+if TYPE_CHECKING:
+    from sm.journal import SetAside
+
+    from .mgt import MetaDoc
 
 __all__ = ["attach", "create", "delete", "detach", "probe", "scan", "stats", "update"]
 
@@ -82,9 +89,9 @@ def attach(repo: LvhdRepo) -> None:
 
 
 def recover(repo: LvhdRepo) -> None:
-    """Replay the journal entries left in MGT by interrupted operations."""
-    from . import resize, revert, snapshot, vdiops
-
+    """Replay the journal entries left in MGT by interrupted operations. An entry whose replay
+    fails is set aside (`set_aside`) and the next one is replayed: a replay that cannot make
+    progress never blocks the SR (docs/lvhd-sr.md "Failure containment")."""
     # inflate/deflate entries first: a snapshot or revert being replayed may resize again
     entries = sorted(repo.read().journal.items(),
                      key=lambda kv: kv[1].get("op") not in ("inflate", "deflate"))
@@ -93,18 +100,67 @@ def recover(repo: LvhdRepo) -> None:
         log.info("sr_attach: replaying %s of %s", op, data.get("vdi", data.get("target")))
         if key not in repo.read().journal:
             continue  # finished by an earlier replay
-        if op in ("vdi_snapshot", "vdi_clone"):
-            snapshot.recover(repo, data)
-        elif op in ("inflate", "deflate"):
-            vdiops.recover_resize(repo, key, data)
-        elif op == "vdi_resize":
-            resize.recover(repo, key, data)
-        elif op == "vdi_revert":
-            revert.recover(repo, key, data)
-        elif str(op).startswith("gc_"):  # the collector's steps (srtypes/lvhd/gc.py)
-            __import__("srtypes.lvhd.gc", fromlist=["recover"]).recover(repo, key, data)
-        else:
-            log.warning("sr_attach: unknown journal entry %s (%s) left alone", key, op)
+        try:
+            replay(repo, key, data)
+        except Exception as err:
+            set_aside(repo, key, err)
+
+
+def replay(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
+    """Roll one journal entry forward (or back), by its op."""
+    from . import resize, revert, snapshot, vdiops
+
+    op = data.get("op")
+    if op in ("vdi_snapshot", "vdi_clone"):
+        snapshot.recover(repo, data)
+    elif op in ("inflate", "deflate"):
+        vdiops.recover_resize(repo, key, dict(data))
+    elif op == "vdi_resize":
+        resize.recover(repo, key, data)
+    elif op == "vdi_revert":
+        revert.recover(repo, key, data)
+    elif str(op).startswith("gc_"):  # the collector's steps (srtypes/lvhd/gc.py)
+        __import__("srtypes.lvhd.gc", fromlist=["recover"]).recover(repo, key, data)
+    else:
+        log.warning("sr_attach: unknown journal entry %s (%s) left alone", key, op)
+
+
+def set_aside(repo: LvhdRepo, key: str, error: BaseException) -> None:
+    """Move journal entry ``key`` to MGT's ``failed`` with the error and the time: it is no
+    longer replayed, and the VDIs it names are unusable until `sm sr repair`."""
+    from sm.journal import SetAside
+
+    with repo.transaction("set aside") as txn:
+        data = txn.journal.pop(key, None)
+        if data is None:
+            return
+        steps = data.get("steps", [])
+        aside = SetAside.make(key, str(data.get("op")), data,
+                              [str(s) for s in steps] if isinstance(steps, list) else [], error)
+        txn.failed[key] = {**aside.to_dict(), "entry": data}
+    log.error("journal entry %s (%s) set aside: replay failed: %s; VDIs %s unusable",
+              key, aside.op, aside.error, ", ".join(aside.affected) or "none")
+
+
+def unusable(repo: LvhdRepo, doc: MetaDoc | None = None) -> dict[str, SetAside]:
+    """VDI uuid -> the set-aside journal entry that makes it unusable."""
+    from sm.journal import SetAside
+
+    failed = (doc or repo.read()).failed
+    return {u: a for a in map(SetAside.from_dict, failed.values()) for u in a.affected}
+
+
+def check_usable(repo: LvhdRepo, *uuids: str, doc: MetaDoc | None = None) -> None:
+    """VDIUnavailable (46) if a set-aside journal entry makes one of the VDIs unusable."""
+    doc = doc or repo.read()
+    if not doc.failed:
+        return
+    bad = unusable(repo, doc)
+    for uuid in uuids:
+        if uuid in bad:
+            from sm.journal import unusable_error
+
+            raise unusable_error(uuid, bad[uuid], repo.sr_uuid)
 
 
 def detach(repo: LvhdRepo) -> None:
@@ -133,7 +189,10 @@ def scan(repo: LvhdRepo) -> dict[str, str]:
     repo.check()
     lvs = {lv.name: lv for lv in repo.lvm.lvs(repo.vg)}
     with repo.transaction("sr_scan") as doc:
+        held = unusable(repo, doc) if doc.failed else {}  # left as they are until repaired
         for uuid, rec in list(doc.vdis.items()):
+            if uuid in held:
+                continue
             lv = lvs.get(f"{'LV' if rec.vdi_type == 'raw' else 'VHD'}-{uuid}")
             if lv is None:
                 log.warning("sr_scan: VDI %s has no LV; record dropped", uuid)
@@ -142,7 +201,7 @@ def scan(repo: LvhdRepo) -> dict[str, str]:
                 doc.vdis[uuid] = rec.replace(physical_utilisation=lv.size)
         for name, lv in lvs.items():
             m = IMAGE_LV.match(name)
-            if m is None or m.group(2) in doc.vdis:
+            if m is None or m.group(2) in doc.vdis or m.group(2) in held:
                 continue
             adopted = adopt_record(repo, name, lv.size, damaged)
             if adopted is not None:

@@ -98,10 +98,13 @@ def create(repo: LvhdRepo, request: VDICreateRequest) -> str:
 
 
 def delete(repo: LvhdRepo, uuid: str) -> None:
+    from .srops import check_usable
+
     doc = repo.read()
     rec = doc.vdis.get(uuid)
     if rec is None:
         raise VDIMissing(f"no VDI {uuid} in SR {repo.sr_uuid}")
+    check_usable(repo, uuid, doc=doc)
     if (repo.host_dir / f"attached-vdi-{uuid}").exists():
         raise VDIInUse(f"VDI {uuid} is attached")
     if rec.hidden:
@@ -142,12 +145,21 @@ def resize_lv(repo: LvhdRepo, rec: VdiRecord, size: int, why: str) -> int:
     key = f"{why}-{rec.uuid}"
     with repo.transaction(why) as txn:
         txn.journal[key] = {"op": why, "vdi": rec.uuid, "lv": name, "size": target}
-    crash_point(f"{why}:journaled")
-    new = repo.lvm.lvresize(repo.vg, name, target)
+    from sm.journal import undo_on_failure
+
+    # lvresize is atomic: failing, it changed nothing; the entry goes before the error answers
+    with undo_on_failure(lambda _err: _drop(repo, key, why)):
+        crash_point(f"{why}:journaled")
+        new = repo.lvm.lvresize(repo.vg, name, target)
     crash_point(f"{why}:resized")
     _record_size(repo, rec.uuid, new, key, why)
     crash_point(f"{why}:records")
     return new
+
+
+def _drop(repo: LvhdRepo, key: str, why: str) -> None:
+    with repo.transaction(why) as txn:
+        txn.journal.pop(key, None)
 
 
 def _record_size(repo: LvhdRepo, uuid: str, size: int, key: str, why: str) -> None:
@@ -195,7 +207,10 @@ def deflate(repo: LvhdRepo, rec: VdiRecord) -> int:
 
 def attach(repo: LvhdRepo, uuid: str, writable: bool) -> str:
     """Inflate a writable VHD leaf, mark it attached; return its image path."""
+    from .srops import check_usable
+
     rec = _get(repo, uuid)
+    check_usable(repo, uuid)
     if writable and (rec.read_only or rec.is_a_snapshot):
         raise VDIUnavailable(f"VDI {uuid} is read-only (a snapshot or read-only VDI); "
                              "attach it read-only")
