@@ -8,11 +8,11 @@ Where a name lives:
   rename sets the tree entry and the snapshot's record, so `sm vdi list` and `sm vdi tree`
   agree.
 
-Names are free text, but a name that names more than one VDI of an SR no longer resolves
-(`StorageManager.vdi` refuses it, listing the uuids): creating, cloning or renaming into such a
-name warns (`DuplicateName`, a `UserWarning`; the CLI prints it as `Warning: ...`). Snapshot
-names in one VDI's tree must stay unique (revert resolves them): a rename that would repeat
-one is refused.
+Names follow `sm.api.checks` (no `/`, no control characters, at most 255 characters), and a
+name that names more than one VDI of an SR no longer resolves (`StorageManager.vdi` refuses
+it, listing the uuids): creating, cloning or renaming into such a name warns (`DuplicateName`,
+a `UserWarning`; the CLI prints it as `Warning: ...`). Snapshot names in one VDI's tree must
+stay unique (revert resolves them): a rename that would repeat one is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from sm.errors import InvalidArg, Unimplemented
 
+from . import checks
 from .models import VDI
 
 if TYPE_CHECKING:
@@ -34,13 +35,6 @@ __all__ = ["DuplicateName", "set_names", "warn_duplicates"]
 
 class DuplicateName(UserWarning):
     """A name-label given to a VDI that another VDI of the same SR already has."""
-
-
-def _check(text: str, what: str) -> None:
-    if "\0" in text:
-        raise InvalidArg(f"{what} must not contain NUL")
-    if len(text) > 4096:
-        raise InvalidArg(f"{what} is longer than 4096 characters")
 
 
 def warn_duplicates(vdis: Iterable[VDI], name: str, uuid: str, sr_name: str) -> None:
@@ -60,9 +54,10 @@ def set_names(state: State, client: SRClient, vdi: VDI, siblings: list[VDI], *,
     """Give `vdi` (a VDI or a snapshot) a new name and/or description (None: unchanged)."""
     if name is None and description is None:
         raise InvalidArg("nothing to change: give a name and/or a description")
-    for text, what in ((name, "name"), (description, "description")):
-        if text is not None:
-            _check(text, what)
+    if name is not None:  # the rules of sm.api.checks, as at creation
+        checks.name("VDI", name, empty=True)
+    if description is not None:
+        checks.description("VDI", description)
     node = state.snapshot((vdi.sr, vdi.uuid))
     if node is not None and name is not None:
         nodes, _ = state.tree((node.vdi_sr, node.vdi))

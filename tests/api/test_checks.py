@@ -128,3 +128,13 @@ def test_snapshot_names(manager: StorageManager) -> None:
     assert manager.vm_snapshots("vm").roots == ()
     assert [v for v in manager.vdis() if v.is_a_snapshot] == []
     assert manager.vm_snapshot("vm", "").name  # empty: named after the time
+
+
+def test_renames_follow_the_same_rule(manager: StorageManager) -> None:
+    manager.vdi_create(MiB, "d")
+    for bad in BAD_NAMES[1:]:
+        with pytest.raises(InvalidArg, match="VDI name"):
+            manager.vdi_rename("d", bad)
+    with pytest.raises(InvalidArg, match="VDI description"):
+        manager.vdi_set("d", description="bell\x07")
+    assert manager.vdi("d").name_label == "d"
