@@ -71,8 +71,6 @@ SCOPES = ("one", "with-children", "children-only")
 KNOWN_BUGS = {
     "revert-attached": "issue 16 defect 2: a clone-fallback revert of a disk a toolstack has "
                        "attached leaves a journal entry every later command fails on (VDIInUse)",
-    "disk-metadata-only": "vdi_delete(disk, scope='with-children', metadata_only=True) deletes "
-                          "the disk and its snapshots' volumes (metadata_only ignored)",
     "snapshot-kill": "vdi_snapshot killed after the driver committed leaves a snapshot VDI that "
                      "is in no snapshot tree (the API step is not journaled)",
 }
