@@ -19,7 +19,7 @@ import pytest
 
 from sm import faults
 from sm.api import StorageManager
-from sm.errors import InvalidArg, SMError, SRNoSpace
+from sm.errors import InvalidArg, SMError, SRNoSpace, VDISize
 from sm.faults import crash_env
 from tests.conftest import require_tool
 
@@ -265,26 +265,42 @@ def test_copy_file_to_lvhd_and_back_with_snapshots(env: dict[str, str], tmp_path
         assert sm.vdis(a) == []
         assert [n for n, *_ in _tree(sm, there.vdi.uuid, lv)] == ["one", "two", "three"]
         assert sm.vdi(there.vdi.uuid, lv).physical_utilisation < 24 * MiB  # thin, sparse
-        back = sm.vdi_copy(there.vdi.uuid, a, sr=lv, snapshots=True)
+        export = sm.vdi_attach(there.vdi.uuid, sr=lv)  # served from LVM, read with qemu-io
+        read = subprocess.run(["qemu-io", "-r", "-f", "raw", "-c", "read -P 0x44 0 100",
+                               export.url], capture_output=True, text=True, check=False)
+        assert read.returncode == 0 and "verification failed" not in read.stdout, read
+        back = sm.vdi_copy(there.vdi.uuid, a, sr=lv, snapshots=True)  # through the export
+        sm.vdi_detach(there.vdi.uuid, sr=lv)
         _check_tree_copy(sm, (there.vdi.uuid, lv), (back.vdi.uuid, a), tmp_path)
         sm.vdi_delete(there.vdi.uuid, sr=lv, scope="with-children")
 
 
 @pytest.mark.root
 @pytest.mark.nbd
-def test_copy_to_a_full_lvhd_sr_is_undone(env: dict[str, str], tmp_path: Path,
-                                          lvm_sandbox: Any,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_copies_to_lvhd_leave_nothing(env: dict[str, str], tmp_path: Path,
+                                             lvm_sandbox: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SM_RUN_DIR", env["SM_RUN_DIR"])
     with StorageManager(environ=env) as sm, _lvhd(sm, lvm_sandbox, 64 * MiB) as lv:
         a = new_sr(sm, "file", tmp_path, "a")
-        disk = sm.vdi_create(GiB, "big", sr=a).uuid
-        sm.vdi_write(disk, 0, b"keep", sr=a)
-        with pytest.raises(SMError) as err:
-            sm.vdi_move(disk, lv, sr=a)
-        assert err.value.code == SRNoSpace.code
+        big = sm.vdi_create(GiB, "big", sr=a).uuid
+        sm.vdi_write(big, 0, b"keep", sr=a)
+        with pytest.raises(SMError) as err:  # larger than the VG: SRNoSpace or VDISize
+            sm.vdi_move(big, lv, sr=a)
+        assert err.value.code in (SRNoSpace.code, VDISize.code)
         assert sm.vdis(lv) == [] and sm.state.journal() == []
-        assert sm.vdi_read(disk, 0, 4, sr=a) == b"keep"
+        assert sm.vdi_read(big, 0, 4, sr=a) == b"keep"
+
+        disk = _branchy(sm, a, 8 * MiB)  # fails after two snapshots were made on LVM
+        monkeypatch.setattr(faults, "_ARMED", True)
+        monkeypatch.setattr(faults, "_hits", {})
+        monkeypatch.setenv(faults.FAIL_VAR, "api.copy.created:2")
+        with pytest.raises(faults.InjectedFailure):
+            sm.vdi_move(disk, lv, sr=a, snapshots=True)
+        monkeypatch.delenv(faults.FAIL_VAR)
+        assert sm.vdis(lv) == [] and sm.state.journal() == []
+        assert [n for n, *_ in _tree(sm, disk, a)] == ["one", "two", "three"]
+        assert sm.vdi_read(disk, 0, 2, sr=a) == b"DD"
 
 
 # -- NFS (a File SR on a mounted export) -------------------------------------------------------
