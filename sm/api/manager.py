@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
+from sm.options import DeleteScope, checked
 
 from . import exports, guards, names, trees
 from . import revert as revert_ops
@@ -39,7 +40,6 @@ __all__ = ["StorageManager"]
 
 log = logging.getLogger(__name__)
 
-DeleteScope = Literal["one", "with-children", "children-only"]
 
 
 class StorageManager(VmMethods, WorkflowMethods):
@@ -272,6 +272,7 @@ class StorageManager(VmMethods, WorkflowMethods):
             with self._locked("repair"):
                 pass
 
+    @checked
     def vdis(self, sr: str | None = None, *, hidden: bool = False) -> list[VDI]:
         """The VDIs of an SR as this layer presents them (hidden bases only if asked)."""
         self._maybe_repair()
@@ -351,6 +352,7 @@ class StorageManager(VmMethods, WorkflowMethods):
         cfg = self._config(sr)
         return trees.build(self.state, self.vdi(ref, cfg.name))
 
+    @checked
     def vdi_revert(self, ref: str, snapshot: str, *, sr: str | None = None,
                    safety: bool = False) -> RevertResult:
         """Make VDI `ref` read what `snapshot` (uuid or tree name) reads, keeping its uuid,
@@ -364,6 +366,7 @@ class StorageManager(VmMethods, WorkflowMethods):
             snap = trees.resolve_snapshot(self.state, vdis, target, snapshot)
             return revert_ops.revert(self, cfg, target, snap, safety=safety)
 
+    @checked
     def vdi_delete(self, ref: str, *, sr: str | None = None, scope: DeleteScope = "one",
                    metadata_only: bool = False, force: bool = False) -> list[str]:
         """Delete a VDI, or a snapshot as libvirt does: `one` (its children get its parent),
@@ -419,6 +422,7 @@ class StorageManager(VmMethods, WorkflowMethods):
             data: bytes = disk.read(offset, length)
             return data
 
+    @checked
     def vdi_export(self, ref: str, output: str, fmt: Literal["raw", "vhd"] = "raw", *,
                    sr: str | None = None, progress: Callable[[int], None] | None = None
                    ) -> int:
@@ -428,6 +432,7 @@ class StorageManager(VmMethods, WorkflowMethods):
         with self._data(ref, sr, False) as disk:
             return export_to(disk, output, fmt, progress)
 
+    @checked
     def vdi_import(self, ref: str, source: str, fmt: Literal["raw", "vhd"] = "raw", *,
                    sr: str | None = None, progress: Callable[[int], None] | None = None
                    ) -> int:
