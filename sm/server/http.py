@@ -147,6 +147,7 @@ class HTTPServer:
         self._stop = threading.Event()
         self._dropped = 0
         self._dropped_logged = 0.0
+        self._next_expiry = 0.0
 
     # -- the reader loop ----------------------------------------------------------------------
 
@@ -160,7 +161,10 @@ class HTTPServer:
                     self._woken()
                 else:
                     self._ready(key.data, mask)
-            self._expire(time.monotonic())
+            now = time.monotonic()
+            if now >= self._next_expiry:  # deadlines are checked ten times a second
+                self._next_expiry = now + 0.1
+                self._expire(now)
 
     def shutdown(self) -> None:
         self._stop.set()
