@@ -86,3 +86,18 @@ def test_lvhd_sr_snapshot_is_immutable(env: dict[str, str], tmp_path: Path,
             sm.sr_delete("lv")
     finally:
         lvm_sandbox.detach(dev)
+
+
+@pytest.mark.root
+@pytest.mark.nbd  # an RBD image is reached through its NBD server
+def test_rbd_sr_snapshot_is_immutable(env: dict[str, str], tmp_path: Path,
+                                      rbd_namespace: str) -> None:
+    from tests.rbd.support import device_config
+
+    with StorageManager(environ={**env, "SM_RUN_DIR": str(tmp_path / "r")}) as sm:
+        sm.sr_create("rbd", "rbd", device_config())
+        _refusals(sm, "rbd", tmp_path)
+        for vdi in sm.vdis("rbd"):
+            if not vdi.is_a_snapshot:
+                sm.vdi_delete(vdi.uuid, sr="rbd", scope="with-children")
+        sm.sr_delete("rbd")
