@@ -12,6 +12,11 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# `pytest --hypothesis-profile=long`: the long runs of the property tests (the default profile
+# keeps the suite fast; tests read the option to choose their long settings)
+settings.register_profile("long", deadline=None, max_examples=1000)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # background collector runs (docs/gc.md) only where a test asks for them (tests/gc)

@@ -13,7 +13,16 @@ from .chain import find_parent
 from .errors import VhdError, VhdFormatError
 from .image import Image
 from .layout import ALIGN, bat_problems, next_block_start
-from .records import CREATOR_TAP, FILE_VERSION, SECTOR, UNUSED, DiskType, DynamicHeader, Footer
+from .records import (
+    CREATOR_TAP,
+    FILE_VERSION,
+    FOOTER_COOKIE,
+    SECTOR,
+    UNUSED,
+    DiskType,
+    DynamicHeader,
+    Footer,
+)
 
 SCAN_CHUNK = 4 * 1024 * 1024
 """Bytes of block data read at a time when --bitmaps compares a dynamic disk's data with its
@@ -197,19 +206,22 @@ def _check_leaks(img: Image, problems: list[str]) -> None:
     """Space that no metadata and no BAT entry covers, after a block (or after the metadata
     as created: BAT right after the header), where a block's bitmap would be and says data
     is present: a block whose BAT entry was cleared (or space a crash leaked; the image reads
-    correctly either way). After a moved BAT the space before the first block is its old
-    place: cannot tell."""
+    correctly either way). Cannot tell: after a moved BAT, the space before the first block
+    (its old place); past the end of data (where a crash leaves blocks it had not published
+    yet), so not the entry of the block last in the file either."""
     assert img.header is not None
     bs, bms = img.block_size, img.bm_size
     span = bms + bs
     moved = img.header.table_offset != img.footer.data_offset + 1024
     regions = sorted([(s, e, False) for _, s, e in img.extents()]
-                     + [(e * SECTOR, e * SECTOR + span, True) for e in img.bat if e != UNUSED])
+                     + [(e * SECTOR, e * SECTOR + span, True) for e in img.bat if e != UNUSED]
+                     + [(img.eod, img.eod + SECTOR, False)])
     pos, after_block = 0, False
     for start, end, is_block in [*regions, (img.eod, img.eod, False)]:
         if start - pos >= span and (after_block or not moved):
             for cand in sorted({pos, next_block_start(pos, bs)}):
-                if cand + span <= start and any(img.backing.pread(bms, cand)):
+                head = img.backing.pread(bms, cand)
+                if cand + span <= start and any(head) and head[:8] != FOOTER_COOKIE:
                     problems.append(f"{img.path}: [{cand},{cand + span}) looks like a block "
                                     f"(its bitmap says data is present) but no BAT entry "
                                     f"points to it (a cleared entry, or space a crash leaked)")

@@ -120,7 +120,10 @@ class Image:
                     field="footer.current_size", offset=size - SECTOR + 48, path=path)
             img.eod = tail.current_size
             return img
-        assert copy_err is not None
+        if copy_err is None:  # a valid footer at 0 saying "fixed" before dynamic data
+            copy_err = VhdFormatError(f"footer copy says disk type {DiskType.FIXED}, the "
+                                      f"trailing footer {tail.disk_type}",
+                                      field="footer copy.disk_type", offset=60, path=path)
         if strict:
             raise VhdFormatError(f"footer copy at offset 0 is bad ({_reason(copy_err, path)}); "
                                  "`repair` rewrites it from the trailing footer",
@@ -208,6 +211,15 @@ class Image:
                 raise VhdFormatError(f"trailing footer says disk type {tail.disk_type}, the "
                                      f"copy {footer.disk_type}", field="footer.disk_type",
                                      offset=self.eod + 60, path=path)
+            if tail.data_offset != footer.data_offset:
+                raise VhdFormatError(f"trailing footer puts the header at {tail.data_offset}, "
+                                     f"the copy at {footer.data_offset}",
+                                     field="footer.data_offset", offset=self.eod + 16, path=path)
+            if -(-tail.current_size // hdr.block_size) > hdr.max_table_entries:
+                raise VhdFormatError(f"trailing footer's size {tail.current_size} needs more "
+                                     f"than the {hdr.max_table_entries} BAT entries",
+                                     field="footer.current_size", offset=self.eod + 48,
+                                     path=path)
         except VhdFormatError as err:
             if not copy_is_good:
                 raise
@@ -242,6 +254,7 @@ class Image:
             raise VhdFormatError(f"batmap offset {bh.batmap_offset} is not a sector after its "
                                  f"header at {off}", field="batmap.batmap_offset",
                                  offset=off + 8, path=self.path)
+        self._within(bh.batmap_offset, 0, "batmap.batmap_offset", off + 8, "batmap")
         self._within(bh.batmap_offset, bh.batmap_size * SECTOR, "batmap.batmap_size",
                      off + 16, "batmap")
         data = self.backing.pread(bh.batmap_size * SECTOR, bh.batmap_offset)
