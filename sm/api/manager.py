@@ -452,7 +452,9 @@ class StorageManager(VmMethods, WorkflowMethods):
         """Chains, pending merges, reclaimable bytes, the collector's state (`sm_gc_status`)."""
         return self._gc("sm_gc_status", sr)
 
-    def sr_repair(self, sr: str | None = None, *, action: str = "show", entry: str = "",
+    @checked
+    def sr_repair(self, sr: str | None = None, *,
+                  action: Literal["show", "retry", "discard"] = "show", entry: str = "",
                   force: bool = False) -> dict[str, Any]:
         """Journal entries a failed replay set aside, and the VDIs they make unusable: show
         them, or `retry` / `discard` one (`entry`) or all (`sm.repair.repair`)."""

@@ -146,10 +146,9 @@ def repair(sm: StorageManager, name: str | None, retry: str | None, discard: str
     resolve one with --retry or --discard (docs/cli.md)."""
     if retry and discard:
         raise click.UsageError("give --retry or --discard, not both")
-    action = "retry" if retry else "discard" if discard else "show"
     entry = retry or discard or ""
-    report = sm.sr_repair(name, action=action, entry="" if entry == "all" else entry,
-                          force=force)
+    report = sm.sr_repair(name, action="retry" if retry else "discard" if discard else "show",
+                          entry="" if entry == "all" else entry, force=force)
     if as_json:
         echo_json(report)
         return

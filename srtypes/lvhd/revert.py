@@ -21,7 +21,8 @@ Steps (crash points ``vdi_revert:<step>``), journaled in MGT:
                the journal entry)
 
 Recovery rolls forward once anything was changed (each step checks before it acts) and drops
-the entry otherwise.
+the entry otherwise. Failing in its own process, a revert is undone (`undo`) until X's old LV
+is removed (the switch), completed after.
 """
 
 from __future__ import annotations
@@ -118,11 +119,49 @@ def run(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> None:
     key = f"vdi_revert-{target.uuid}"
     with repo.transaction("vdi_revert") as txn:
         txn.journal[key] = data
-    crash_point("vdi_revert:journaled")
-    try:
-        _forward(repo, key, data)
-    except (OSError, ValueError) as err:
-        raise VDIUnavailable(f"revert of {target.uuid} to {snap.uuid}: {err}") from err
+    from sm.journal import undo_on_failure
+
+    with undo_on_failure(lambda _err: undo(repo, key)):
+        crash_point("vdi_revert:journaled")
+        try:
+            _forward(repo, key, data)
+        except (OSError, ValueError) as err:
+            raise VDIUnavailable(f"revert of {target.uuid} to {snap.uuid}: {err}") from err
+
+
+def undo(repo: LvhdRepo, key: str) -> None:
+    """A revert that failed in-process: completed once X's old LV is gone (the switch), else
+    undone: the scratch leaf removed, B2 given back to S (name, uuid, visibility, no tag), the
+    entry dropped. Each step checks first: a crash in between is rolled forward by replay."""
+    from sm import vhd
+
+    d = repo.read().journal.get(key)
+    if d is None:
+        return
+    lvm, vg = repo.lvm, repo.vg
+    x_lv, tmp = _lv(d["target"]), _tmp(d["target"])
+    switched = "records" in d.get("steps", []) or not lvm.lv_exists(vg, x_lv) or (
+        "leaf" in d.get("steps", []) and not lvm.lv_exists(vg, tmp))
+    if switched:
+        _forward(repo, key, d)
+        return
+    if lvm.lv_exists(vg, tmp):
+        lvm.lvremove(vg, tmp)
+    b2, s_uuid = d["b2"], d["snapshot"]
+    if b2 is not None and lvm.lv_exists(vg, _lv(b2)):
+        if lvm.lv_exists(vg, _lv(s_uuid)):
+            lvm.lvremove(vg, _lv(s_uuid))  # the empty child of B2
+        bp = repo.storage.path(_lv(b2))
+        info = vhd.info(bp, storage=repo.storage)
+        if str(info.uuid) != s_uuid:
+            vhd.set_uuid(bp, uuidlib.UUID(s_uuid), storage=repo.storage)
+        if info.hidden:
+            vhd.set_hidden(bp, False, storage=repo.storage)
+        if RO_TAG in lvm.lv(vg, _lv(b2)).tags:
+            lvm.lv_deltag(vg, _lv(b2), RO_TAG)
+        lvm.lvrename(vg, _lv(b2), _lv(s_uuid))
+    with repo.transaction("undo") as txn:
+        txn.journal.pop(key, None)
 
 
 def recover(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:

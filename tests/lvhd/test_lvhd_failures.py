@@ -74,26 +74,32 @@ def fail_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None], None]:
     return arm
 
 
-@pytest.mark.parametrize("point", ["vdi_snapshot:renamed", "vdi_snapshot:leaf",
-                                   "vdi_snapshot:snap", "vdi_resize:grown"])
+@pytest.mark.parametrize("point", ["vdi_snapshot:leaf", "vdi_resize:grown",
+                                   "vdi_revert:leaf"])
 def test_failure_in_process_leaves_the_sr_unchanged(sr: Sr, fail_at: Any, point: str) -> None:
     x = sr.call("vdi_create", [str(8 * MiB)])["uuid"]
     _put(sr, x, 0, A)
+    snap = sr.call("vdi_snapshot", vdi_uuid=x)["uuid"]
+    _put(sr, x, 0, B)
     before = sr.records()
     fail_at(point)
     command = point.split(":")[0]
-    args = [str(16 * MiB)] if command == "vdi_resize" else []
-    assert "injected failure" in _fault(sr, command, args, vdi_uuid=x).string
+    args, vdi = {"vdi_resize": ([str(16 * MiB)], x), "vdi_revert": ([x], snap)}.get(
+        command, ([], x))
+    assert "injected failure" in _fault(sr, command, args, vdi_uuid=vdi).string
     fail_at(None)
     assert _journal(sr) == {}
     after = _check_sr(sr)
-    assert {u: {k: v for k, v in r.items() if k != "physical_utilisation"}
-            for u, r in after.items()} == {
-        u: {k: v for k, v in r.items() if k != "physical_utilisation"}
-        for u, r in before.items()}
-    assert _read(sr, x, 0, len(A)) == A
+
+    def ident(records: dict[str, Any]) -> dict[str, Any]:
+        return {u: {k: v for k, v in r.items() if k != "physical_utilisation"}
+                for u, r in records.items()}
+
+    assert ident(after) == ident(before)
+    assert _read(sr, x, 0, len(B)) == B and _read(sr, snap, 0, len(A)) == A
     s = sr.call("vdi_snapshot", vdi_uuid=x)["uuid"]  # the SR is not blocked
     sr.call("vdi_delete", vdi_uuid=s)
+    sr.call("vdi_delete", vdi_uuid=snap)
 
 
 @pytest.fixture
