@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,3 +138,29 @@ def test_stuck_journal_entry_is_set_aside(env: dict[str, str], tmp_path: Path) -
     with StorageManager(environ=env) as sm:
         assert sm.vdi_read(disk, 0, len(SNAP), sr=sr) == SNAP  # rolled forward now
         assert sm.state.journal() == []
+
+
+@pytest.mark.root
+@pytest.mark.nbd  # an LVM volume is reached through its NBD server (no device-mapper here)
+@pytest.mark.parametrize("revert", ["auto", "clone"])
+def test_attached_lvhd_vdi_is_not_reverted(env: dict[str, str], tmp_path: Path,
+                                           lvm_sandbox: Any, revert: str) -> None:
+    dev, _ = lvm_sandbox.loop_device(64 * MiB)
+    try:
+        with StorageManager(environ={**env, "SM_REVERT": revert}) as sm:
+            sm.sr_create("lv", "lvhd", {"device": dev})
+            disk, snap = _disk(sm, "lv")
+            client = sm._client(sm._config("lv"))
+            ref = sm.vdi(disk, "lv").ref
+            client.vdi_attach(ref, False)  # read-only counts too
+            with pytest.raises(VDIInUse, match="attached read-only"):
+                sm.vdi_revert(disk, snap, sr="lv")
+            assert sm.state.journal() == []
+            client.vdi_detach(ref)
+            assert sm.vdi_read(disk, 0, len(OLD), sr="lv") == OLD
+            sm.vdi_revert(disk, snap, sr="lv")
+            assert sm.vdi_read(disk, 0, len(SNAP), sr="lv") == SNAP
+            sm.vdi_delete(disk, sr="lv", scope="with-children")
+            sm.sr_delete("lv")
+    finally:
+        lvm_sandbox.detach(dev)
