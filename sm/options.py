@@ -8,7 +8,11 @@ them before the method runs, so a wrong option never reaches a driver:
 - a `Literal[...]` option (a scope, a format) whose value is not one of its values: InvalidArg
   naming the option and the allowed values;
 - a `bool` option given anything but True/False (an XML-RPC client sending "false" as a
-  string must not get True): InvalidArg.
+  string must not get True): InvalidArg;
+- missing or extra positional arguments: InvalidArg (not a TypeError).
+
+`StorageManager` is decorated with `checked_methods`: every public method, its mixins'
+included, goes through `checked`.
 
 `sm.server.methods` binds XML-RPC parameters with `bind` (the same unknown-option rule) and
 then calls the checked method; the CLI builds its choices from `allowed` (e.g.
@@ -24,7 +28,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, get_args, get_origin
 
 from sm.errors import InvalidArg
 
-__all__ = ["DataFormat", "DeleteScope", "allowed", "bind", "check", "checked"]
+__all__ = ["DataFormat", "DeleteScope", "allowed", "bind", "check", "checked", "checked_methods"]
 
 DeleteScope = Literal["one", "with-children", "children-only"]
 """`vdi_delete` / `vm_snapshot_delete`: which snapshots go (the libvirt model)."""
@@ -109,6 +113,9 @@ def checked(func: Callable[P, R]) -> Callable[P, R]:
     """Validate every call of an API method against its annotations (module docstring)."""
     schema: dict[str, Any] | None = None
 
+    if getattr(func, "_checked", False):
+        return func
+
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         nonlocal schema
@@ -121,4 +128,20 @@ def checked(func: Callable[P, R]) -> Callable[P, R]:
                 check(_label(func), name, value, kind)
         return func(*args, **kwargs)
 
+    wrapper._checked = True  # type: ignore[attr-defined]
     return wrapper
+
+
+C = TypeVar("C", bound=type)
+
+
+def checked_methods(cls: C) -> C:
+    """Class decorator: every public method of `cls` (its mixins' too) is `checked`, so no
+    method of the API takes an unknown option or a bad option value silently."""
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        attr = inspect.getattr_static(cls, name)
+        if inspect.isfunction(attr) and not getattr(attr, "_checked", False):
+            setattr(cls, name, checked(attr))
+    return cls

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
-from sm.options import DeleteScope, checked
+from sm.options import DeleteScope, checked, checked_methods
 
 from . import exports, guards, names, trees
 from . import revert as revert_ops
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 
 
+@checked_methods
 class StorageManager(VmMethods, WorkflowMethods):
     """SRs from the registry, VDIs through SMAPIv1 drivers, state in SQLite.
 

@@ -63,6 +63,13 @@ def test_bad_options_change_nothing(env: dict[str, str], tmp_path: Path) -> None
         assert not (tmp_path / "x").exists()
         with pytest.raises(InvalidArg, match="scope='children'"):
             sm.vm_snapshot_delete("vm", "v1", scope="children")  # type: ignore[arg-type]
+        # Every public method, the ones without Literal or bool options too.
+        with pytest.raises(InvalidArg, match="unknown option 'size'"):
+            sm.vdi_snapshot(disk.uuid, "s2", sr=sr, size=1)  # type: ignore[call-arg]
+        with pytest.raises(InvalidArg, match="unknown option 'disk'"):
+            sm.vm_create("vm2", disk=disk.uuid)  # type: ignore[call-arg]
+        with pytest.raises(InvalidArg, match="missing a required argument"):
+            sm.vdi_revert(disk.uuid)  # type: ignore[call-arg]
 
         assert (sm.vdis(sr, hidden=True), sm.vm_snapshots("vm")) == before
         # Good options still work.
