@@ -50,7 +50,7 @@ def test_newcomer_flow_on_the_embedded_default(sm) -> None:  # type: ignore[no-u
     assert shown["name_description"] == "first disk"
     resized = json.loads(sm("vdi", "resize", "disk1", "32M", "--json").output)
     assert resized["virtual_size"] == 32 * 1024 * 1024
-    clone = json.loads(sm("vdi", "clone", "disk1", "--json").output)
+    clone = json.loads(sm("vdi", "clone", "disk1", "--json").stdout)  # + a warning on stderr
     assert clone["uuid"] != shown["uuid"]
     deleted = json.loads(sm("vdi", "delete", clone["uuid"], "--json").output)
     assert deleted["deleted"] == [clone["uuid"]]
