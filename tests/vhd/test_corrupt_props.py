@@ -2,7 +2,8 @@
 locators, BAT, batmap header and map, bitmaps), written with or without a checksum fixed up
 behind it, gives `check`, `info`, an open (and reads) and `precheck` a named error
 (`VhdError`; a `VhdFormatError` names its field) or a documented "cannot tell" (no error):
-never another exception (OverflowError, MemoryError, IndexError, struct.error, ValueError...).
+never another exception (OverflowError, MemoryError, IndexError, struct.error, ValueError...);
+the SRs' precheck (`srtypes.file.edge.require_sound`) answers VDIUnavailable or nothing.
 
 Images: made by the engine (dynamic, differencing, fixed, 64 KiB blocks) and by qemu-img /
 qemu-io (dynamic, 2 MiB blocks). Fast by default (a few seconds);
@@ -182,9 +183,17 @@ def _named(err: BaseException) -> None:
 
 
 def exercise(path: str) -> None:
-    """Every entry point on a (possibly) damaged image: named errors or answers."""
+    """Every entry point on a (possibly) damaged image: named errors or answers; the SRs'
+    precheck (`require_sound`) answers VDIUnavailable (46) naming the image, or nothing."""
+    from sm.errors import VDIUnavailable
+    from srtypes.file.edge import require_sound
+
     problems = vhd.check(path, bitmaps=True)  # never raises: problems are strings
     assert all(isinstance(p, str) and p for p in problems)
+    try:
+        require_sound(path)
+    except VDIUnavailable as err:
+        assert path in str(err)
     for call in (lambda: vhd.info(path), lambda: vhd.precheck(path), lambda: _read(path),
                  lambda: vhd.allocation_map(path)):
         try:
