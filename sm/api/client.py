@@ -121,6 +121,11 @@ class SRClient:
             self.call("vdi_activate", [str(writable).lower()], vdi=vdi)
         return result
 
+    def vdi_update(self, vdi: tuple[str, str]) -> None:
+        """Refresh the record from the storage (sizes); nothing if the SR type cannot."""
+        if self.has(Capability.VDI_UPDATE):
+            self.call("vdi_update", vdi=vdi)
+
     def vdi_detach(self, vdi: tuple[str, str]) -> None:
         if self.has(Capability.VDI_DEACTIVATE):
             self.call("vdi_deactivate", vdi=vdi)

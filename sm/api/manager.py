@@ -10,7 +10,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
@@ -411,6 +411,8 @@ class StorageManager(VmMethods, WorkflowMethods):
         with exports.attached(self.state, self._client(cfg), vdi, writable) as attach, \
                 open_attached(attach, writable) as handle:
             yield handle
+        if writable:  # USED (physical utilisation) current once the data path closes
+            self._client(cfg).vdi_update(vdi.ref)
 
     def vdi_read(self, ref: str, offset: int = 0, length: int | None = None, *,
                  sr: str | None = None) -> bytes:
@@ -424,24 +426,65 @@ class StorageManager(VmMethods, WorkflowMethods):
             return data
 
     @checked
-    def vdi_export(self, ref: str, output: str, fmt: Literal["raw", "vhd"] = "raw", *,
-                   sr: str | None = None, progress: Callable[[int], None] | None = None
-                   ) -> int:
-        """Write the VDI's content to `output`: a raw file or a standalone dynamic VHD."""
+    def vdi_export(self, ref: str, output: str | BinaryIO, fmt: Literal["raw", "vhd"] = "raw",
+                   *, sr: str | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> int:
+        """Write the VDI's content to `output` (a path or a binary stream): raw bytes (a sparse
+        file) or a standalone dynamic VHD; `progress(done, total)`. Returns the size."""
         from .transfer import export_to
 
         with self._data(ref, sr, False) as disk:
             return export_to(disk, output, fmt, progress)
 
     @checked
-    def vdi_import(self, ref: str, source: str, fmt: Literal["raw", "vhd"] = "raw", *,
-                   sr: str | None = None, progress: Callable[[int], None] | None = None
-                   ) -> int:
-        """Write a raw file's or a VHD's content into the VDI from offset 0."""
-        from .transfer import import_from
+    def vdi_import(self, ref: str, source: str | BinaryIO,
+                   fmt: Literal["auto", "raw", "vhd"] = "auto", *, sr: str | None = None,
+                   progress: Callable[[int, int], None] | None = None, create: bool = False,
+                   size: int | None = None) -> VDI:
+        """Write an image (a path or a binary stream; raw or VHD, detected by default) into
+        the VDI from offset 0. `create`: when `ref` names no VDI, create one called `ref` of
+        `size` (default: the image's virtual size). Returns the VDI. (sm.api.transfer)"""
+        from .transfer import import_from, open_input
 
-        with self._locked("vdi import"), self._data(ref, sr, True) as disk:
-            return import_from(disk, source, fmt, progress)
+        cfg = self._config(sr)
+        with open_input(source, fmt) as src:
+            vdi = None
+            if create:
+                with contextlib.suppress(VDIMissing):
+                    vdi = self.vdi(ref, cfg.name)
+            if vdi is not None and size is not None:
+                raise InvalidArg(f"VDI {ref!r} exists: size is only for a new VDI "
+                                 "(grow it with vdi_resize)")
+            if vdi is None and create:
+                want = size if size is not None else src.size
+                if want is None:
+                    raise InvalidArg(f"the size of {src.name} is not known before its end "
+                                     "(a raw stream): give the size of the new VDI")
+                vdi = self.vdi_create(want, ref, sr=cfg.name)
+                fresh = True
+            else:
+                fresh = False
+            with self._locked("vdi import"), \
+                    self._data(vdi.uuid if vdi else ref, cfg.name, True) as disk:
+                import_from(disk, src, progress, fresh=fresh)
+        return self.vdi(vdi.uuid if vdi else ref, cfg.name)
+
+    def vdi_write_from(self, ref: str, offset: int, stream: BinaryIO, *,
+                       sr: str | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> int:
+        """`vdi_write` of a binary stream's bytes (until its end), in bounded chunks."""
+        from .transfer import write_from
+
+        with self._locked("vdi write"), self._data(ref, sr, True) as disk:
+            return write_from(disk, offset, stream, progress)
+
+    def vdi_read_to(self, ref: str, out: BinaryIO, offset: int = 0, length: int | None = None,
+                    *, sr: str | None = None) -> int:
+        """`vdi_read` into a binary stream, in bounded chunks; the bytes written."""
+        from .transfer import read_to
+
+        with self._data(ref, sr, False) as disk:
+            return read_to(disk, offset, length, out)
 
     # -- garbage collection (docs/gc.md) -----------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -19,8 +18,7 @@ from sm.cli.output import (
     tree_lines,
     when,
 )
-from sm.cli.vhd import SIZE
-from sm.options import DataFormat, allowed
+from sm.cli.sizes import DISK_SIZE
 
 if TYPE_CHECKING:
     from sm.api import VDI, SnapshotTree, StorageManager, TreeNode
@@ -67,7 +65,7 @@ def vdi() -> None:
 
 @vdi.command()
 @click.argument("name")
-@click.option("--size", type=SIZE, required=True, help="Virtual size, e.g. 64M, 10G.")
+@click.option("--size", type=DISK_SIZE, required=True, help="Virtual size, e.g. 64M, 10G.")
 @click.option("--description", default="", help="name-description.")
 @sr_option
 @json_option
@@ -100,7 +98,7 @@ def show(sm: StorageManager, ref: str, sr: str | None, as_json: bool) -> None:
 
 @vdi.command()
 @click.argument("ref", metavar="VDI")
-@click.argument("size", type=SIZE)
+@click.argument("size", type=DISK_SIZE)
 @sr_option
 @json_option
 @pass_manager
@@ -193,56 +191,4 @@ def tree(sm: StorageManager, ref: str, sr: str | None, as_json: bool) -> None:
         click.echo("\n".join(render_tree(result)))
 
 
-@vdi.command()
-@click.argument("ref", metavar="VDI")
-@click.argument("data", required=False)
-@click.option("--offset", type=SIZE, default=0, help="Byte offset.")
-@sr_option
-@pass_manager
-def write(sm: StorageManager, ref: str, data: str | None, offset: int, sr: str | None) -> None:
-    """Write DATA (default: stdin) into the VDI at --offset (small scripted writes)."""
-    payload = data.encode() if data is not None else sys.stdin.buffer.read()
-    sm.vdi_write(ref, offset, payload, sr=sr)
-
-
-@vdi.command()
-@click.argument("ref", metavar="VDI")
-@click.option("--offset", type=SIZE, default=0, help="Byte offset.")
-@click.option("--length", type=SIZE, default=None, help="Bytes (default: to the end).")
-@sr_option
-@pass_manager
-def read(sm: StorageManager, ref: str, offset: int, length: int | None, sr: str | None) -> None:
-    """Write the VDI's bytes to stdout."""
-    sys.stdout.buffer.write(sm.vdi_read(ref, offset, length, sr=sr))
-    sys.stdout.buffer.flush()
-
-
-FORMAT = click.option("--format", "fmt", type=click.Choice(allowed(DataFormat)), default="raw",
-                      show_default=True, help="raw bytes or a standalone dynamic VHD.")
-
-
-@vdi.command("export")
-@click.argument("ref", metavar="VDI")
-@click.option("--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
-@FORMAT
-@sr_option
-@pass_manager
-def export_(sm: StorageManager, ref: str, output: str, fmt: str, sr: str | None) -> None:
-    """Export the VDI's content to a raw file or a VHD, with a progress bar."""
-    with click.progressbar(length=sm.vdi(ref, sr).virtual_size, label="export") as bar:
-        sm.vdi_export(ref, output, fmt, sr=sr,  # type: ignore[arg-type]
-                      progress=lambda done: bar.update(done - bar.pos))
-
-
-@vdi.command("import")
-@click.argument("ref", metavar="VDI")
-@click.option("--input", "source", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Raw file or VHD to read.")
-@FORMAT
-@sr_option
-@pass_manager
-def import_(sm: StorageManager, ref: str, source: str, fmt: str, sr: str | None) -> None:
-    """Import a raw file's or a VHD's content into the VDI, with a progress bar."""
-    with click.progressbar(length=sm.vdi(ref, sr).virtual_size, label="import") as bar:
-        sm.vdi_import(ref, source, fmt, sr=sr,  # type: ignore[arg-type]
-                      progress=lambda done: bar.update(done - bar.pos))
+# write, read, export, import: sm.cli.data (registered by sm.cli.main)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import sys
 from collections.abc import Callable, Iterator
@@ -19,37 +18,12 @@ from typing import IO, Any
 import click
 
 from sm import vhd as engine
+from sm.cli.sizes import SIZE, SizeType, parse_size  # noqa: F401  (re-exported)
 
 #: Bytes per engine call for `read`/`write`: large enough to amortise per-call overhead.
 CHUNK = 8 * 1024 * 1024
 
-_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
-
 Progress = Callable[[int, int], None]
-
-
-def parse_size(text: str) -> int:
-    """`"64M"` -> 67108864. Suffixes K, M, G, T (also KiB/KB...) are powers of 1024."""
-    match = _SIZE_RE.match(text)
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (use bytes or a K/M/G/T suffix)")
-    return int(match.group(1)) * _SUFFIXES[match.group(2).upper()]
-
-
-class SizeType(click.ParamType[int]):
-    name = "SIZE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(str(value))
-        except ValueError as err:
-            self.fail(str(err), param, ctx)
-
-
-SIZE = SizeType()
 
 
 def human_size(n: int) -> str:

@@ -1,0 +1,180 @@
+"""`sm vdi import|export|write|read` through pipes (`-`), format detection, import creating the
+VDI at the image's size, USED kept current, the size parser, and one-line errors: the installed
+`sm` command run as a user runs it (issue 16, defects 6 to 9)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from sm.vhd import check as vhd_check
+from tests.api.conftest import PLUGINS, SM, env, plugins, run_sm  # noqa: F401
+from tests.conftest import require_root, require_tool
+
+MiB = 1 << 20
+
+
+def ok(env: dict[str, str], *args: str, stdin: bytes | None = None,  # noqa: F811
+       cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run([str(SM), *args], env=env, input=stdin, capture_output=True,
+                          timeout=300, check=False, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc
+
+
+def fails(env: dict[str, str], *args: str, stdin: bytes | None = None,  # noqa: F811
+          code: int = 1) -> str:
+    """The one line a failing command prints (asserted to be exactly one, no traceback)."""
+    proc = run_sm(env, *args, stdin=stdin)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    return lines[0]
+
+
+def pattern(n: int, seed: int = 1) -> bytes:
+    return (bytes(range(seed, 256)) + bytes(range(seed)))[:256] * (n // 256)
+
+
+def content(env: dict[str, str], ref: str, length: int | None = None) -> bytes:  # noqa: F811
+    args = ["vdi", "read", ref] + (["--length", str(length)] if length is not None else [])
+    return ok(env, *args).stdout
+
+
+def vdi_json(env: dict[str, str], ref: str) -> dict[str, object]:  # noqa: F811
+    return dict(json.loads(ok(env, "vdi", "show", ref, "--json").stdout))
+
+
+def test_import_and_export_through_pipes(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    require_tool("qemu-img")
+    data = pattern(3 * MiB + 512)
+    ok(env, "vdi", "create", "disk", "--size", "8M")
+    ok(env, "vdi", "import", "disk", "--input", "-", stdin=data)
+    assert content(env, "disk", len(data)) == data
+    ok(env, "vdi", "import", "disk", "--input", "/dev/stdin", stdin=data[::-1])
+    assert content(env, "disk", len(data)) == data[::-1]
+    whole = data[::-1] + bytes(8 * MiB - len(data))
+
+    # export to stdout: raw, and a dynamic VHD qemu-img reads; no file called "-"
+    raw = ok(env, "vdi", "export", "disk", "--output", "-", cwd=tmp_path).stdout
+    assert raw == whole and not (tmp_path / "-").exists()
+    vhd_bytes = ok(env, "vdi", "export", "disk", "--output", "-", "--format", "vhd").stdout
+    vhd = tmp_path / "d.vhd"
+    vhd.write_bytes(vhd_bytes)
+    assert vhd_check(str(vhd)) == []
+    assert len(vhd_bytes) < 6 * MiB  # the two all-zero 2 MiB blocks are absent
+    back = tmp_path / "back.raw"
+    subprocess.run(["qemu-img", "convert", "-f", "vpc", "-O", "raw", str(vhd), str(back)],
+                   check=True)
+    assert back.read_bytes()[:8 * MiB] == whole
+
+    # import from a pipe into a VDI that does not exist yet: created at the VHD's size
+    ok(env, "vdi", "import", "copy", "--input", "-", stdin=vhd_bytes)
+    assert vdi_json(env, "copy")["virtual_size"] == 8 * MiB
+    assert content(env, "copy") == whole
+    # a VHD made by qemu-img (its own layout), from a pipe and from a file, format detected
+    qvhd = tmp_path / "q.vhd"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", str(back), str(qvhd)],
+                   check=True)
+    ok(env, "vdi", "import", "disk", "--input", "-", stdin=qvhd.read_bytes())
+    assert content(env, "disk") == whole
+    ok(env, "vdi", "import", "fromfile", "--input", str(qvhd))
+    assert content(env, "fromfile", 8 * MiB) == whole
+
+    # a raw file gives its length; a raw pipe has none: --size
+    src = tmp_path / "in.raw"
+    src.write_bytes(data)
+    ok(env, "vdi", "import", "rawfile", "--input", str(src))
+    assert vdi_json(env, "rawfile")["virtual_size"] == len(data)
+    line = fails(env, "vdi", "import", "rawpipe", "--input", "-", stdin=data)
+    assert "InvalidArg (1)" in line and "size" in line
+    ok(env, "vdi", "import", "rawpipe", "--input", "-", "--size", "4M", stdin=data)
+    assert content(env, "rawpipe") == data + bytes(4 * MiB - len(data))
+    line = fails(env, "vdi", "import", "disk", "--input", "-", "--size", "4M", stdin=data)
+    assert "exists" in line
+
+    # write and read through pipes and files
+    ok(env, "vdi", "write", "disk", "-", "--offset", "1M", stdin=b"piped")
+    ok(env, "vdi", "read", "disk", "--offset", "1M", "--length", "5", "--output",
+       str(tmp_path / "five"))
+    assert (tmp_path / "five").read_bytes() == b"piped"
+
+
+def test_formats_we_do_not_read_are_refused(env: dict[str, str], tmp_path: Path  # noqa: F811
+                                            ) -> None:
+    require_tool("qemu-img")
+    ok(env, "vdi", "create", "disk", "--size", "8M")
+    ok(env, "vdi", "write", "disk", "keep")
+    for fmt in ("qcow2", "vmdk", "vdi", "vhdx"):
+        image = tmp_path / f"image.{fmt}"
+        subprocess.run(["qemu-img", "create", "-f", fmt, str(image), "4M"], check=True,
+                       capture_output=True)
+        source, stdin = (str(image), None) if fmt != "qcow2" else ("-", image.read_bytes())
+        line = fails(env, "vdi", "import", "disk", "--input", source, stdin=stdin)
+        assert f"is a {fmt} image" in line and "qemu-img convert" in line, line
+    assert content(env, "disk", 4) == b"keep"
+    fails(env, "vdi", "import", "other", "--input", str(tmp_path / "image.vmdk"))
+    assert "other" not in ok(env, "vdi", "list").stdout.decode()
+
+
+def test_used_is_current_after_writes_and_imports(env: dict[str, str]) -> None:  # noqa: F811
+    ok(env, "vdi", "create", "disk", "--size", "64M")
+    before = vdi_json(env, "disk")["physical_utilisation"]
+    assert isinstance(before, int) and before < MiB
+    ok(env, "vdi", "write", "disk", "--offset", "8M", stdin=pattern(16 * MiB))
+    used = vdi_json(env, "disk")["physical_utilisation"]
+    assert isinstance(used, int) and used >= 16 * MiB
+    ok(env, "vdi", "import", "disk", "--input", "-", stdin=pattern(40 * MiB))
+    used = vdi_json(env, "disk")["physical_utilisation"]
+    assert isinstance(used, int) and used >= 40 * MiB
+    listed = json.loads(ok(env, "vdi", "list", "--json").stdout)
+    assert listed[0]["physical_utilisation"] == used
+
+
+def test_one_size_parser(env: dict[str, str]) -> None:  # noqa: F811
+    line = fails(env, "vdi", "create", "d", "--size", "0", code=2)
+    assert "--size" in line and "at least 1 byte" in line
+    line = fails(env, "vdi", "create", "d", "--size", "9999999T", code=2)
+    assert "too large (VHD maximum 2040 GiB" in line
+    line = fails(env, "vdi", "create", "d", "--size", "3000G")
+    assert "VDISize (79)" in line and "2040 GiB" in line
+    line = fails(env, "vdi", "create", "d", "--size", "ten", code=2)
+    assert "not a size" in line
+    ok(env, "vdi", "create", "d", "--size", "1M")
+    assert "at least 1 byte" in fails(env, "vdi", "resize", "d", "0", code=2)
+    assert ok(env, "vdi", "list").stdout.decode().count("\n") == 2  # header + d
+
+
+def test_failures_are_one_line(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    ok(env, "vdi", "create", "disk", "--size", "1M")
+    line = fails(env, "vdi", "export", "disk", "--output", str(tmp_path / "missing" / "x"))
+    assert "InvalidArg (1)" in line and "missing" in line
+    line = fails(env, "vdi", "import", "disk", "--input", str(tmp_path / "nothing"))
+    assert "InvalidArg (1)" in line and "No such file" in line
+    assert "VDIMissing (144)" in fails(env, "vdi", "show", "nosuch")
+    # --debug adds the trace
+    proc = run_sm(env, "--debug", "vdi", "show", "nosuch")
+    assert proc.returncode == 1 and b"Traceback" in proc.stderr
+    assert proc.stderr.decode().splitlines()[-1].startswith("Error: VDIMissing (144)")
+
+
+def test_failures_on_a_read_only_file_system_are_one_line(env: dict[str, str],  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    require_root()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)], check=True)
+    try:
+        (mnt / "sr").mkdir()
+        ok(env, "sr", "create", "ro", "-d", f"location={mnt / 'sr'}")
+        ok(env, "vdi", "create", "a", "--size", "1M", "--sr", "ro")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        for args in (["vdi", "list"], ["vdi", "write", "a", "x"], ["vdi", "snapshot", "a"],
+                     ["vdi", "create", "b", "--size", "1M"], ["sr", "scan", "ro"]):
+            line = fails(env, *args, "--sr", "ro") if args[0] == "vdi" else fails(env, *args)
+            assert "Read-only file system" in line, line
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
