@@ -58,6 +58,9 @@ COMMANDS: list[tuple[str, list[Any], dict[str, Any]]] = [
     ("vdi_generate_config", [], {"vdi": VDI}),
     ("vdi_attach_from_config", [], {"vdi": VDI}),
     ("sm_vdi_get", [], {"vdi": VDI}),
+    ("sm_vdi_set_names", ["name", "description"], {"vdi": VDI}),
+    ("sm_vdi_allocation", [], {"vdi": VDI}),
+    ("sm_sr_stats", [], {}),
 ]
 IDS = [f"{c}-{a[0] if a else ''}" for c, a, _ in COMMANDS]
 
@@ -335,3 +338,27 @@ def test_sr_delete_leaves_links_and_their_targets(sr: FileSRClient, tmp_path: Pa
     sr.call("sr_delete")
     assert link.is_symlink() and not (sr.location / ".sm").exists()
     assert _digest(target) == before
+
+
+def test_sr_storage_confines_the_engine(tmp_path: Path) -> None:
+    """The engine's Storage for an SR: no link opened, nothing outside seen or created."""
+    from srtypes.file.confine import ImageOutsideSR, SRStorage
+
+    root = tmp_path / "sr"
+    root.mkdir()
+    inside = _outside_vhd(tmp_path, str(uuidlib.uuid4()))
+    own = root / inside.name
+    own.write_bytes(inside.read_bytes())
+    (root / "link.vhd").symlink_to(inside)
+    storage = SRStorage(root)
+    assert storage.exists(str(own))
+    assert not storage.exists(str(inside)) and not storage.exists(str(root / "link.vhd"))
+    assert not storage.exists(str(root / ".." / "elsewhere" / inside.name))
+    storage.open(str(own), False).close()
+    for path in (root / "link.vhd", inside):
+        with pytest.raises(ImageOutsideSR):
+            storage.open(str(path), True)
+    with pytest.raises(ImageOutsideSR):
+        with storage.create(str(tmp_path / "new.vhd"), 1024):
+            pass
+    assert not (tmp_path / "new.vhd").exists()
