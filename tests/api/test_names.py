@@ -198,7 +198,8 @@ def test_ambiguous_snapshot_names_list_the_uuids(manager: StorageManager,
     sr = new_sr(sm, "file", tmp_path, "fs")
     disk = sm.vdi_create(4 * MiB, "disk1", sr=sr).uuid
     one = sm.vdi_snapshot(disk, "nightly", sr=sr).uuid
-    two = sm.vdi_snapshot(disk, "nightly", sr=sr).uuid
+    with pytest.warns(DuplicateName, match=f"already has a snapshot called 'nightly' .{one}"):
+        two = sm.vdi_snapshot(disk, "nightly", sr=sr).uuid
     with pytest.raises(InvalidArg) as err:
         sm.vdi_revert(disk, "nightly", sr=sr)
     assert one in str(err.value) and two in str(err.value)
@@ -211,3 +212,18 @@ def test_ambiguous_snapshot_names_list_the_uuids(manager: StorageManager,
     with pytest.raises(InvalidArg, match="already has a snapshot called"):
         sm.vm_snapshot("web", "n1")
     assert sm.vm_revert("web", first) is not None
+
+
+def test_set_names_request_needs_both_names(manager: StorageManager, tmp_path: Path) -> None:
+    from sm.errors import BadRequest
+
+    sm = manager
+    sr = new_sr(sm, "file", tmp_path, "fs")
+    disk = sm.vdi_create(MiB, "d", "desc", sr=sr)
+    client = sm._client(sm._config(sr))
+    with pytest.raises(BadRequest, match="name_description"):
+        client.call("sm_vdi_set_names", ["only a label"], vdi=disk.ref)
+    assert (sm.vdi(disk.uuid, sr).name_label, sm.vdi(disk.uuid, sr).name_description) == \
+        ("d", "desc")
+    client.call("sm_vdi_set_names", ["", ""], vdi=disk.ref)  # empty names are names
+    assert sm.vdi(disk.uuid, sr).name_label == ""
