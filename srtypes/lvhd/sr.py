@@ -272,10 +272,15 @@ class LVHDSR(SRDriver):
         from sm.errors import VDIMissing
         from sm.recordwire import RecordResult
 
-        rec = self._open().read().vdis.get(request.vdi_uuid)
+        repo = self._open()
+        rec = repo.read().vdis.get(request.vdi_uuid)
         if rec is None:
             raise VDIMissing(f"no VDI {request.vdi_uuid}")
-        return RecordResult(rec)
+        try:
+            mode = (repo.host_dir / f"attached-vdi-{rec.uuid}").read_text().strip()
+        except FileNotFoundError:
+            mode = ""
+        return RecordResult(rec, mode)
 
     def sm_gc_run(self, request: SRRequest) -> str:
         """Run the garbage collector now, in this process (docs/gc.md); its summary as a JSON
