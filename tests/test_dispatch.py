@@ -121,7 +121,7 @@ def test_driver_info_untyped_minimal_request(smtest: Path) -> None:
         ("<methodCall><methodName>sr_attach", 143),
         (call("sr_attach"), 143),  # no sr_uuid
         (call("sr_attach", sr_uuid="../../etc"), 1),
-        (call("vdi_create", ["-1"], sr_uuid=SR_UUID), 1),
+        (call("vdi_create", ["-1"], sr_uuid=SR_UUID), 79),  # VDISize
         (call("vdi_create", [], sr_uuid=SR_UUID), 143),
         (vdi_call("vdi_delete", vdi_location="../../etc/passwd"), 1),
         (vdi_call("vdi_attach", ["maybe"]), 1),
