@@ -204,7 +204,7 @@ class Entry:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if kind is None:
+        if kind is None or self._finished:  # done (or settled) inside the block already
             self.done()
         elif isinstance(value, Exception) and self.op in self.journal.handlers:
             settle(self, value, lambda: self.journal.handlers[self.op](self))
