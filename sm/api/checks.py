@@ -7,7 +7,8 @@ the `sm` command and `sm serve` refuse the same things with the same message (In
 - VDI name-label: as a VM name, or empty (no name);
 - snapshot name: as a VM name; empty means "the time of the snapshot";
 - description: at most 4096 characters; tab and newline the only control characters;
-- offset, length, size: an integer from 0 to 2^63-1.
+- offset, length, size: an integer from 0 to 2^63-1;
+- a uuid given for a new SR: any form `uuid.UUID` reads, stored in its canonical form.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import uuid as uuidlib
 
 from sm.errors import InvalidArg
 
-__all__ = ["MAX_DESCRIPTION", "MAX_NAME", "count", "description", "name"]
+__all__ = ["MAX_DESCRIPTION", "MAX_NAME", "count", "description", "name", "text", "uuid"]
 
 MAX_NAME = 255
 MAX_DESCRIPTION = 4096
@@ -78,3 +79,18 @@ def count(what: str, value: object, *, minimum: int = 0) -> int:
     if not minimum <= value <= MAX_COUNT:
         raise InvalidArg(f"{what} {value} is out of range ({minimum} to {MAX_COUNT})")
     return value
+
+
+def text(what: str, value: object) -> str:
+    """`value` if it is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise InvalidArg(f"{what} must be a non-empty string, not {value!r}")
+    return value
+
+
+def uuid(kind: str, value: object) -> str:
+    """The canonical form of a uuid given for a `kind`; InvalidArg if it is none."""
+    try:
+        return str(uuidlib.UUID(text(f"{kind} uuid", value)))
+    except ValueError:
+        raise InvalidArg(f"{kind} uuid {value!r} is not a uuid") from None

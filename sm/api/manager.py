@@ -16,7 +16,7 @@ from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
 from sm.options import DeleteScope, checked, checked_methods
 
-from . import exports, guards, names, trees
+from . import checks, exports, guards, names, trees
 from . import revert as revert_ops
 from .client import SRClient
 from .config import (
@@ -216,7 +216,8 @@ class StorageManager(VmMethods, WorkflowMethods):
     def sr_create(self, name: str, type: str, device_config: Mapping[str, str], *,
                   uuid: str | None = None, size: int = 0) -> SR:
         """Create a new SR with its driver (`sr_create`) and declare it in the registry."""
-        sr = SrConfig(name, type.lower(), str(uuidlib.UUID(uuid)) if uuid else str(uuidlib.uuid4()),
+        sr = SrConfig(name, checks.text("SR type", type).lower(),
+                      checks.uuid("SR", uuid) if uuid else str(uuidlib.uuid4()),
                       dict(device_config))
         self._check_new(sr)
         with self._locked("sr create"):
@@ -227,7 +228,8 @@ class StorageManager(VmMethods, WorkflowMethods):
     def sr_attach(self, name: str, type: str, device_config: Mapping[str, str], *,
                   uuid: str) -> SR:
         """Declare an existing SR in the registry and attach it (`sr_attach`)."""
-        sr = SrConfig(name, type.lower(), str(uuidlib.UUID(uuid)), dict(device_config))
+        sr = SrConfig(name, checks.text("SR type", type).lower(), checks.uuid("SR", uuid),
+                      dict(device_config))
         self._check_new(sr)
         with self._locked("sr attach"):
             SRClient(sr, self.transport).sr_attach()
@@ -340,6 +342,8 @@ class StorageManager(VmMethods, WorkflowMethods):
                      sr: str | None = None) -> VDI:
         """Snapshot a VDI; the snapshot joins its tree as a child of the current snapshot and
         becomes current. `name` defaults to the snapshot time."""
+        checks.name("snapshot", name, empty=True)
+        checks.description("snapshot", description)
         cfg = self._config(sr)
         with self._locked("vdi snapshot"):
             vdi = self.vdi(ref, cfg.name)
@@ -417,6 +421,9 @@ class StorageManager(VmMethods, WorkflowMethods):
     def vdi_read(self, ref: str, offset: int = 0, length: int | None = None, *,
                  sr: str | None = None) -> bytes:
         """Bytes of the VDI's virtual disk (length None: to the end)."""
+        checks.count("offset", offset)
+        if length is not None:
+            checks.count("length", length)
         with self._data(ref, sr, False) as disk:
             if length is None:
                 length = max(0, disk.size - offset)
@@ -512,6 +519,7 @@ class StorageManager(VmMethods, WorkflowMethods):
         return dict(json.loads(self._client(self._config(sr)).call(command)))
 
     def vdi_write(self, ref: str, offset: int, data: bytes, *, sr: str | None = None) -> None:
+        checks.count("offset", offset)
         with self._locked("vdi write"), self._data(ref, sr, True) as disk:
             if offset < 0 or offset + len(data) > disk.size:
                 raise InvalidArg(f"range {offset}+{len(data)} is outside the disk ({disk.size})")

@@ -138,3 +138,23 @@ def test_renames_follow_the_same_rule(manager: StorageManager) -> None:
     with pytest.raises(InvalidArg, match="VDI description"):
         manager.vdi_set("d", description="bell\x07")
     assert manager.vdi("d").name_label == "d"
+
+
+def test_vdi_snapshot_names_uuids_and_ranges(manager: StorageManager, tmp_path: Path) -> None:
+    manager.vdi_create(MiB, "d")
+    for bad in BAD_NAMES[1:]:
+        with pytest.raises(InvalidArg, match="snapshot name"):
+            manager.vdi_snapshot("d", bad)
+    assert [v for v in manager.vdis() if v.is_a_snapshot] == []
+    for bad_uuid in ("bad", "5d1c", 5):
+        with pytest.raises(InvalidArg, match="uuid"):
+            manager.sr_create("x", "file", {"location": str(tmp_path / "x")},
+                              uuid=bad_uuid)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArg, match="SR type"):
+        manager.sr_create("x", 5, {"location": str(tmp_path / "x")})  # type: ignore[arg-type]
+    assert not (tmp_path / "x").exists()
+    for offset, length in ((0, -5), (-1, 5), (2**63, 1)):
+        with pytest.raises(InvalidArg, match="offset|length"):
+            manager.vdi_read("d", offset, length)
+    with pytest.raises(InvalidArg, match="offset"):
+        manager.vdi_write("d", -1, b"x")
