@@ -483,7 +483,8 @@ class Journal:
         return aside
 
     def set_aside_entries(self) -> list[SetAside]:
-        """Entries set aside, oldest first (an unreadable one raises MetadataError)."""
+        """Entries set aside, oldest first. One that cannot be read is listed with op "?",
+        its error and no affected VDIs (so it blocks nothing and can still be discarded)."""
         try:
             names = sorted(n for n in os.listdir(self.failed_dir) if n.endswith(".json"))
         except FileNotFoundError:
@@ -495,9 +496,11 @@ class Journal:
                 out.append(SetAside.from_dict(json.loads(path.read_bytes())))
             except FileNotFoundError:
                 continue
-            except (ValueError, KeyError, TypeError) as err:
-                raise MetadataError(f"unreadable set-aside journal entry {path}: {err}",
-                                    details={"path": str(path)}) from err
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                log.error("unreadable set-aside journal entry %s: %s", path, err)
+                out.append(SetAside(name.removesuffix(".json"), "?", {}, (),
+                                    f"unreadable set-aside entry {path}: {err}",
+                                    type(err).__name__, 0.0, ()))
         return out
 
     def unusable(self) -> dict[str, SetAside]:

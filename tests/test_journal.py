@@ -266,3 +266,15 @@ def test_malformed_complete_step_line_is_corrupt(tmp_path: Path) -> None:
         f.write(b"not json\n")
     with pytest.raises(MetadataError, match="corrupt journal entry"):
         j.pending()
+
+
+def test_unreadable_set_aside_entry_blocks_nothing(tmp_path: Path) -> None:
+    j = Journal(tmp_path)
+    j.failed_dir.mkdir()
+    (j.failed_dir / "0001-1-dead.json").write_bytes(b"{torn")
+    (aside,) = j.set_aside_entries()
+    assert aside.op == "?" and "unreadable" in aside.error and aside.affected == ()
+    assert j.unusable() == {}
+    j.discard(aside.id)
+    assert j.set_aside_entries() == []
+
