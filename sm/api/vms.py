@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from sm.errors import InvalidArg, SMError, VDIMissing
 from sm.options import DeleteScope
 
+from . import guards, trees
 from . import revert as revert_ops
-from . import trees
 from .vmmodels import (
     VM,
     VMDisk,
@@ -255,6 +255,12 @@ def revert(mgr: StorageManager, ref: str, snap_ref: str) -> VMRevertResult:
         if not plan:
             raise VDIMissing(f"none of the disks of VM {vm.name} in snapshot {snap.name} "
                              f"exist any more ({', '.join(missing)})")
+        for cfg, target, taken in plan:  # every refusal before the first disk is touched
+            try:
+                trees.check_lineage(mgr.state, target, taken)
+                guards.detached(mgr._client(cfg), target, "revert")
+            except SMError as err:
+                raise _named_error(err, f"VM {vm.name}, {_label(target, cfg)}") from err
         done: list[dict[str, str]] = []
         for cfg, target, taken in plan:
             try:

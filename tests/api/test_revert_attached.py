@@ -164,3 +164,26 @@ def test_attached_lvhd_vdi_is_not_reverted(env: dict[str, str], tmp_path: Path,
             sm.sr_delete("lv")
     finally:
         lvm_sandbox.detach(dev)
+
+
+def test_vm_revert_refuses_before_touching_any_disk(env: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    """A VM revert with one attached disk reverts none of them (not the disks before it)."""
+    with StorageManager(environ=env) as sm:
+        sr = new_sr(sm, "file", tmp_path)
+        a, b = (sm.vdi_create(MiB, name, sr=sr).uuid for name in ("a", "b"))
+        sm.vm_create("vm")
+        for d in (a, b):
+            sm.vm_add_disk("vm", d, sr=sr)
+            sm.vdi_write(d, 0, SNAP, sr=sr)
+        sm.vm_snapshot("vm", "s")
+        for d in (a, b):
+            sm.vdi_write(d, 0, OLD, sr=sr)
+        client = sm._client(sm._config(sr))
+        client.vdi_attach(sm.vdi(b, sr).ref, True)
+        with pytest.raises(VDIInUse, match=f"VM vm, disk b \\({b}\\)"):
+            sm.vm_revert("vm", "s")
+        assert sm.vdi_read(a, 0, len(OLD), sr=sr) == OLD
+        client.vdi_detach(sm.vdi(b, sr).ref)
+        sm.vm_revert("vm", "s")
+        assert [sm.vdi_read(d, 0, len(SNAP), sr=sr) for d in (a, b)] == [SNAP, SNAP]
