@@ -15,6 +15,7 @@ makes its parent current. So:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -64,6 +65,13 @@ def _edges(nodes: Iterable[SnapshotNode]) -> list[tuple[Key, Key | None]]:
 
 def add(state: State, vdi: VDI, snap: Key, name: str, description: str) -> None:
     vdi_key = (vdi.sr, vdi.uuid)
+    clash = [n.uuid for n in state.tree(vdi_key)[0] if n.name == name]
+    if clash:
+        from .names import DuplicateName
+
+        warnings.warn(DuplicateName(
+            f"{vdi.uuid} already has a snapshot called {name!r} ({', '.join(clash)}); "
+            f"revert to them by uuid, or rename one (sm vdi rename)"), stacklevel=3)
     state.add_snapshot(SnapshotNode(snap[0], snap[1], vdi.sr, vdi.uuid, state.current(vdi_key),
                                     name, description, time.time()))
 

@@ -158,9 +158,9 @@ def _copy(repo: FileRepo, d: Mapping[str, Any], progress: Callable[[int, int], N
 
     cp = repo.layout.image(d["child"])
     if d["direction"] == "up":
-        vhd.coalesce(cp, progress=progress)
+        vhd.coalesce(cp, progress=progress, storage=repo.storage)
     else:
-        fill_from_parent(cp, progress=progress)
+        fill_from_parent(cp, progress=progress, storage=repo.storage)
 
 
 def _merge(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, Any]:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from sm.journal import Entry, Journal, SetAside
     from sm.records import RecordStore, VdiRecord
 
+    from .confine import SRStorage
+
 __all__ = ["FileRepo"]
 
 log = get_logger(__name__)
@@ -81,6 +83,13 @@ class FileRepo:
         from sm.records import RecordStore
 
         return RecordStore(self.layout.meta)
+
+    @cached_property
+    def storage(self) -> SRStorage:
+        """The engine's Storage confined to this SR (`confine`): no link, no parent outside."""
+        from .confine import SRStorage
+
+        return SRStorage(self.layout.location)
 
     @cached_property
     def journal(self) -> Journal:

@@ -258,20 +258,23 @@ def test_copy_file_to_lvhd_and_back_with_snapshots(env: dict[str, str], tmp_path
                                                    lvm_sandbox: Any,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SM_RUN_DIR", env["SM_RUN_DIR"])
-    with StorageManager(environ=env) as sm, _lvhd(sm, lvm_sandbox, 192 * MiB) as lv:
+    with StorageManager(environ=env) as sm, _lvhd(sm, lvm_sandbox, 128 * MiB) as lv:
         a = new_sr(sm, "file", tmp_path, "a")
-        disk = _branchy(sm, a, 24 * MiB)
+        disk = _branchy(sm, a, 12 * MiB)
         there = sm.vdi_move(disk, lv, sr=a, snapshots=True)
         assert sm.vdis(a) == []
         assert [n for n, *_ in _tree(sm, there.vdi.uuid, lv)] == ["one", "two", "three"]
-        assert sm.vdi(there.vdi.uuid, lv).physical_utilisation < 24 * MiB  # thin, sparse
+        assert sm.vdi(there.vdi.uuid, lv).physical_utilisation < 12 * MiB  # thin, sparse
         export = sm.vdi_attach(there.vdi.uuid, sr=lv)  # served from LVM, read with qemu-io
         read = subprocess.run(["qemu-io", "-r", "-f", "raw", "-c", "read -P 0x44 0 100",
                                export.url], capture_output=True, text=True, check=False)
         assert read.returncode == 0 and "verification failed" not in read.stdout, read
         back = sm.vdi_copy(there.vdi.uuid, a, sr=lv, snapshots=True)  # through the export
         sm.vdi_detach(there.vdi.uuid, sr=lv)
-        _check_tree_copy(sm, (there.vdi.uuid, lv), (back.vdi.uuid, a), tmp_path)
+        assert _tree(sm, there.vdi.uuid, lv) == _tree(sm, back.vdi.uuid, a)
+        _same(sm, (there.vdi.uuid, lv), (back.vdi.uuid, a), tmp_path)
+        two = [n.uuid for n in sm.vdi_tree(back.vdi.uuid, sr=a).walk() if n.name == "two"]
+        _same(sm, ("two", lv), (two[0], a), tmp_path)
         sm.vdi_delete(there.vdi.uuid, sr=lv, scope="with-children")
 
 
@@ -374,10 +377,14 @@ def test_rbd_copy_names_and_stats(env: dict[str, str], tmp_path: Path, rbd_names
         sm.sr_create("rbd", "rbd", device_config())
         assert {"physical_size", "free_space", "virtual_allocation"} <= set(sm.sr_stats("rbd"))
         disk = _branchy(sm, a, 8 * MiB)
-        there = sm.vdi_copy(disk, "rbd", sr=a, snapshots=True, name="on-rbd")
+        there = sm.vdi_move(disk, "rbd", sr=a, snapshots=True)
+        assert sm.vdis(a) == []
         sm.vdi_set("two", description="on ceph", sr="rbd")
-        assert ("two", "on ceph", "one", False) in _tree(sm, there.vdi.uuid, "rbd")
-        back = sm.vdi_move(there.vdi.uuid, a, sr="rbd", snapshots=True)
-        assert back.vdi.name_label == "on-rbd" and sm.vdis("rbd") == []
-        _same(sm, (disk, a), (back.vdi.uuid, a), tmp_path)
+        sm.vdi_rename(there.vdi.uuid, "on-rbd", sr="rbd")
+        assert _tree(sm, there.vdi.uuid, "rbd") == [
+            ("one", "first", None, False), ("two", "on ceph", "one", False),
+            ("three", "branch", "one", True)]
+        assert sm.vdi_read("on-rbd", 0, 2, sr="rbd") == b"DD"
+        assert sm.vdi_read("two", 8 * MiB // 3, 2, sr="rbd") == b"BB"
+        sm.vdi_delete(there.vdi.uuid, sr="rbd", scope="with-children")
         sm.sr_delete("rbd")
