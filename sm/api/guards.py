@@ -5,6 +5,11 @@ Each guard raises the SM error a toolstack would get for the same mistake and ch
 - `mutable`: snapshots (and read-only VDIs) never change: resize, write and import into one
   are refused with VDIUnavailable (46), as the drivers refuse a writable attach of a read-only
   VDI and the original drivers a resize of a hidden one.
+- `vm_disks`: a VDI that is a disk (or CD-ROM) of a VM is not deleted unless forced: VDIInUse
+  (24) naming the VM; forced, it also leaves the VM (docs/vm-snapshots.md).
+- `detached`: a VDI attached on this host (through its driver, by a toolstack or
+  `sm vdi attach`) is not reverted, in place or by clone: VDIInUse (24) naming the
+  attachment (docs/api.md, "Never under its user").
 """
 
 from __future__ import annotations
