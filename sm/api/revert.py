@@ -119,8 +119,8 @@ def _no_pending(mgr: StorageManager, cfg: SrConfig, target: VDI) -> None:
         if entry.op == OP and entry.sr == cfg.uuid and \
                 entry.data["identity"]["uuid"] == target.uuid:
             raise VDIInUse(f"an interrupted revert of VDI {target.uuid} could not be finished "
-                           f"({entry.data.get('aside') or 'pending'}); run `sm repair` "
-                           "(StorageManager.repair) once its SR is reachable")
+                           f"({entry.data.get('aside') or 'pending'}); the next command "
+                           "retries it, StorageManager.repair() (sm.repair over XML-RPC) now")
 
 
 def _finish(mgr: StorageManager, client: SRClient, entry: JournalEntry) -> None:
