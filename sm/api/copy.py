@@ -40,7 +40,7 @@ from sm.errors import InvalidArg, SMError, SRNoSpace, Unimplemented, VDIMissing
 from sm.faults import crash_point
 from sm.vhd.errors import VhdError, VhdNoSpaceError
 
-from . import exports, names, trees
+from . import checks, exports, names, trees
 from .data import open_attached
 from .models import VDI, _plain
 from .present import present
@@ -192,7 +192,7 @@ def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
     steps = _plan(mgr, src, vdis, vdi, with_snapshots)
     total = sum(length for s in steps for _, length in s.extents)
     _check_space(mgr, dst_cfg, total)
-    label = vdi.name_label if name is None else name
+    label = vdi.name_label if name is None else checks.name("VDI", name, empty=True)
     dest = str(uuidlib.uuid4())
     entry = mgr.state.journal_begin(OP, dst_cfg.uuid, dest=dest, move=move,
                                     source=[src_cfg.uuid, vdi.uuid], created=[],

@@ -54,11 +54,12 @@ def set_names(state: State, client: SRClient, vdi: VDI, siblings: list[VDI], *,
     """Give `vdi` (a VDI or a snapshot) a new name and/or description (None: unchanged)."""
     if name is None and description is None:
         raise InvalidArg("nothing to change: give a name and/or a description")
-    if name is not None:  # the rules of sm.api.checks, as at creation
-        checks.name("VDI", name, empty=True)
-    if description is not None:
-        checks.description("VDI", description)
     node = state.snapshot((vdi.sr, vdi.uuid))
+    kind = "snapshot" if node is not None or vdi.is_a_snapshot else "VDI"
+    if name is not None:  # the rules of sm.api.checks, as at creation
+        checks.name(kind, name, empty=kind == "VDI")
+    if description is not None:
+        checks.description(kind, description)
     if node is not None and name is not None:
         nodes, _ = state.tree((node.vdi_sr, node.vdi))
         clash = [n.uuid for n in nodes if n.name == name and n.uuid != vdi.uuid]

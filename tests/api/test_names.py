@@ -227,3 +227,24 @@ def test_set_names_request_needs_both_names(manager: StorageManager, tmp_path: P
         ("d", "desc")
     client.call("sm_vdi_set_names", ["", ""], vdi=disk.ref)  # empty names are names
     assert sm.vdi(disk.uuid, sr).name_label == ""
+
+
+def test_bad_names_are_refused_before_anything_changes(manager: StorageManager,
+                                                       tmp_path: Path) -> None:
+    sm = manager
+    sr = new_sr(sm, "file", tmp_path, "fs")
+    disk = sm.vdi_create(MiB, "d", sr=sr)
+    sm.vdi_snapshot(disk.uuid, "s", sr=sr)
+    for bad in ("a/b", " padded", "x" * 300, "nul\0"):
+        with pytest.raises(InvalidArg, match="VDI name"):
+            sm.vdi_rename(disk.uuid, bad, sr=sr)
+        with pytest.raises(InvalidArg, match="snapshot name"):
+            sm.vdi_rename("s", bad, sr=sr)
+        with pytest.raises(InvalidArg, match="VDI name"):
+            sm.vdi_copy(disk.uuid, sr, sr=sr, name=bad)
+    with pytest.raises(InvalidArg, match="description"):
+        sm.vdi_set(disk.uuid, description="\x07", sr=sr)
+    with pytest.raises(InvalidArg, match="snapshot name must not be empty"):
+        sm.vdi_rename("s", "", sr=sr)
+    assert sm.vdi_rename(disk.uuid, "", sr=sr).name_label == ""  # a VDI may have no name
+    assert [v.uuid for v in sm.vdis(sr) if not v.is_a_snapshot] == [disk.uuid]
