@@ -74,7 +74,8 @@ def peek(path: str, storage: Storage | None = None) -> tuple[Footer, DynamicHead
     try:
         try:
             f = Footer.unpack(b.pread(SECTOR, 0), path=path)
-            if f.disk_type != DiskType.FIXED:
+            limit = b.capacity() or b.size()
+            if f.disk_type != DiskType.FIXED and f.data_offset + 1024 <= limit:
                 return f, DynamicHeader.unpack(b.pread(1024, f.data_offset), path=path,
                                                base=f.data_offset)
         except VhdError:

@@ -18,6 +18,7 @@ from sm.errors import VDIInUse, VDIMissing, VDIUnavailable
 from sm.log import get_logger
 
 from . import datapath
+from .edge import require_sound
 
 if TYPE_CHECKING:
     from sm.nbd.server import ServerInfo
@@ -55,6 +56,8 @@ def attach(repo: FileRepo, uuid: str, writable: bool) -> tuple[str, ServerInfo |
                          or repo.children_of(uuid)):
             raise VDIUnavailable(f"VDI {uuid} is read-only (a snapshot base or read-only VDI); "
                                  "attach it read-only")
+        if writable and record.vdi_type == "vhd":
+            require_sound(path)  # a damaged image is never written (46, nothing started)
         if record.sm_config.get("gc-busy") and (writable or record.hidden):
             raise VDIInUse(f"VDI {uuid} is being coalesced; try again shortly")
         state = repo.attachment(uuid)

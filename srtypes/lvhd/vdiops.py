@@ -207,6 +207,8 @@ def deflate(repo: LvhdRepo, rec: VdiRecord) -> int:
 
 def attach(repo: LvhdRepo, uuid: str, writable: bool) -> str:
     """Inflate a writable VHD leaf, mark it attached; return its image path."""
+    from srtypes.file.edge import require_sound
+
     from .srops import check_usable
 
     rec = _get(repo, uuid)
@@ -215,6 +217,7 @@ def attach(repo: LvhdRepo, uuid: str, writable: bool) -> str:
         raise VDIUnavailable(f"VDI {uuid} is read-only (a snapshot or read-only VDI); "
                              "attach it read-only")
     if writable and rec.vdi_type == "vhd" and not rec.hidden:
+        require_sound(repo.path(rec), storage=repo.storage)  # damaged: 46, nothing inflated
         inflate(repo, rec)
     repo.host_dir.mkdir(parents=True, exist_ok=True)
     (repo.host_dir / f"attached-vdi-{uuid}").write_text("rw" if writable else "ro")
@@ -226,6 +229,11 @@ def detach(repo: LvhdRepo, uuid: str) -> None:
     marker = repo.host_dir / f"attached-vdi-{uuid}"
     rec = repo.read().vdis.get(uuid)
     if rec is not None and rec.vdi_type == "vhd" and repo.allocation(repo.read()) == "thin":
-        deflate(repo, rec)
+        from sm import vhd
+
+        try:
+            deflate(repo, rec)
+        except vhd.VhdError as err:  # a damaged image keeps its LV's size; still detached
+            log.warning("vdi_detach: %s not deflated: %s", uuid, err)
     with contextlib.suppress(FileNotFoundError):
         marker.unlink()

@@ -113,6 +113,10 @@ def test_damaged_image_is_refused_and_the_sr_keeps_working(sr: SRHarness) -> Non
         _refused(sr, "vdi_resize", [str(8 * MiB)], victim, victim)
     _refused(sr, "vdi_revert", [victims[0]], snap, snap)
     assert sr.tree() == before, "a refused operation on a damaged image changed the storage"
+    for victim in victims:  # never written; attached read-only (and detached) as it is
+        _refused(sr, "vdi_attach", ["true"], victim, victim)
+        sr.call("vdi_attach", ["false"], vdi=victim)
+        sr.call("vdi_detach", vdi=victim)
 
     # every healthy VDI keeps working, and so does the SR
     copy = sr.snapshot(healthy)

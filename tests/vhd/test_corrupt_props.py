@@ -194,12 +194,15 @@ def exercise(path: str) -> None:
         require_sound(path)
     except VDIUnavailable as err:
         assert path in str(err)
+    child = path + ".child.vhd"
     for call in (lambda: vhd.info(path), lambda: vhd.precheck(path), lambda: _read(path),
-                 lambda: vhd.allocation_map(path)):
+                 lambda: vhd.allocation_map(path), lambda: vhd.chain(path),
+                 lambda: vhd.snapshot(path, child)):
         try:
             call()
         except Exception as err:  # the property is about which exceptions escape
             _named(err)
+    Path(child).unlink(missing_ok=True)
 
 
 def _read(path: str) -> None:
