@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sm.vhd.backing import Storage
 
-__all__ = ["raw_allocation", "vhd_allocation"]
+__all__ = ["document", "raw_allocation", "vhd_allocation"]
 
 
 def _merge(extents: list[tuple[int, int]]) -> list[list[int]]:
@@ -47,3 +47,11 @@ def raw_allocation(uuid: str, size: int) -> str:
     extents = [[0, size]] if size else []
     return json.dumps({"virtual_size": size,
                        "images": [{"uuid": uuid, "path": "", "extents": extents}]})
+
+
+def document(size: int, images: list[tuple[str, str, list[tuple[int, int]]]]) -> str:
+    """The allocation document of a chain given as (uuid, path, extents) per image, leaf
+    first (SR types that find extents their own way: RBD's diff_iterate)."""
+    return json.dumps({"virtual_size": size,
+                       "images": [{"uuid": u, "path": p, "extents": _merge(e)}
+                                  for u, p, e in images]})

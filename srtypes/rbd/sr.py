@@ -74,6 +74,7 @@ class RBDSR(SRDriver):
         "vdi_attach_from_config": Command(VDIRequest, "vdi_attach_from_config",
                                           C.VDI_GENERATE_CONFIG),
         "sm_vdi_set_names": Command(VDINamesRequest, "sm_vdi_set_names"),
+        "sm_vdi_allocation": Command(VDIRequest, "sm_vdi_allocation"),
         "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
     })
 
@@ -343,3 +344,24 @@ class RBDSR(SRDriver):
 
         with self._repo() as repo:
             return json.dumps(stats(repo), sort_keys=True)
+
+    def sm_vdi_allocation(self, request: VDIRequest) -> str:
+        """Where the VDI's image (or image snapshot) holds data, parent included
+        (`diff_iterate`), as an `sm.extents` JSON string: one image per VDI."""
+        from sm import extents
+
+        from .repo import image_of, snap_of
+
+        with self._repo() as repo:
+            rec = repo.resolve(repo.read(), request.vdi_uuid, request.vdi_location)
+            found: list[tuple[int, int]] = []
+            with repo.image(image_of(rec), snapshot=snap_of(rec), read_only=True) as im:
+                size = int(im.size())
+
+                def add(offset: int, length: int, exists: bool) -> None:
+                    if exists:
+                        found.append((offset, length))
+
+                im.diff_iterate(0, size, None, add)
+        name = f"{image_of(rec)}@{snap_of(rec) or ''}"
+        return extents.document(size, [(name, name, found)])

@@ -362,7 +362,7 @@ def test_a_copy_journal_never_blocks_other_commands(env: dict[str, str],
         assert sm.state.journal() == []
 
 
-# -- RBD (no allocation map: read whole, zero chunks skipped) ----------------------------------
+# -- RBD (allocation from diff_iterate, one image per VDI) ------------------------------------
 
 
 @pytest.mark.root
@@ -376,7 +376,7 @@ def test_rbd_copy_names_and_stats(env: dict[str, str], tmp_path: Path, rbd_names
         a = new_sr(sm, "file", tmp_path, "a")
         sm.sr_create("rbd", "rbd", device_config())
         assert {"physical_size", "free_space", "virtual_allocation"} <= set(sm.sr_stats("rbd"))
-        disk = _branchy(sm, a, 8 * MiB)
+        disk = _branchy(sm, a, 32 * MiB)
         there = sm.vdi_move(disk, "rbd", sr=a, snapshots=True)
         assert sm.vdis(a) == []
         sm.vdi_set("two", description="on ceph", sr="rbd")
@@ -385,6 +385,9 @@ def test_rbd_copy_names_and_stats(env: dict[str, str], tmp_path: Path, rbd_names
             ("one", "first", None, False), ("two", "on ceph", "one", False),
             ("three", "branch", "one", True)]
         assert sm.vdi_read("on-rbd", 0, 2, sr="rbd") == b"DD"
-        assert sm.vdi_read("two", 8 * MiB // 3, 2, sr="rbd") == b"BB"
+        assert sm.vdi_read("two", 32 * MiB // 3, 2, sr="rbd") == b"BB"
+        back = sm.vdi_copy("on-rbd", a, sr="rbd")  # sparse from RBD too (diff_iterate)
+        assert back.copied <= 16 * MiB  # at most 4 objects of 4 MiB, not 32 MiB
+        assert sm.vdi_read(back.vdi.uuid, 32 * MiB * 2 // 3, 2, sr=a) == b"CC"
         sm.vdi_delete(there.vdi.uuid, sr="rbd", scope="with-children")
         sm.sr_delete("rbd")
