@@ -229,6 +229,7 @@ class Model:
             "vms": {n: (list(vm.disks), vm.current,
                         {s: (x.parent, dict(x.disks)) for s, x in vm.snaps.items()})
                     for n, vm in self.vms.items()},
+            "attached": {u: "rw" for u in self.attached if u in self.vdis},
         }
 
 
@@ -239,8 +240,16 @@ def observe(sm: StorageManager, sr: str) -> dict[str, Any]:
         "vdis": {v.uuid: (v.uuid, v.location, v.name_label, v.name_description,
                           v.is_a_snapshot, v.snapshot_of if v.is_a_snapshot else "",
                           v.virtual_size) for v in vdis},
-        "trees": {}, "vms": {},
+        "trees": {}, "vms": {}, "attached": {},
     }
+    client = sm._client(sm._config(sr))
+    for v in vdis:
+        # What the driver says is attached on this host (`sm_vdi_get`): the toolstack's
+        # attachments, nothing the API attached for itself.
+        mode = str(client.record(v.backing or v.uuid, v.backing_location or v.location)
+                   .get("attached") or "")
+        if mode:
+            out["attached"][v.uuid] = mode
     for v in vdis:
         if v.is_a_snapshot:
             continue
@@ -266,7 +275,7 @@ def observe(sm: StorageManager, sr: str) -> dict[str, Any]:
 
 def diff(expected: dict[str, Any], seen: dict[str, Any]) -> list[str]:
     out: list[str] = []
-    for part in ("vdis", "trees", "vms"):
+    for part in ("vdis", "trees", "vms", "attached"):
         e, s = expected[part], seen[part]
         for key in sorted(set(e) | set(s)):
             if e.get(key) != s.get(key):
