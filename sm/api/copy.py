@@ -3,7 +3,7 @@
 Only allocated data travels: the source SR says where each image of a chain holds data
 (`sm_vdi_allocation`, `sm.extents`); for the first state copied every allocated block is read
 and the all-zero chunks among them are skipped (the new VDI reads zeros there already). An SR
-type without the extension (RBD) is read whole, zero chunks still skipped.
+type without the extension is read whole, zero chunks still skipped.
 
 With snapshots, the tree is rebuilt: the destination VDI is written with the content of each
 snapshot in turn (tree order: a parent before its children), snapshotted (`vdi_snapshot`), and
