@@ -45,13 +45,16 @@ def leaf_snapshot(repo: LvhdRepo, action: Action, ctx: StepContext) -> dict[str,
          "base": chk["base"], "size": size}
     key = f"gc_leafsnap-{x.uuid}"
     write_entry(repo, key, d)
-    crash_point("gc_leafsnap:journaled")
-    ctx.step("snapshot in place (paused)")
-    with servers_paused(repo, [x.uuid]):
-        t0 = time.monotonic()
-        _new_leaf(repo, key, d)
-        paused = time.monotonic() - t0
-    forward(repo, key, d)
+    from sm.journal import undo_on_failure
+
+    with undo_on_failure(lambda _err: undo(repo, key, d)):
+        crash_point("gc_leafsnap:journaled")
+        ctx.step("snapshot in place (paused)")
+        with servers_paused(repo, [x.uuid]):
+            t0 = time.monotonic()
+            _new_leaf(repo, key, d)
+            paused = time.monotonic() - t0
+        forward(repo, key, d)
     return {"pause_seconds": round(paused, 4), "new_base": d["new"],
             "attached": x.uuid in attached(repo)}
 
@@ -80,6 +83,32 @@ def _new_leaf(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
     d["leaf"] = True
     write_entry(repo, key, d)
     crash_point("gc_leafsnap:leaf")
+
+
+def undo(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
+    """Failed in-process: completed once the new leaf exists (it may have been written to
+    since), else undone: X's LV and footer given back (name, uuid, visible, no tag)."""
+    from sm import vhd
+
+    from .snapshot import RO_TAG
+
+    if d.get("leaf"):
+        forward(repo, key, d)
+        return
+    lvm, vg, st = repo.lvm, repo.vg, repo.storage
+    if lvm.lv_exists(vg, lv(d["new"])):
+        if lvm.lv_exists(vg, lv(d["vdi"])):
+            lvm.lvremove(vg, lv(d["vdi"]))  # a leaf being written when it failed
+        np_ = st.path(lv(d["new"]))
+        info = vhd.info(np_, storage=st)
+        if str(info.uuid) != d["vdi"]:
+            vhd.set_uuid(np_, uuidlib.UUID(d["vdi"]), storage=st)
+        if info.hidden:
+            vhd.set_hidden(np_, False, storage=st)
+        if RO_TAG in lvm.lv(vg, lv(d["new"])).tags:
+            lvm.lv_deltag(vg, lv(d["new"]), RO_TAG)
+        lvm.lvrename(vg, lv(d["new"]), lv(d["vdi"]))
+    write_entry(repo, key, None)
 
 
 def forward(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:

@@ -137,8 +137,17 @@ def remove(repo: LvhdRepo, action: Action) -> None:
     d = {"op": "gc_remove", **recheck(repo, action)}
     key = f"gc_remove-{d['vdi']}"
     write_entry(repo, key, d)
-    crash_point("gc_remove:journaled")
-    _forward_remove(repo, key, d)
+    from sm.journal import undo_on_failure
+
+    def settle(_err: BaseException) -> None:  # failed in-process: the LV gone -> complete
+        if repo.lvm.lv_exists(repo.vg, lv(d["vdi"])):
+            write_entry(repo, key, None)
+        else:
+            _forward_remove(repo, key, d)
+
+    with undo_on_failure(settle):
+        crash_point("gc_remove:journaled")
+        _forward_remove(repo, key, d)
 
 
 def _forward_remove(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
