@@ -170,8 +170,7 @@ def import_from(disk: _Writable, src: Input, progress: Progress | None = None, *
                 continue
         if not fresh:
             _zero_fill(disk, pos, off, zero)
-        if not (fresh and data == zero[:len(data)]):
-            disk.write(off, data)
+        _write(disk, off, data, zero, fresh)
         pos = off + len(data)
         if progress:
             progress(pos, total)
@@ -184,9 +183,16 @@ def import_from(disk: _Writable, src: Input, progress: Progress | None = None, *
     return end
 
 
+def _write(disk: _Writable, off: int, data: bytes, zero: bytes, fresh: bool = False) -> None:
+    """Write a chunk, except zeros where the disk reads zeros already (it stays sparse)."""
+    if data == zero[:len(data)] and (fresh or disk.read(off, len(data)) == data):
+        return
+    disk.write(off, data)
+
+
 def _zero_fill(disk: _Writable, start: int, end: int, zero: bytes) -> None:
     for off in range(start, end, CHUNK):
-        disk.write(off, zero[:min(CHUNK, end - off)])
+        _write(disk, off, zero[:min(CHUNK, end - off)], zero)
 
 
 def write_from(disk: _Writable, offset: int, stream: BinaryIO,
@@ -196,6 +202,7 @@ def write_from(disk: _Writable, offset: int, stream: BinaryIO,
     if offset < 0 or offset > disk.size:
         raise InvalidArg(f"offset {offset} is outside the disk ({disk.size})")
     total = _seekable_size(stream) or (disk.size - offset)
+    zero = bytes(CHUNK)
     done = 0
     while True:
         data = read_full(stream, CHUNK)
@@ -204,11 +211,13 @@ def write_from(disk: _Writable, offset: int, stream: BinaryIO,
         if offset + done + len(data) > disk.size:
             raise InvalidArg(f"range {offset}+{done + len(data)} is outside the disk "
                              f"({disk.size}); the first {done} bytes were written")
-        disk.write(offset + done, data)
+        _write(disk, offset + done, data, zero)
         done += len(data)
         if progress:
             progress(done, max(total, done))
     disk.flush()
+    if progress:
+        progress(done, done)  # the stream ended: all of it is done
     return done
 
 
@@ -236,6 +245,17 @@ def export_to(disk: _Readable, output: Source, fmt: Format, progress: Progress |
     bytes or a dynamic VHD written front to back); returns the disk's size."""
     if not isinstance(output, str):
         return _export_stream(disk, output, fmt, progress)
+    try:
+        special = not stat.S_ISREG(os.stat(output).st_mode)  # /dev/stdout, a named pipe
+    except OSError:
+        special = False
+    if special:
+        try:
+            f = open(output, "wb")  # noqa: SIM115
+        except OSError as err:
+            raise _os_error("write", output, err) from err
+        with f:
+            return _export_stream(disk, f, fmt, progress)
     with _sink(output, disk.size, fmt) as sink:
         zero = bytes(CHUNK)
         for off in range(0, disk.size, CHUNK):

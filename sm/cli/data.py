@@ -51,7 +51,10 @@ def progress_bar(label: str, show: bool | None = None,
         bar = state["bar"]
         if total != bar.length:
             bar.length = max(total, 1)
-        bar.update(done - state["done"])
+        if done == state["done"]:
+            bar.render_progress()  # only the total changed (a stream's end)
+        else:
+            bar.update(done - state["done"])
         state["done"] = done
 
     try:

@@ -5,12 +5,16 @@ VDI at the image's size, USED kept current, the size parser, and one-line errors
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
+import sys
 from pathlib import Path
 
 from sm.vhd import check as vhd_check
 from tests.api.conftest import PLUGINS, SM, env, plugins, run_sm  # noqa: F401
-from tests.conftest import require_root, require_tool
+from tests.conftest import ROOT, require_root, require_tool
 
 MiB = 1 << 20
 
@@ -178,3 +182,47 @@ def test_failures_on_a_read_only_file_system_are_one_line(env: dict[str, str],  
             assert "Read-only file system" in line, line
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_streaming_memory_is_bounded(tmp_path: Path) -> None:
+    """256 MiB through `sm vdi write` and `sm vdi import --input -` (benchmarks/bench_stream.py
+    runs 1 GiB): every child's peak RSS stays under 64 MiB (it read all of stdin before)."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_stream.py"), "--size-mib", "256",
+         "--dir", str(tmp_path)], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(" MiB  x") == 4, proc.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_bar_on_a_terminal_only(env: dict[str, str]) -> None:  # noqa: F811
+    ok(env, "vdi", "create", "disk", "--size", "8M")
+    data = pattern(6 * MiB)
+    # stderr a pipe: no bar
+    for args in (["write", "disk"], ["import", "disk", "--input", "-"]):
+        proc = ok(env, "vdi", *args, stdin=data)
+        assert b"%" not in proc.stderr and proc.stdout == b"", proc.stderr
+    out = ok(env, "vdi", "export", "disk", "--output", "-").stdout
+    assert out[:len(data)] == data  # stdout carries only the data
+    # stderr a terminal: a bar for write, import and export
+    for args in (["write", "disk"], ["import", "disk", "--input", "-"],
+                 ["export", "disk", "--output", os.devnull]):
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.run([str(SM), "vdi", *args], env=env, input=data,
+                                  stdout=subprocess.PIPE, stderr=slave, timeout=300,
+                                  check=False)
+            os.close(slave)
+            shown = b""
+            while select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+        finally:
+            os.close(master)
+        assert proc.returncode == 0, shown
+        assert b"100%" in shown and args[0].encode() in shown, shown
