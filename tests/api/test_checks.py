@@ -154,7 +154,7 @@ def test_vdi_snapshot_names_uuids_and_ranges(manager: StorageManager, tmp_path: 
         manager.sr_create("x", 5, {"location": str(tmp_path / "x")})  # type: ignore[arg-type]
     assert not (tmp_path / "x").exists()
     for offset, length in ((0, -5), (-1, 5), (2**63, 1)):
-        with pytest.raises(InvalidArg, match="offset|length"):
+        with pytest.raises(InvalidArg, match=r"offset|length"):
             manager.vdi_read("d", offset, length)
     with pytest.raises(InvalidArg, match="offset"):
         manager.vdi_write("d", -1, b"x")
