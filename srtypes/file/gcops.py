@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sm.faults import crash_point
 from sm.gc import Skip
+from sm.journal import settle
 
 from .chain import GC_KEY, base_copy, with_parent
 from .edge import require_sound
@@ -174,6 +175,9 @@ def _merge(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
             crash_point("gc_merge:journaled")
             _set_busy(repo, d["busy"], entry.id)
             _step(entry, "gc_merge", "marked")
+        except Exception as err:  # failed in-process: only the busy marks to undo
+            settle(entry, err, lambda: _set_busy(repo, d["busy"], None))
+            raise
         except BaseException:
             entry.release()
             raise
@@ -186,11 +190,12 @@ def _merge(repo: FileRepo, action: Action, ctx: StepContext) -> dict[str, Any]:
             _recheck(repo, action)
             _finish_merge(repo, entry)
     except BaseException as err:
-        if isinstance(err, Exception):  # not a SIGKILL-like exit: undo now
-            with contextlib.suppress(Exception), repo.chain_lock("gc undo"):
-                if not entry.has_step("merged"):
-                    _set_busy(repo, d["busy"], None)
-                    entry.done()
+        if isinstance(err, Exception):  # not a SIGKILL-like exit: undo (before `merged`) or
+            def undo() -> None:  # finish (after) now, under the SR lock
+                with repo.chain_lock("gc settle"):
+                    recover(repo, entry)
+
+            settle(entry, err, undo)
         entry.release()
         raise
     entry.done()

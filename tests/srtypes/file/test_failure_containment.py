@@ -305,3 +305,36 @@ def test_repair_request_validation(sr: FileSRClient) -> None:
 
 def test_file_sr_driver_table_has_repair() -> None:
     assert "sm_sr_repair" in FileSR.EXTRA_COMMANDS
+
+
+# -- the collector's steps failing in-process -------------------------------------------------
+
+
+@pytest.mark.parametrize("point", ["gc_remove:journaled", "gc_merge:journaled",
+                                   "gc_merge:copied", "gc_leafsnap:renamed",
+                                   "gc_leafsnap:hidden", "gc_merge:merged"])
+def test_collector_step_failing_leaves_no_entry(sr: FileSRClient, fail_at,  # type: ignore[no-untyped-def]
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                point: str) -> None:
+    from tests.gc.support import check_sr, gc_run
+
+    monkeypatch.setenv("SM_GC_FINAL_BYTES", str(2 * MiB))
+    a = sr.create_vdi(16 * MiB)
+    sr.write(a, 0, b"a" * (2 * MiB))
+    s = sr.snapshot(a)
+    sr.write(a, 4 * MiB, b"b" * (8 * MiB))  # a big leaf: snapshotted in place, then merged
+    sr.call("vdi_delete", vdi=s)
+    if point.startswith("gc_remove"):
+        sr.call("vdi_delete", vdi=a)  # its base is garbage
+    model = {a: sr.read(a)} if not point.startswith("gc_remove") else {}
+    fail_at(point)
+    try:
+        gc_run(sr)
+    except SMFault:
+        pass
+    fail_at(None)
+    assert _journal(sr) == []
+    check_sr(sr, model, collected=False)
+    assert gc_run(sr)["result"] == "done"
+    check_sr(sr, model)
+    assert _journal(sr) == []
