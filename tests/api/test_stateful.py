@@ -751,7 +751,7 @@ def _run(request: pytest.FixtureRequest, setup: SrSetup, kill: bool) -> None:
     long = request.config.getoption("hypothesis_profile", None) == "long"
     chosen = LONG if long else SHORT_KILLS if kill else SHORT
     if not long and setup.kind in SLOW:
-        chosen = settings(chosen, max_examples=1, stateful_step_count=8 if kill else 12)
+        chosen = settings(chosen, max_examples=1, stateful_step_count=4 if kill else 6)
     stats = Stats()
     machine = type(f"ApiMachine_{setup.kind}{'_kills' if kill else ''}", (ApiMachine,),
                    {"setup": setup, "kill": kill, "stats": stats})
