@@ -138,7 +138,12 @@ def find(vdi_uuid: str, run_dir: str) -> ServerInfo | None:
 
 def _spawn_detached(argv: list[str], log_path: str, env: dict[str, str]) -> int:
     """Run `argv` as a grandchild in its own session (so the caller's exit, signals to its
-    process group and its reaping do not concern it); return the grandchild's pid."""
+    process group and its reaping do not concern it); return the grandchild's pid.
+
+    The grandchild execs only once the child between them has exited (it is then a child of
+    the reaper): `nbdkit -f` arms PR_SET_PDEATHSIG(SIGTERM) early in its start-up, before it
+    installs its signal handlers, so a child still alive at that point killed the server
+    with its exit, silently (under load, when the child was scheduled late)."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: only async-signal-safe-ish os calls until exec
@@ -146,8 +151,16 @@ def _spawn_detached(argv: list[str], log_path: str, env: dict[str, str]) -> int:
         try:
             os.close(rfd)
             os.setsid()
+            me = os.getpid()
+            gone_r, gone_w = os.pipe()  # EOF in the grandchild: this child has exited
             grandchild = os.fork()
             if grandchild == 0:
+                os.close(gone_w)
+                os.close(wfd)
+                while os.read(gone_r, 1):
+                    pass
+                while os.getppid() == me:  # files close before the reparenting in exit
+                    time.sleep(0.001)
                 fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
@@ -187,8 +200,9 @@ def start(vdi_uuid: str, leaf_path: str, *, writable: bool, run_dir: str,
     file opener (raw files, LVM volumes: then `leaf_path` is only a name the opener resolves,
     with `opener_arg` handed to it). Returns once the server accepts NBD connections.
 
-    Rarely (under load, from a forked test process) nbdkit dies while loading its plugin,
-    before it logs anything; that start is retried, up to START_ATTEMPTS in all."""
+    A start where nbdkit dies before it logs anything is retried (logged at debug level
+    only), up to START_ATTEMPTS in all; the known cause of such deaths, the parent-death
+    signal, is avoided by `_spawn_detached`."""
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
             return _start(vdi_uuid, leaf_path, writable=writable, run_dir=run_dir,
@@ -197,7 +211,7 @@ def start(vdi_uuid: str, leaf_path: str, *, writable: bool, run_dir: str,
         except _DiedSilently:
             if attempt == START_ATTEMPTS:
                 raise
-            log.warning("VDI %s: nbdkit died at start without a word; retrying", vdi_uuid)
+            log.debug("VDI %s: nbdkit died at start without a word; retrying", vdi_uuid)
     raise AssertionError("unreachable")
 
 
