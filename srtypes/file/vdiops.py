@@ -299,7 +299,8 @@ def update(repo: FileRepo, uuid: str) -> VdiRecord:
     path = repo.path(x)
     if not os.path.exists(path):
         raise VDIMissing(f"the image of VDI {uuid} is missing: {path}")
-    facts = image_facts(path, x.vdi_type)
+    with engine_errors(VDIUnavailable, f"vdi_update of {uuid}"):  # damaged: 65, not 1200
+        facts = image_facts(path, x.vdi_type)
     return repo.records.update(uuid, virtual_size=facts["virtual_size"],
                                physical_utilisation=facts["physical_utilisation"])
 

@@ -167,8 +167,11 @@ def update(repo: LvhdRepo, uuid: str) -> None:
     if not repo.lvm.lv_exists(repo.vg, name):
         raise VDIMissing(f"the LV {name} of VDI {uuid} is missing")
     size = repo.lvm.lv(repo.vg, name).size
-    virtual = size if x.vdi_type == "raw" else vhd.info(
-        repo.path(x), storage=repo.storage).virtual_size
+    try:
+        virtual = size if x.vdi_type == "raw" else vhd.info(
+            repo.path(x), storage=repo.storage).virtual_size
+    except (vhd.VhdError, OSError) as err:  # a damaged image: 46 naming it, not 1200
+        raise VDIUnavailable(f"vdi_update of {uuid}: {err}") from err
     with repo.transaction("vdi_update") as txn:
         cur = txn.vdis.get(uuid)
         if cur is not None:

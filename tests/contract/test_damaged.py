@@ -19,6 +19,7 @@ from sm.vhd.backing import Backing, FileStorage
 from sm.vhd.image import Image
 from tests.contract.conftest import FILE, LVHD, NFS
 from tests.contract.harness import SRHarness, SRTypeConfig
+from tests.smapi import SMFault
 
 MiB = 1 << 20
 
@@ -117,6 +118,10 @@ def test_damaged_image_is_refused_and_the_sr_keeps_working(sr: SRHarness) -> Non
         _refused(sr, "vdi_attach", ["true"], victim, victim)
         sr.call("vdi_attach", ["false"], vdi=victim)
         sr.call("vdi_detach", vdi=victim)
+        try:  # sizes refreshed from a readable image, else a named error
+            sr.call("vdi_update", vdi=victim)
+        except SMFault as err:
+            assert err.code in (46, 65) and victim in str(err), err
 
     # every healthy VDI keeps working, and so does the SR
     copy = sr.snapshot(healthy)
