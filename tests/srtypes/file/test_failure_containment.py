@@ -338,3 +338,24 @@ def test_collector_step_failing_leaves_no_entry(sr: FileSRClient, fail_at,  # ty
     assert gc_run(sr)["result"] == "done"
     check_sr(sr, model)
     assert _journal(sr) == []
+
+
+@pytest.mark.parametrize("step", ["renamed", "hidden", "snapleaf", "leaf"])
+def test_revert_to_a_vdi_with_data_failing_changes_nothing(sr: FileSRClient, fail_at,  # type: ignore[no-untyped-def]
+                                                           step: str) -> None:
+    """The B2 path: the source has data of its own (a clone), so it is snapshotted in place
+    first; a failure at any step gives it back its image, name and uuid."""
+    x = sr.create_vdi()
+    sr.write(x, 0, b"xold")
+    c = sr.clone(x)
+    sr.write(c, 0, b"cdat")
+    sr.write(x, 0, b"xnew")
+    before = _state(sr)
+    fail_at(f"vdi_revert:{step}")
+    with pytest.raises(SMFault):
+        sr.revert(c, x)
+    fail_at(None)
+    assert _journal(sr) == []
+    assert _state(sr) == before
+    sr.revert(c, x)
+    assert sr.read(x, 0, 4) == b"cdat" and sr.read(c, 0, 4) == b"cdat"
