@@ -2,7 +2,8 @@
 
 - `VhdNoSpaceError`, `OSError(ENOSPC/EDQUOT)` -> SRNoSpace (44)
 - `VhdFormatError`, `VhdChainError` -> VDILoad (65), with the engine's message (what/where)
-- `VhdUnsupportedError` -> VDISize (79) (sizes beyond what the format can address)
+- `VhdUnsupportedError`, `OSError(EFBIG)`, `OverflowError` -> VDISize (79) (sizes beyond what
+  the format, the file system or an offset can hold; `sm.sizes` refuses them first)
 - any other `VhdError` / `OSError(EIO)` -> EIO (200); other `OSError` -> the operation's own
   error class (e.g. VDISnapshot 82), with the OS message.
 `SMError`s pass through untouched.
@@ -54,7 +55,11 @@ def engine_errors(fallback: type[SMError], what: str = "") -> Iterator[None]:
             raise SRNoSpace(f"{prefix}{err}") from err
         if err.errno == errno.EIO:
             raise EIO(f"{prefix}{err}") from err
+        if err.errno == errno.EFBIG:  # past the file system's largest file (NFS: the server's)
+            raise VDISize(f"{prefix}the file system cannot hold a file that large ({err})") from err
         raise fallback(f"{prefix}{err}") from err
+    except OverflowError as err:  # an offset past off_t: a size no image can have
+        raise VDISize(f"{prefix}{err}") from err
     except Exception as err:
         from sm import vhd
 

@@ -359,3 +359,14 @@ def test_revert_to_a_vdi_with_data_failing_changes_nothing(sr: FileSRClient, fai
     assert _state(sr) == before
     sr.revert(c, x)
     assert sr.read(x, 0, 4) == b"cdat" and sr.read(c, 0, 4) == b"cdat"
+
+
+@pytest.mark.parametrize("err", [OSError(27, "File too large"), OverflowError("too big")])
+def test_an_oversize_write_is_79_not_1200(err: Exception) -> None:
+    """Defence behind sm.sizes: a size only the storage can refuse (an NFS server's file
+    system) answers VDISize, and an OverflowError never becomes 1200."""
+    from sm.errors import VDIResize, VDISize
+    from srtypes.file.edge import engine_errors
+
+    with pytest.raises(VDISize), engine_errors(VDIResize, "resize"):
+        raise err
