@@ -15,13 +15,17 @@ current snapshot is carried over. New uuids everywhere (the destination SR makes
 Journal (state table `journal`, op `vdi-copy`, crash points `api.copy.<step>`):
 
     begun    intent {source, dest uuid (chosen before vdi_create), created snapshots}
+    reading  a source volume is about to be attached (its ref, unless an export serves it);
+             crash point `api.copy.chunk` after each chunk written
+    read     it is detached again
     created  each snapshot made at the destination, recorded when `vdi_snapshot` returns
     copied   (move only) the copy is complete: the source is deleted next
 
 A failure before `copied` (a destination SR too small, a read error, ...) deletes everything
 made at the destination and leaves the source untouched; so does the repair after a crash
-(it also deletes a snapshot of the destination VDI that a crash inside `vdi_snapshot` left
-unrecorded). After `copied` the repair rolls forward: delete the source and its snapshots.
+(it also detaches the source volume the dead process held, and deletes a snapshot of the
+destination VDI that a crash inside `vdi_snapshot` left unrecorded). After `copied` the
+repair rolls forward: delete the source and its snapshots.
 """
 
 from __future__ import annotations
@@ -212,7 +216,7 @@ def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
             if step.vdi.virtual_size > size:
                 dest_ref = dst.vdi_resize(dest_ref, step.vdi.virtual_size)
                 size = step.vdi.virtual_size
-            done = _transfer(mgr, src, step, dst, dest_ref, done, total, progress)
+            done = _transfer(mgr, entry, src, step, dst, dest_ref, done, total, progress)
             if step.node is None:
                 continue
             new = dst.vdi_snapshot(dest_ref)
@@ -264,12 +268,16 @@ def _find(vdis: list[VDI], cfg: SrConfig, uuid: str) -> VDI:
     return found[0]
 
 
-def _transfer(mgr: StorageManager, src: SRClient, step: _Step, dst: SRClient,
+def _transfer(mgr: StorageManager, entry: int, src: SRClient, step: _Step, dst: SRClient,
               dest_ref: tuple[str, str], done: int, total: int,
               progress: Progress | None) -> int:
-    """Copy `step.extents` of `step.vdi` into the destination VDI; bytes done so far."""
+    """Copy `step.extents` of `step.vdi` into the destination VDI; bytes done so far. The
+    journal names the source volume while this process holds it attached, so a repair after
+    a crash can detach it (an export of `sm vdi attach` is used as it is, and left alone)."""
     zero = bytes(CHUNK)
     dest_vdi = VDI(dst.sr.uuid, dest_ref[0], dest_ref[1], "", "", 0, 0)
+    exported = exports.find(mgr.state, step.vdi.sr, step.vdi.uuid) is not None
+    mgr.state.journal_step(entry, "reading", reading=None if exported else list(step.vdi.ref))
     try:
         with exports.attached(mgr.state, src, step.vdi, False) as a_in, \
                 open_attached(a_in, False) as disk_in, \
@@ -282,12 +290,14 @@ def _transfer(mgr: StorageManager, src: SRClient, step: _Step, dst: SRClient,
                     data = disk_in.read(off, n)
                     if not (step.fresh and data == zero[:n]):
                         disk_out.write(off, data)
+                        crash_point("api.copy.chunk")
                     off += n
                     done += n
                     if progress:
                         progress(done, total)
     except (OSError, VhdError) as err:
         raise _copy_error(dst, err) from err
+    mgr.state.journal_step(entry, "read", reading=None)
     return done
 
 
@@ -371,6 +381,9 @@ def _recover(mgr: StorageManager, entry: JournalEntry) -> None:
             mgr.state.journal_done(entry.id)
             return
         log.warning("undoing an interrupted copy of %s", d["source"][1])
+        if d.get("reading") and src_cfg is not None:  # attached by the process that died
+            with contextlib.suppress(SMError):
+                mgr._client(src_cfg).vdi_detach((d["reading"][0], d["reading"][1]))
         _rollback(mgr, mgr._client(dst_cfg), entry)
         return
     if src_cfg is not None:

@@ -391,3 +391,23 @@ def test_rbd_copy_names_and_stats(env: dict[str, str], tmp_path: Path, rbd_names
         assert sm.vdi_read(back.vdi.uuid, 32 * MiB * 2 // 3, 2, sr=a) == b"CC"
         sm.vdi_delete(there.vdi.uuid, sr="rbd", scope="with-children")
         sm.sr_delete("rbd")
+
+
+@pytest.mark.nbd  # the dead process's read-only NBD server would refuse a writable attach
+def test_crash_mid_transfer_releases_the_source(env: dict[str, str], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    require_tool("nbdkit")
+    monkeypatch.setenv("SM_RUN_DIR", env["SM_RUN_DIR"])
+    with StorageManager(environ=env) as sm:
+        a, b = new_sr(sm, "file", tmp_path, "a"), new_sr(sm, "file", tmp_path, "b")
+        disk = sm.vdi_create(8 * MiB, "d", sr=a).uuid
+        sm.vdi_write(disk, 0, b"x" * 3 * MiB, sr=a)
+    crashed = run_sm(env, "vdi", "move", disk, "--sr", "a", "--to", "b",
+                     extra={"SM_TEST_FAULTS": "1", **crash_env("api.copy.chunk")})
+    assert crashed.returncode == -9, crashed.stderr
+    with StorageManager(environ=env) as sm:
+        assert sm.repair() == 1
+        assert sm.vdis(b) == []
+        sm.vdi_write(disk, 1, b"y", sr=a)  # not left attached (read-only) by the dead process
+        assert sm.vdi_read(disk, 0, 3, sr=a) == b"xyx"
+        assert sm.vdi_delete(disk, sr=a) == [disk]
