@@ -120,9 +120,13 @@ def resume_orphans(repo: FileRepo) -> None:
         return  # the common case: no sm.nbd import on a driver's start-up path
     from sm.nbd import server
 
+    held = repo.unusable()
     for uuid in attached:
         state = repo.attachment(uuid) or {}
         if not state.get("active"):
+            continue
+        if uuid in held:  # its chain is in an unknown state: never served until repaired
+            log.error("VDI %s: data path kept paused: %s", uuid, held[uuid].error)
             continue
         info = find(repo, uuid)
         if info is None:

@@ -22,11 +22,21 @@ class FileRepairBackend:
 
     def retry(self, entry_id: str) -> bool:
         with self.repo.chain_lock("sr_repair"):
-            return self.repo.journal.retry(entry_id)
+            done = self.repo.journal.retry(entry_id)
+            if done:  # a data path kept paused while the VDI was unusable goes on
+                from .datapath import resume_orphans
+
+                resume_orphans(self.repo)
+            return done
 
     def discard(self, entry_id: str) -> SetAside:
         with self.repo.chain_lock("sr_repair"):
-            return self.repo.journal.discard(entry_id)
+            aside = self.repo.journal.discard(entry_id)
+            from .datapath import resume_orphans
+
+            resume_orphans(self.repo)
+            return aside
+
 
     def check_image(self, uuid: str) -> tuple[str, list[str]] | None:
         lay = self.repo.layout

@@ -161,9 +161,18 @@ def resume_orphans(repo: LvhdRepo) -> None:
 
     if not available():
         return
+    from .srops import unusable
+
+    held: dict[str, Any] | None = None
     for marker in repo.host_dir.glob("attached-vdi-*"):
         uuid = marker.name.removeprefix("attached-vdi-")
         if _deactivated(repo, uuid).exists():
+            continue
+        if held is None:  # one MGT read, only where something is attached
+            doc = repo.read()
+            held = unusable(repo, doc) if doc.failed else {}
+        if uuid in held:  # its chain is in an unknown state: never served until repaired
+            log.error("VDI %s: data path kept paused: %s", uuid, held[uuid].error)
             continue
         try:
             info = servers(repo).find(uuid)

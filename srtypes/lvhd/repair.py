@@ -46,16 +46,23 @@ class LvhdRepairBackend:
             except Exception as err:
                 srops.set_aside(self.repo, entry_id, err)
                 return False
+            from .datapath import resume_orphans
+
+            resume_orphans(self.repo)  # a data path kept paused while unusable goes on
             return entry_id not in self.repo.read().journal
 
     def discard(self, entry_id: str) -> SetAside:
         from sm.journal import SetAside
 
-        with self.locked("sr_repair"), self.repo.transaction("sr_repair") as txn:
-            raw = txn.failed.pop(entry_id, None)
-            if raw is None:
-                raise MetadataError(f"no set-aside journal entry {entry_id}",
-                                    details={"entry": entry_id})
+        with self.locked("sr_repair"):
+            with self.repo.transaction("sr_repair") as txn:
+                raw = txn.failed.pop(entry_id, None)
+                if raw is None:
+                    raise MetadataError(f"no set-aside journal entry {entry_id}",
+                                        details={"entry": entry_id})
+            from .datapath import resume_orphans
+
+            resume_orphans(self.repo)
         return SetAside.from_dict(raw)
 
     def check_image(self, uuid: str) -> tuple[str, list[str]] | None:
