@@ -246,8 +246,32 @@ class Image:
                                      field="batmap.cookie", offset=off, path=self.path)
             return
         bh = BatmapHeader.unpack(raw, base=off, path=self.path)
-        if bh.batmap_size < batmap_sectors(hdr.max_table_entries) and has_batmap_by_creator(
-                footer):
+        bad: VhdFormatError | None = None
+        try:
+            self._check_batmap_place(bh, off, footer)
+        except VhdFormatError as err:
+            if not self.lenient:
+                raise
+            # check reports it; repair rewrites the map where blktap puts it, right after
+            bad = err
+            bh = BatmapHeader(off + SECTOR, batmap_sectors(hdr.max_table_entries), 0)
+            self._within(bh.batmap_offset, bh.batmap_size * SECTOR, "batmap.batmap_size",
+                         off + 16, "batmap")
+        data = self.backing.pread(bh.batmap_size * SECTOR, bh.batmap_offset)
+        try:
+            bh.verify(data, base=off, path=self.path)
+            if bad is not None:
+                raise bad
+        except VhdFormatError as err:
+            if not self.lenient:
+                raise
+            self.batmap_error = bad or err
+        self.batmap_hdr_off, self.batmap_hdr, self.batmap = off, bh, bytearray(data)
+
+    def _check_batmap_place(self, bh: BatmapHeader, off: int, footer: Footer) -> None:
+        assert self.header is not None
+        if bh.batmap_size < batmap_sectors(self.header.max_table_entries) and \
+                has_batmap_by_creator(footer):
             raise VhdFormatError(f"batmap too small ({bh.batmap_size} sectors)",
                                  field="batmap.batmap_size", offset=off + 16, path=self.path)
         if bh.batmap_offset < off + SECTOR or bh.batmap_offset % SECTOR:
@@ -257,14 +281,6 @@ class Image:
         self._within(bh.batmap_offset, 0, "batmap.batmap_offset", off + 8, "batmap")
         self._within(bh.batmap_offset, bh.batmap_size * SECTOR, "batmap.batmap_size",
                      off + 16, "batmap")
-        data = self.backing.pread(bh.batmap_size * SECTOR, bh.batmap_offset)
-        try:
-            bh.verify(data, base=off, path=self.path)
-        except VhdFormatError as err:
-            if not self.lenient:
-                raise
-            self.batmap_error = err
-        self.batmap_hdr_off, self.batmap_hdr, self.batmap = off, bh, bytearray(data)
 
     @property
     def limit(self) -> int:

@@ -94,3 +94,20 @@ def test_bitmap_bit_set_over_zeros_cannot_tell(image: str) -> None:
     lay = layout(image)
     flip(image, lay.block_offset(3) + 2, 0x80)  # sector 16: zeros, now "present"
     assert vhd.check(image, bitmaps=True) == []
+
+
+@pytest.mark.parametrize("value", [0xFFFFFFFF, 0], ids=["huge", "zero"])
+def test_batmap_size_damaged_is_seen_and_repaired(image: str, value: int) -> None:
+    lay = layout(image)
+    assert lay.batmap is not None
+    with vhd.open_chain(image) as disk:
+        before = disk.read(0, 1024 * KiB)
+    poke(image, lay.batmap + 16, struct.pack(">I", value))
+    _said(vhd.check(image), "batmap.batmap_size")
+    with pytest.raises(vhd.VhdFormatError) as exc:
+        vhd.precheck(image)
+    assert exc.value.field == "batmap.batmap_size"
+    assert vhd.repair(image) == ["recomputed the batmap from the block bitmaps"]
+    assert vhd.check(image, bitmaps=True) == []
+    with vhd.open_chain(image) as disk:
+        assert disk.read(0, 1024 * KiB) == before
