@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from sm.errors import InvalidArg, SMError, VDIInUse, VDIUnavailable
+from sm.faults import crash_point
 
 from .models import VDI
 
@@ -87,7 +88,7 @@ def attach(state: State, client: SRClient, vdi: VDI, writable: bool) -> Export:
     if vdi.hidden:
         raise InvalidArg(f"{vdi.uuid} is a hidden snapshot base")
     known = find(state, vdi.sr, vdi.uuid)
-    if known is not None:
+    if known is not None and known.url:
         if known.writable == writable:
             return known
         raise VDIInUse(f"{vdi.uuid} is attached {'writable' if known.writable else 'read-only'}"
@@ -95,21 +96,33 @@ def attach(state: State, client: SRClient, vdi: VDI, writable: bool) -> Export:
     if writable and (vdi.is_a_snapshot or vdi.read_only):
         raise VDIUnavailable(f"{vdi.uuid} is {'a snapshot' if vdi.is_a_snapshot else 'read-only'}"
                              ": attach it without --writable")
-    result = dict(client.vdi_attach(vdi.ref, writable))
-    url = result.get("params_nbd")
-    if not isinstance(url, str) or not url.startswith("nbd:unix:"):
+    # Recorded first, without a URL: an attach interrupted after the driver's can be detached.
+    _put(state, Export(vdi.sr, vdi.uuid, vdi.ref[0], vdi.ref[1], writable, "", time.time(), {}))
+    try:
+        result = dict(client.vdi_attach(vdi.ref, writable))
+        crash_point("api.attach.attached")
+        url = result.get("params_nbd")
+        if not isinstance(url, str) or not url.startswith("nbd:unix:"):
+            raise VDIUnavailable(f"SR {client.sr.name} ({client.sr.type}) did not serve VDI "
+                                 f"{vdi.uuid} over NBD (nbdkit missing, or SM_DATA_PATH=none)")
+    except BaseException:
         with contextlib.suppress(SMError):
             client.vdi_detach(vdi.ref)
-        raise VDIUnavailable(f"SR {client.sr.name} ({client.sr.type}) did not serve VDI "
-                             f"{vdi.uuid} over NBD (nbdkit missing, or SM_DATA_PATH=none)")
+        forget(state, vdi.sr, vdi.uuid)
+        raise
     export = Export(vdi.sr, vdi.uuid, vdi.ref[0], vdi.ref[1], writable, nbd_uri(url),
                     time.time(), result)
+    _put(state, export)
+    return export
+
+
+def _put(state: State, export: Export) -> None:
     with state.transaction() as db:
         _table(state)
-        db.execute("INSERT INTO exports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (export.sr, export.uuid, export.backing, export.location, int(writable),
-                    export.url, json.dumps(result), export.created))
-    return export
+        db.execute("INSERT OR REPLACE INTO exports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (export.sr, export.uuid, export.backing, export.location,
+                    int(export.writable), export.url, json.dumps(dict(export.attach)),
+                    export.created))
 
 
 def detach(state: State, client: SRClient, vdi: VDI) -> Export:
@@ -134,6 +147,9 @@ def attached(state: State, client: SRClient, vdi: VDI, writable: bool
     """The `vdi_attach` result for this layer's data access: an export's (kept attached after)
     or a fresh attachment (detached after)."""
     export = find(state, vdi.sr, vdi.uuid)
+    if export is not None and not export.url:
+        raise VDIUnavailable(f"{vdi.uuid}: an `sm vdi attach` of it was interrupted; "
+                             "run sm vdi detach (or attach) again")
     if export is not None:
         if writable and not export.writable:
             raise VDIInUse(f"{vdi.uuid} is attached read-only at {export.url}; detach it first")

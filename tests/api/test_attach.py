@@ -95,3 +95,23 @@ def test_cli_attach_prints_the_url(env: dict[str, str], tmp_path: Path) -> None:
     assert [e["url"] for e in listed] == [url]
     assert run_sm(env, "vdi", "detach", "d").returncode == 0
     assert not _served(url)
+
+
+@pytest.mark.nbd
+def test_an_interrupted_attach_can_be_detached(env: dict[str, str], tmp_path: Path) -> None:
+    require_tool("nbdkit")
+    from sm.faults import crash_env
+
+    assert run_sm(env, "vdi", "create", "d", "--size", "4M").returncode == 0
+    crashed = run_sm(env, "vdi", "attach", "d", "--writable",
+                     extra=crash_env("api.attach.attached"))
+    assert crashed.returncode == -9, crashed.stderr
+    listed: Any = json.loads(run_sm(env, "vdi", "attachments", "--json").stdout)
+    assert [e["url"] for e in listed] == [""]  # recorded before the driver was asked
+    blocked = run_sm(env, "vdi", "write", "d", "x")
+    assert blocked.returncode == 1 and b"interrupted" in blocked.stderr
+    assert run_sm(env, "vdi", "detach", "d").returncode == 0
+    assert run_sm(env, "vdi", "write", "d", "x").returncode == 0  # its server is gone
+    again = run_sm(env, "vdi", "attach", "d")
+    assert again.returncode == 0 and _served(again.stdout.decode().strip())
+    assert run_sm(env, "vdi", "detach", "d").returncode == 0
