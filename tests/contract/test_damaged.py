@@ -44,11 +44,14 @@ def _storage(sr: SRHarness, path: str) -> vhd.Storage:
     return FileStorage()
 
 
-def _image(sr: SRHarness, uuid: str) -> Iterator[tuple[Image, Backing]]:
+def _path(sr: SRHarness, uuid: str) -> str:
     if sr.config.name == "lvhd":
-        path = f"/dev/VG_XenStorage-{sr.sr_uuid}/VHD-{uuid}"
-    else:
-        path = str(sr.config.storage_root(sr.device_config) / f"{uuid}.vhd")
+        return f"/dev/VG_XenStorage-{sr.sr_uuid}/VHD-{uuid}"
+    return str(sr.config.storage_root(sr.device_config) / f"{uuid}.vhd")
+
+
+def _image(sr: SRHarness, uuid: str) -> Iterator[tuple[Image, Backing]]:
+    path = _path(sr, uuid)
     storage = _storage(sr, path)
     img = Image.open(path, storage=storage)
     backing = storage.open(path, True)
@@ -133,6 +136,12 @@ def test_damaged_image_is_refused_and_the_sr_keeps_working(sr: SRHarness) -> Non
     sr.call("sr_attach")
     sr.assert_content(healthy)
     sr.assert_content(copy)
+    # repaired (footers, batmap), a damaged VDI is a VDI like any other again
+    fixed = victims[kinds.index("stale-footer-copy")]
+    path = _path(sr, fixed)
+    assert vhd.repair(path, storage=_storage(sr, path))
+    sr.assert_content(fixed)
+    sr.delete(sr.snapshot(fixed))
     # the damaged VDIs can still be deleted
     sr.delete(snap)
     for victim in victims:
