@@ -35,11 +35,13 @@ def require_sound(*paths: str, storage: Storage | None = None) -> None:
     for path in paths:
         try:
             vhd.precheck(path, storage=storage)
-        except (vhd.VhdError, OSError) as err:
-            what = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        except OSError as err:
+            raise VDIUnavailable(f"image {path} cannot be read, nothing was changed: "
+                                 f"{err.strerror or err}") from err
+        except vhd.VhdError as err:
             raise VDIUnavailable(
                 f"image {path} is damaged, nothing was changed: "
-                f"{what.removeprefix(f'{path}: ')} (`sm vhd check` shows every problem, "
+                f"{str(err).removeprefix(f'{path}: ')} (`sm vhd check` shows every problem, "
                 "`sm vhd repair` fixes footers and the batmap)") from err
 
 
