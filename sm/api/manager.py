@@ -471,9 +471,15 @@ class StorageManager(VmMethods, WorkflowMethods):
                 fresh = True
             else:
                 fresh = False
-            with self._locked("vdi import"), \
-                    self._data(vdi.uuid if vdi else ref, cfg.name, True) as disk:
-                import_from(disk, src, progress, fresh=fresh)
+            try:
+                with self._locked("vdi import"), \
+                        self._data(vdi.uuid if vdi else ref, cfg.name, True) as disk:
+                    import_from(disk, src, progress, fresh=fresh)
+            except BaseException:
+                if fresh and vdi is not None:  # a failed import leaves no VDI it created
+                    with contextlib.suppress(Exception):
+                        self.vdi_delete(vdi.uuid, sr=cfg.name)
+                raise
         return self.vdi(vdi.uuid if vdi else ref, cfg.name)
 
     def vdi_write_from(self, ref: str, offset: int, stream: BinaryIO, *,

@@ -77,6 +77,8 @@ def open_input(source: Source, fmt: InputFormat = "auto") -> Iterator[Input]:
     """Open `source` (a path or a binary stream) and find its format and virtual size."""
     name = _name(source)
     if isinstance(source, str):
+        if os.path.isdir(source):
+            raise InvalidArg(f"cannot read {name}: it is a directory")
         try:
             fd = os.open(source, os.O_RDONLY)
         except OSError as err:

@@ -118,6 +118,10 @@ def test_import_and_export_through_pipes(env: dict[str, str], tmp_path: Path) ->
     assert content(env, "rawpipe") == data + bytes(4 * MiB - len(data))
     line = fails(env, "vdi", "import", "disk", "--input", "-", "--size", "4M", stdin=data)
     assert "exists" in line
+    # a failed import leaves no VDI it created
+    line = fails(env, "vdi", "import", "small", "--input", "-", "--size", "1M", stdin=data)
+    assert "past the VDI's 1048576 bytes" in line
+    assert "small" not in ok(env, "vdi", "list").stdout.decode()
 
     # write and read through pipes and files
     ok(env, "vdi", "write", "disk", "-", "--offset", "1M", stdin=b"piped")
@@ -177,6 +181,7 @@ def test_failures_are_one_line(env: dict[str, str], tmp_path: Path) -> None:  # 
     assert "InvalidArg (1)" in line and "missing" in line
     line = fails(env, "vdi", "import", "disk", "--input", str(tmp_path / "nothing"))
     assert "InvalidArg (1)" in line and "No such file" in line
+    assert "is a directory" in fails(env, "vdi", "import", "disk", "--input", str(tmp_path))
     assert "VDIMissing (144)" in fails(env, "vdi", "show", "nosuch")
     # --debug adds the trace
     proc = run_sm(env, "--debug", "vdi", "show", "nosuch")
