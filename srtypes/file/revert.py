@@ -101,7 +101,7 @@ def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
         raise VDIUnavailable(f"vdi_revert: the image of snapshot {snap.uuid} is missing")
     require_sound(sp)
     with engine_errors(VDIUnavailable, f"reading snapshot {snap.uuid}"):
-        info = vhd.info(sp)
+        info = vhd.info(sp, storage=repo.storage)
     b2 = None
     if children.get(snap.uuid) or snap.hidden:
         parent = snap.uuid
@@ -161,11 +161,11 @@ def undo(repo: FileRepo, d: Mapping[str, Any]) -> None:
     if not os.path.exists(pp):
         return
     atomic.unlink(sp, missing_ok=True)  # the empty child of B2
-    info = vhd.info(pp)
+    info = vhd.info(pp, storage=repo.storage)
     if str(info.uuid) != d["snapshot"]:
-        vhd.set_uuid(pp, uuidlib.UUID(d["snapshot"]))
+        vhd.set_uuid(pp, uuidlib.UUID(d["snapshot"]), storage=repo.storage)
     if info.hidden:
-        vhd.set_hidden(pp, False)
+        vhd.set_hidden(pp, False, storage=repo.storage)
     atomic.replace_atomic(pp, sp)
 
 
@@ -186,14 +186,14 @@ def _forward(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
                 raise MetadataError(f"vdi_revert: neither {sp} nor {pp} exists")
             atomic.replace_atomic(sp, pp)
         _step(entry, "renamed")
-        info = vhd.info(pp)
+        info = vhd.info(pp, storage=repo.storage)
         if str(info.uuid) != d["b2"]:
-            vhd.set_uuid(pp, uuidlib.UUID(d["b2"]))
+            vhd.set_uuid(pp, uuidlib.UUID(d["b2"]), storage=repo.storage)
         if not info.hidden:
-            vhd.set_hidden(pp, True)
+            vhd.set_hidden(pp, True, storage=repo.storage)
         _step(entry, "hidden")
         if not os.path.exists(sp):
-            vhd.snapshot(pp, sp, uuid=uuidlib.UUID(d["snapshot"]))
+            vhd.snapshot(pp, sp, uuid=uuidlib.UUID(d["snapshot"]), storage=repo.storage)
         _step(entry, "snapleaf")
     else:  # the points are still hit, so a crash test can name every step on every path
         for name in ("renamed", "hidden", "snapleaf"):
@@ -201,7 +201,7 @@ def _forward(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
     if not entry.has_step("switched"):
         tmp = lay.temp_image(d["target"], "revert")
         atomic.unlink(tmp, missing_ok=True, sync=False)
-        vhd.snapshot(pp, tmp, uuid=uuidlib.UUID(d["target"]))
+        vhd.snapshot(pp, tmp, uuid=uuidlib.UUID(d["target"]), storage=repo.storage)
         _step(entry, "leaf")
         atomic.replace_atomic(tmp, xp)
     _step(entry, "switched")

@@ -116,11 +116,11 @@ def undo(repo: FileRepo, d: Mapping[str, Any]) -> None:
     if d["direct"] or not os.path.exists(bp):
         return
     atomic.unlink(xp, missing_ok=True)  # the new empty leaf over the base
-    info = vhd.info(bp)
+    info = vhd.info(bp, storage=repo.storage)
     if str(info.uuid) != d["vdi"]:
-        vhd.set_uuid(bp, uuidlib.UUID(d["vdi"]))
+        vhd.set_uuid(bp, uuidlib.UUID(d["vdi"]), storage=repo.storage)
     if info.hidden:
-        vhd.set_hidden(bp, False)
+        vhd.set_hidden(bp, False, storage=repo.storage)
     atomic.replace_atomic(bp, xp)
 
 
@@ -145,18 +145,18 @@ def _forward(repo: FileRepo, command: str, d: Mapping[str, Any], entry: Entry) -
                 raise MetadataError(f"{command} of {d['vdi']}: neither {xp} nor {bp} exists")
             atomic.replace_atomic(xp, bp)
         _step(entry, command, "renamed")
-        info = vhd.info(bp)
+        info = vhd.info(bp, storage=repo.storage)
         if str(info.uuid) != d["base"]:
-            vhd.set_uuid(bp, uuidlib.UUID(d["base"]))
+            vhd.set_uuid(bp, uuidlib.UUID(d["base"]), storage=repo.storage)
         if info.hidden != (not d["single"]):
-            vhd.set_hidden(bp, not d["single"])
+            vhd.set_hidden(bp, not d["single"], storage=repo.storage)
         _step(entry, command, "hidden")
         if not os.path.exists(xp):
-            vhd.snapshot(bp, xp, uuid=uuidlib.UUID(d["vdi"]))
+            vhd.snapshot(bp, xp, uuid=uuidlib.UUID(d["vdi"]), storage=repo.storage)
         _step(entry, command, "leaf")
         parent_file = bp
     if not d["single"] and not os.path.exists(sp):
-        vhd.snapshot(parent_file, sp, uuid=uuidlib.UUID(d["new"]))
+        vhd.snapshot(parent_file, sp, uuid=uuidlib.UUID(d["new"]), storage=repo.storage)
     _step(entry, command, "snap")
     with repo.records.transaction(purpose=command) as txn:
         _records(txn, d, repo)

@@ -108,7 +108,7 @@ def create(repo: FileRepo, request: VDICreateRequest) -> str:
         else:
             from sm import vhd
 
-            vhd.create(path, size, uuid=uuidlib.UUID(uuid))
+            vhd.create(path, size, uuid=uuidlib.UUID(uuid), storage=repo.storage)
     record = VdiRecord(
         uuid=uuid, location=uuid, name_label=request.name_label,
         name_description=request.name_description, type=request.vdi_type, vdi_type=ext,
@@ -174,8 +174,8 @@ def recover_delete(repo: FileRepo, entry: Entry) -> None:
         if d["mode"] == "hide" and d["ext"] == "vhd":
             from sm import vhd
 
-            if vhd.info(path).hidden:
-                vhd.set_hidden(path, False)
+            if vhd.info(path, storage=repo.storage).hidden:
+                vhd.set_hidden(path, False, storage=repo.storage)
         return
     _forward_delete(repo, d, entry)
 
@@ -190,8 +190,8 @@ def _forward_delete(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
         elif os.path.exists(path):
             from sm import vhd
 
-            if not vhd.info(path).hidden:
-                vhd.set_hidden(path, True)
+            if not vhd.info(path, storage=repo.storage).hidden:
+                vhd.set_hidden(path, True, storage=repo.storage)
     _step(entry, "vdi_delete", "file")
     with repo.records.transaction(purpose="vdi_delete") as txn:
         x = txn.find(d["vdi"])
@@ -264,7 +264,7 @@ def _grown(repo: FileRepo, d: Mapping[str, Any]) -> bool:
         return os.stat(path).st_size >= int(d["size"])
     from sm import vhd
 
-    return vhd.info(path).virtual_size >= int(d["size"])
+    return vhd.info(path, storage=repo.storage).virtual_size >= int(d["size"])
 
 
 def _forward_resize(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
@@ -278,8 +278,8 @@ def _forward_resize(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
         else:
             from sm import vhd
 
-            if vhd.info(path).virtual_size < d["size"]:
-                vhd.resize(path, d["size"])
+            if vhd.info(path, storage=repo.storage).virtual_size < d["size"]:
+                vhd.resize(path, d["size"], storage=repo.storage)
     _step(entry, "vdi_resize", "file")
     with repo.records.transaction(purpose="vdi_resize") as txn:
         x = txn.find(d["vdi"])
