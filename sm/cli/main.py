@@ -22,6 +22,9 @@ import click
 
 from sm import __version__
 
+# A group called without a command shows its help (click >= 8.2 raises this for it).
+_NO_ARGS_IS_HELP: type[click.ClickException] = getattr(
+    click.exceptions, "NoArgsIsHelpError", type("_NeverRaised", (click.ClickException,), {}))
 # Loggers whose failure records repeat the error the CLI prints.
 _ECHO_LOGGERS = ("sm.dispatch",)
 
@@ -88,6 +91,9 @@ class SmGroup(click.Group):
         except BrokenPipeError:
             _quiet_stdout()
             code = 0
+        except _NO_ARGS_IS_HELP as err:  # `sm`, `sm vdi`: the help, as click shows it
+            err.show()
+            code = err.exit_code
         except Exception as err:  # the one edge: every failure is one line
             self._report(err, debug)
             code = err.exit_code if isinstance(err, click.ClickException) else 1

@@ -183,6 +183,9 @@ def test_failures_are_one_line(env: dict[str, str], tmp_path: Path) -> None:  # 
     assert "InvalidArg (1)" in line and "No such file" in line
     assert "is a directory" in fails(env, "vdi", "import", "disk", "--input", str(tmp_path))
     assert "VDIMissing (144)" in fails(env, "vdi", "show", "nosuch")
+    # a group without a command shows its help, as click does
+    proc = run_sm(env, "vdi")
+    assert proc.returncode == 2 and b"Commands:" in proc.stderr and b"Error" not in proc.stderr
     # --debug adds the trace
     proc = run_sm(env, "--debug", "vdi", "show", "nosuch")
     assert proc.returncode == 1 and b"Traceback" in proc.stderr
