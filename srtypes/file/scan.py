@@ -74,7 +74,10 @@ def adopt_record(layout: SRLayout, uuid: str, ext: str) -> VdiRecord:
     return with_parent(record, parent)
 
 
-def _images(location: str) -> dict[str, tuple[str, os.stat_result]]:
+def _images(location: str, refused: dict[str, str] | None = None
+            ) -> dict[str, tuple[str, os.stat_result]]:
+    """The image files by uuid; entries under an image name that are not regular files (a
+    link is never adopted) go into `refused` (name -> why)."""
     found: dict[str, tuple[str, os.stat_result]] = {}
     with os.scandir(location) as entries:
         for entry in entries:
@@ -85,6 +88,9 @@ def _images(location: str) -> dict[str, tuple[str, os.stat_result]]:
                 if not entry.is_file(follow_symlinks=False):
                     log.warning("sr_scan: skipping %s: not a regular file (a symbolic link is "
                                 "never adopted)", entry.name)
+                    if refused is not None:
+                        refused[entry.name] = ("not a regular file (a symbolic link is never "
+                                               "adopted: sm uses only files inside the SR)")
                     continue
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -97,15 +103,17 @@ def _images(location: str) -> dict[str, tuple[str, os.stat_result]]:
 
 
 def scan(repo: FileRepo) -> dict[str, Any]:
-    """Reconcile under the chain lock; returns {"adopted", "forgotten", "garbage"} uuids and
-    "damaged" {uuid: problem} of the images without a record it could not adopt (logged,
-    skipped: a damaged image never fails the scan)."""
+    """Reconcile under the chain lock; returns {"adopted", "forgotten", "garbage"} uuids,
+    "damaged" {uuid: problem} of the images without a record it could not adopt, and
+    "refused" {name: why} of entries under image names that are not regular files (all
+    logged and skipped: neither fails the scan)."""
     lay = repo.layout
     with repo.chain_lock("sr_scan"):
         for name in lay.sweep_scratch():  # left by a killed command (none is running now)
             log.warning("sr_scan: removed scratch file %s of an interrupted command", name)
         repo.records.build_index()
-        images = _images(str(lay.location))
+        refused: dict[str, str] = {}
+        images = _images(str(lay.location), refused)
         records = {r.uuid: r for r in repo.records.all()}
         held = repo.unusable()  # images a set-aside journal entry names: left as they are
         final: dict[str, VdiRecord] = {u: r for u, r in records.items() if u in held}
@@ -158,7 +166,7 @@ def scan(repo: FileRepo) -> dict[str, Any]:
         if uuid not in final:
             log.info("sr_scan: forgot %s (its image is gone)", uuid)
     return {"adopted": adopted, "forgotten": [u for u in forgotten if u not in final],
-            "garbage": sorted(garbage), "damaged": damaged}
+            "garbage": sorted(garbage), "damaged": damaged, "refused": refused}
 
 
 def sr_stats(repo: FileRepo) -> dict[str, str]:

@@ -362,3 +362,15 @@ def test_sr_storage_confines_the_engine(tmp_path: Path) -> None:
         with storage.create(str(tmp_path / "new.vhd"), 1024):
             pass
     assert not (tmp_path / "new.vhd").exists()
+
+
+def test_scan_reports_what_it_refused(sr: FileSRClient, tmp_path: Path) -> None:
+    from srtypes.file.layout import SRLayout
+    from srtypes.file.repo import FileRepo
+    from srtypes.file.scan import scan
+
+    uuid = str(uuidlib.uuid4())
+    (sr.location / f"{uuid}.vhd").symlink_to(_outside_vhd(tmp_path, uuid))
+    result = scan(FileRepo(SRLayout(sr.location, sr.sr_uuid, sr.run_dir)))
+    assert list(result["refused"]) == [f"{uuid}.vhd"]
+    assert uuid not in result["adopted"]
