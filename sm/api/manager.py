@@ -16,7 +16,7 @@ from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
 from sm.options import DeleteScope, checked, checked_methods
 
-from . import checks, exports, guards, names, trees
+from . import checks, exports, guards, names, trees, vdisnap
 from . import revert as revert_ops
 from .client import SRClient
 from .config import (
@@ -102,9 +102,10 @@ class StorageManager(VmMethods, WorkflowMethods):
             yield
 
     def _repair(self) -> None:
-        from . import copy, vmsnap
+        from . import copy, vdisnap, vmsnap
 
-        recover = {vmsnap.OP: vmsnap.recover, copy.OP: copy.recover}
+        recover = {vmsnap.OP: vmsnap.recover, copy.OP: copy.recover,
+                   vdisnap.OP: vdisnap.recover}
         for entry in self.state.journal():
             if entry.id in self._set_aside:
                 continue
@@ -347,9 +348,8 @@ class StorageManager(VmMethods, WorkflowMethods):
         cfg = self._config(sr)
         with self._locked("vdi snapshot"):
             vdi = self.vdi(ref, cfg.name)
-            uuid, _ = self._client(cfg).vdi_snapshot(vdi.ref)
-            trees.add(self.state, vdi, (cfg.uuid, uuid),
-                      name or time.strftime("%Y-%m-%dT%H:%M:%S"), description)
+            uuid = vdisnap.snapshot(self, cfg, vdi, name or time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                    description)
         return self.vdi(uuid, cfg.name)
 
     def vdi_tree(self, ref: str, *, sr: str | None = None) -> SnapshotTree:

@@ -74,8 +74,6 @@ KNOWN_BUGS = {
                          "(vdi_attach through the driver) detaches it under the toolstack: the "
                          "API's own vdi_detach drops the driver's attachment, and a vdi_delete "
                          "then deletes the disk in use",
-    "snapshot-kill": "vdi_snapshot killed after the driver committed leaves a snapshot VDI that "
-                     "is in no snapshot tree (the API step is not journaled)",
 }
 """Bugs this test found that are not fixed yet: the operations that hit them are not generated
 (each named where it is skipped). `SM_STATEFUL_PENDING=name,...` (or empty) overrides the
