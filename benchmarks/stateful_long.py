@@ -44,7 +44,7 @@ def main() -> int:
         left = max(60, int(deadline - time.monotonic()))
         proc = subprocess.Popen(
             ["timeout", "-s", "INT", str(left), sys.executable, "-m", "pytest",
-             "tests/api/test_stateful.py", "-q", "-x", "-p", "no:cacheprovider",
+             "tests/api/test_stateful.py", "-q", "-x", "-p", "no:cacheprovider", "--timeout=0",
              "--hypothesis-profile=long", "-k", f"{test} and {kind}"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         running[(kind, test)] = (proc, runs)
