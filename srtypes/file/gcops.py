@@ -158,6 +158,7 @@ def _copy(repo: FileRepo, d: Mapping[str, Any], progress: Callable[[int, int], N
     from sm.gc.vhdops import fill_from_parent
 
     cp = repo.layout.image(d["child"])
+    # confined: the merge writes into the parent (up) or reads it (down), never one outside
     if d["direction"] == "up":
         vhd.coalesce(cp, progress=progress, storage=repo.storage)
     else:

@@ -53,6 +53,7 @@ def delete(repo: LvhdRepo) -> None:
     if not repo.exists():
         log.info("sr_delete: no VG %s (nothing to do)", repo.vg)
         return
+    repo.check()  # a VG that is not this SR (no MGT, no valid record) is never removed
     if attached_marker(repo).exists() and any(repo.host_dir.glob("attached-vdi-*")):
         raise SRInUse("VDIs of this SR are attached on this host")
     with contextlib.suppress(MgtError):
@@ -60,7 +61,6 @@ def delete(repo: LvhdRepo) -> None:
         visible = [r.uuid for r in doc.vdis.values() if not r.hidden]
         if visible:
             raise SRNotEmpty(f"the SR still holds {len(visible)} VDI(s), e.g. {visible[0]}")
-    repo.check()  # a VG that is not this SR (no MGT, no valid record) is never removed
     known = {m.group(2) for lv in repo.lvm.lvs(repo.vg) if (m := IMAGE_LV.match(lv.name))}
     with contextlib.suppress(MgtError):
         stray = known - set(repo.read().vdis)
