@@ -307,30 +307,31 @@ class ApiMachine(RuleBasedStateMachine):
         if problems:
             self._fail("\n  ".join(["end of example:", *problems]))
 
-    # -- a start with something in it (not killed): two disks, one written and snapshotted,
-    # a VM with one of them ---------------------------------------------------------------
+    kills = st.integers(1, 12)
+    """Which crash point hit kills the child of a `kill` machine (fewer hits: it completes)."""
 
-    @initialize(vm=st.booleans())
-    def start(self, vm: bool) -> None:
+    # -- a start with something in it: two disks, one written and snapshotted (the snapshot
+    # killed in a `kill` machine), a VM with one of them ----------------------------------
+
+    @initialize(vm=st.booleans(), k=kills)
+    def start(self, vm: bool, k: int) -> None:
         kill, self.kill = self.kill, False
         try:
             self.create(0)
             self.create(0)
-            first = self.model.disks()[0]
             self.write(0, 0, 7, 100, 0)
-            self.snapshot(0, 0)
+            self.kill = kill
+            self.snapshot(0, k)
+            self.kill = False
             self.write(0, len(HOT), 3, 200, 0)
             if vm:
                 self.vm_create()
                 self.vm_add_disk(0, 0)
-            assert first in self.model.vdis
         finally:
             self.kill = kill
 
     # -- VDI rules -------------------------------------------------------------------------
 
-    kills = st.integers(1, 12)
-    """Which crash point hit kills the child of a `kill` machine (fewer hits: it completes)."""
 
     @precondition(lambda self: len(self.model.disks()) < MAX_DISKS
                   and len(self.model.vdis) < MAX_VDIS)
