@@ -4,6 +4,8 @@
 for failure. This is the one edge where exceptions become Faults:
 
 - `SMError` -> its `code` and `fault_string`;
+- an `OSError` that means the same whatever the command (full, read-only or failing file
+  system: `sm.errors.from_os_error`) -> SRNoSpace 44, SRUnavailable 47, EIO 200, VDISize 79;
 - anything else -> GenericException (1200) with the exception type and message; the traceback
   is logged (stderr / log file), never written to stdout.
 
@@ -33,7 +35,7 @@ from sm import log as sm_log
 from sm import xmlrpc
 from sm.capabilities import COMMAND_CAPABILITY
 from sm.driver import Command, DriverContext, SRDriver
-from sm.errors import BadRequest, GenericException, SMError, Unimplemented
+from sm.errors import BadRequest, GenericException, SMError, Unimplemented, from_os_error
 from sm.log import LEVELS
 from sm.requests import (
     DriverInfoRequest,
@@ -168,6 +170,10 @@ def respond(
             log.info("%s details: %s", method, dict(err.details))
         return xmlrpc.dumps_fault(err.code, err.fault_string)
     except Exception as err:
+        mapped = from_os_error(err, method) if isinstance(err, OSError) else None
+        if mapped is not None:
+            log.warning("%s failed: %s", method, mapped)
+            return xmlrpc.dumps_fault(mapped.code, mapped.fault_string)
         log.exception("%s failed with an unexpected error", method)
         fault = GenericException(f"{type(err).__name__}: {err}")
         return xmlrpc.dumps_fault(fault.code, fault.fault_string)

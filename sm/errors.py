@@ -408,3 +408,20 @@ def error_by_code(code: int) -> type[SMError]:
 def error_by_name(name: str) -> type[SMError]:
     """The error class called `name` (e.g. "VDIMissing"); KeyError if unknown."""
     return _BY_NAME[name]
+
+
+def from_os_error(err: OSError, what: str = "") -> SMError | None:
+    """The SM error an OS error means whatever the operation (a full, read-only or failing file
+    system), or None when only the operation can tell (its own error class)."""
+    import errno
+
+    prefix = f"{what}: " if what else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SRNoSpace(f"{prefix}{err}")
+    if err.errno == errno.EROFS:
+        return SRUnavailable(f"{prefix}the SR's file system is read-only ({err})")
+    if err.errno == errno.EIO:
+        return EIO(f"{prefix}{err}")
+    if err.errno == errno.EFBIG:  # past the file system's largest file (NFS: the server's)
+        return VDISize(f"{prefix}the file system cannot hold a file that large ({err})")
+    return None

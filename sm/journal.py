@@ -47,6 +47,7 @@ Failure containment (docs/design.md "Failure containment"):
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -66,6 +67,9 @@ StrPath = str | os.PathLike[str]
 Handler = Callable[["Entry"], None]
 
 VERSION = 1
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 256 * 1024
+"""Space a full file system gives back to a deleting operation (journal entry, lock line)."""
 FAILED_DIR = "failed"
 AFFECTED_KEYS = ("vdi", "target", "snapshot", "base", "new", "b2", "child")
 """Keys of an entry's data that name VDIs whose images the operation changes (every SR type
@@ -348,6 +352,36 @@ class Journal:
     @property
     def failed_dir(self) -> Path:
         return self.directory / FAILED_DIR
+
+    def make_reserve(self) -> None:
+        """Set aside ``RESERVE_BYTES`` in the journal directory (best effort), for
+        :meth:`begin_freeing` on a file system that filled up."""
+        try:
+            fd = os.open(self.directory / RESERVE_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                         0o600)
+            try:
+                if os.fstat(fd).st_size < RESERVE_BYTES:
+                    os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+    def begin_freeing(self, op: str, **data: Any) -> Entry:
+        """:meth:`begin` for an operation that frees space (delete): on a full file system it
+        gives back the reserve and tries again, so a full SR can always be emptied. The caller
+        calls :meth:`make_reserve` when the space is free again."""
+        try:
+            return self.begin(op, **data)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            try:
+                os.truncate(self.directory / RESERVE_NAME, 0)
+            except OSError:
+                raise err from None
+            log.warning("%s: the file system is full; using the journal's reserve", op)
+            return self.begin(op, **data)
 
     def begin(self, op: str, **data: Any) -> Entry:
         """Durably record the intent to run ``op`` with ``data`` (JSON-serialisable), before

@@ -165,8 +165,11 @@ class _ProcessLock:
                 time.sleep(pause)
                 delay = min(delay * 2, _POLL_MAX)
             if not shared:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, _holder_line(purpose), 0)
+                # The holder line only informs waiters: a full (or quota-bound) file system
+                # must not stop the command that would free space.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, _holder_line(purpose), 0)
         except BaseException:
             os.close(fd)
             raise

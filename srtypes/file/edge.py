@@ -1,6 +1,7 @@
 """Engine and OS errors become SM errors here, at the edge of the SR (one mapping).
 
-- `VhdNoSpaceError`, `OSError(ENOSPC/EDQUOT)` -> SRNoSpace (44)
+- `VhdNoSpaceError`, `OSError(ENOSPC/EDQUOT)` -> SRNoSpace (44); `OSError(EROFS)` ->
+  SRUnavailable (47) (`sm.errors.from_os_error`, which the dispatcher applies to any command)
 - `VhdFormatError`, `VhdChainError` -> VDILoad (65), with the engine's message (what/where)
 - `VhdUnsupportedError`, `OSError(EFBIG)`, `OverflowError` -> VDISize (79) (sizes beyond what
   the format, the file system or an offset can hold; `sm.sizes` refuses them first)
@@ -16,11 +17,10 @@ changes anything: a damaged image is refused with VDIUnavailable (46) naming it 
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from sm.errors import EIO, SMError, SRNoSpace, VDILoad, VDISize, VDIUnavailable
+from sm.errors import EIO, SMError, SRNoSpace, VDILoad, VDISize, VDIUnavailable, from_os_error
 
 if TYPE_CHECKING:
     from sm.vhd import Storage
@@ -53,13 +53,7 @@ def engine_errors(fallback: type[SMError], what: str = "") -> Iterator[None]:
     except SMError:
         raise
     except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise SRNoSpace(f"{prefix}{err}") from err
-        if err.errno == errno.EIO:
-            raise EIO(f"{prefix}{err}") from err
-        if err.errno == errno.EFBIG:  # past the file system's largest file (NFS: the server's)
-            raise VDISize(f"{prefix}the file system cannot hold a file that large ({err})") from err
-        raise fallback(f"{prefix}{err}") from err
+        raise (from_os_error(err, what) or fallback(f"{prefix}{err}")) from err
     except OverflowError as err:  # an offset past off_t: a size no image can have
         raise VDISize(f"{prefix}{err}") from err
     except Exception as err:

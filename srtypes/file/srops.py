@@ -41,6 +41,9 @@ def make_dirs(layout: SRLayout) -> None:
 
     init_sr_locks(layout.location)
     layout.journal_dir.mkdir(exist_ok=True)
+    from sm.journal import Journal
+
+    Journal(layout.journal_dir).make_reserve()
 
 
 def create(layout: SRLayout, sr_uuid: str) -> None:

@@ -161,9 +161,11 @@ def delete(repo: FileRepo, uuid: str) -> None:
     mode = "hide" if repo.children_of(uuid) else "remove"
     if mode == "hide" and os.path.exists(repo.path(x)):
         require_sound(repo.path(x))  # its footer is rewritten (a leaf is just removed)
-    with repo.journal.begin("vdi_delete", vdi=uuid, mode=mode, ext=x.vdi_type) as entry:
+    with repo.journal.begin_freeing("vdi_delete", vdi=uuid, mode=mode,
+                                    ext=x.vdi_type) as entry:
         crash_point("vdi_delete:journaled")
         _forward_delete(repo, entry.data, entry)
+    repo.journal.make_reserve()
 
 
 def recover_delete(repo: FileRepo, entry: Entry) -> None:

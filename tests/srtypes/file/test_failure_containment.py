@@ -216,6 +216,29 @@ def test_enospc_mid_snapshot_leaves_the_sr_unchanged(small_fs: Path, tmp_path: P
     _still_works(sr)
 
 
+def test_a_full_file_system_can_free_itself(small_fs: Path, tmp_path: Path) -> None:
+    """With not one byte left, the commands that free space still run (the lock files' holder
+    lines are information only) and a command that needs space fails without 1200."""
+    sr = FileSRClient(small_fs / "sr", tmp_path / "run")
+    sr.call("sr_create", ["0"])
+    sr.call("sr_attach")
+    keep = sr.create_vdi()
+    sr.write(keep, 0, b"keep")
+    big = sr.create_vdi()
+    sr.write(big, 0, bytes(4 * MiB))  # two 2 MiB blocks, freed by the delete
+    _fill(small_fs)
+    with pytest.raises(SMFault) as info:
+        sr.snapshot(keep)
+    assert getattr(info.value, "code", None) != 1200, info.value
+    assert _journal(sr) == []
+    sr.call("vdi_delete", vdi=big)
+    sr.call("sr_scan")
+    assert big not in sr.records()
+    (small_fs / "filler").unlink()
+    assert sr.read(keep, 0, 4) == b"keep"
+    _still_works(sr)
+
+
 # -- a replay that keeps failing is set aside ------------------------------------------------
 
 
