@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from sm.errors import InvalidArg, SMError, VDIInUse, VDIUnavailable
+from sm.errors import InvalidArg, SMError, Unimplemented, VDIInUse, VDIUnavailable
 from sm.faults import crash_point
 
 from .models import VDI
@@ -96,6 +96,7 @@ def attach(state: State, client: SRClient, vdi: VDI, writable: bool) -> Export:
     if writable and (vdi.is_a_snapshot or vdi.read_only):
         raise VDIUnavailable(f"{vdi.uuid} is {'a snapshot' if vdi.is_a_snapshot else 'read-only'}"
                              ": attach it without --writable")
+    not_attached_elsewhere(client, vdi)
     # Recorded first, without a URL: an attach interrupted after the driver's can be detached.
     _put(state, Export(vdi.sr, vdi.uuid, vdi.ref[0], vdi.ref[1], writable, "", time.time(), {}))
     try:
@@ -155,8 +156,25 @@ def attached(state: State, client: SRClient, vdi: VDI, writable: bool
             raise VDIInUse(f"{vdi.uuid} is attached read-only at {export.url}; detach it first")
         yield export.attach
         return
+    not_attached_elsewhere(client, vdi)
     result = client.vdi_attach(vdi.ref, writable)
     try:
         yield result
     finally:
         client.vdi_detach(vdi.ref)
+
+
+def not_attached_elsewhere(client: SRClient, vdi: VDI) -> None:
+    """Refuse a VDI its driver reports attached on this host (`sm_vdi_get`: `attached`) that
+    this layer did not attach: a toolstack's. SMAPIv1 attachments are not counted, so this
+    layer's own attach beside it and detach after would end the toolstack's attachment (and a
+    `vdi_delete` would then delete the disk in use)."""
+    try:
+        mode = str(client.record(*vdi.ref).get("attached") or "")
+    except Unimplemented:
+        return
+    if mode:
+        how = {"rw": "read-write", "ro": "read-only"}.get(mode, mode)
+        raise VDIInUse(f"{vdi.uuid} is attached {how} on this host by a toolstack (through its "
+                       "driver); detach it there first: attaching it here beside that "
+                       "attachment, and detaching after, would end it")
