@@ -195,8 +195,12 @@ def test_out_of_space_is_44_and_changes_nothing(sr: Sr) -> None:
     sr.call("vdi_attach", [True], vdi_uuid=vdi)  # inflated: ~64 MiB of 120 used
     before = (sr.lv_sizes(), sr.records())
     with pytest.raises(SMFault) as err:
-        sr.create_vdi(200 * MiB, type="raw")
+        sr.create_vdi(200 * MiB, type="raw")  # more than the whole VG: a size it never holds
+    assert err.value.code == 79
+    with pytest.raises(SMFault) as err:
+        sr.create_vdi(100 * MiB, type="raw")  # fits the VG, not what is free in it now
     assert err.value.code == 44
+    assert (sr.lv_sizes(), sr.records()) == before
     big = sr.create_vdi(100 * MiB)  # thin: only metadata now
     after_big = (sr.lv_sizes(), sr.records())
     with pytest.raises(SMFault) as err:
