@@ -69,7 +69,11 @@ ROTATE = 1
 """VDIs read per step besides the ones the step touched, in turn (all of them after a kill and
 at the end of each example)."""
 SCOPES = ("one", "with-children", "children-only")
-KNOWN_BUGS: dict[str, str] = {}
+KNOWN_BUGS = {
+    "delete-kill": "vdi_delete / vm_snapshot_delete of a snapshot killed after the driver's "
+                   "vdi_delete committed leaves its node in the tree (sm.api.trees removes the "
+                   "volume, then the node, unjournaled): the tree names a VDI that is gone",
+}
 """Bugs this test found that are not fixed yet: the operations that hit them are not generated
 (each named where it is skipped). `SM_STATEFUL_PENDING=name,...` (or empty) overrides the
 list, to check a fix."""
@@ -474,7 +478,8 @@ class ApiMachine(RuleBasedStateMachine):
 
         self._step(f"delete {uuid} scope={scope} metadata_only={metadata_only}", "vdi_delete",
                    (uuid,), {"sr": self.sr, "scope": scope, "metadata_only": metadata_only},
-                   expect, after if expect != "refused" else None, doomed, k)
+                   expect, after if expect != "refused" else None, doomed,
+                   0 if "delete-kill" in PENDING else k)
 
     @precondition(lambda self: self.model.vdis)
     @rule(i=st.integers(0, 99), grow=st.integers(-1, 2), k=kills)
@@ -614,7 +619,8 @@ class ApiMachine(RuleBasedStateMachine):
         self._step(f"vm {vm} snapshot-delete {name} scope={scope} metadata_only="
                    f"{metadata_only}", "vm_snapshot_delete", (vm, name),
                    {"scope": scope, "metadata_only": metadata_only}, expect,
-                   after if expect == "ok" else None, touched, k)
+                   after if expect == "ok" else None, touched,
+                   0 if "delete-kill" in PENDING else k)
 
 
 # -- SR types ----------------------------------------------------------------------------------
