@@ -164,10 +164,10 @@ def attached(state: State, client: SRClient, vdi: VDI, writable: bool
         client.vdi_detach(vdi.ref)
 
 
-def not_attached_elsewhere(client: SRClient, vdi: VDI) -> None:
-    """Refuse a VDI its driver reports attached on this host (`sm_vdi_get`: `attached`) that
-    this layer did not attach: a toolstack's. SMAPIv1 attachments are not counted, so this
-    layer's own attach beside it and detach after would end the toolstack's attachment (and a
+def not_attached_elsewhere(client: SRClient, vdi: VDI, action: str = "open") -> None:
+    """Refuse a VDI its driver reports attached on this host (`sm_vdi_get`: `attached`) where
+    this layer did not attach it itself: SMAPIv1 attachments are not counted, so this layer's
+    own attach beside a toolstack's, and its detach after, would end the toolstack's (and a
     `vdi_delete` would then delete the disk in use)."""
     try:
         mode = str(client.record(*vdi.ref).get("attached") or "")
@@ -175,6 +175,5 @@ def not_attached_elsewhere(client: SRClient, vdi: VDI) -> None:
         return
     if mode:
         how = {"rw": "read-write", "ro": "read-only"}.get(mode, mode)
-        raise VDIInUse(f"{vdi.uuid} is attached {how} on this host by a toolstack (through its "
-                       "driver); detach it there first: attaching it here beside that "
-                       "attachment, and detaching after, would end it")
+        raise VDIInUse(f"cannot {action} {vdi.uuid}: it is attached {how} on this host (by a "
+                       "toolstack through its driver, or `sm vdi attach`); detach it first")

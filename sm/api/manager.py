@@ -105,7 +105,7 @@ class StorageManager(VmMethods, WorkflowMethods):
         from . import copy, vdisnap, vmsnap
 
         recover = {vmsnap.OP: vmsnap.recover, copy.OP: copy.recover,
-                   vdisnap.OP: vdisnap.recover}
+                   vdisnap.OP: vdisnap.recover, trees.OP: trees.recover}
         for entry in self.state.journal():
             if entry.id in self._set_aside:
                 continue
@@ -391,15 +391,17 @@ class StorageManager(VmMethods, WorkflowMethods):
                 raise InvalidArg(f"{vdi.uuid} is not a snapshot in a tree (metadata_only edits "
                                  "snapshot trees, keeping the volumes)")
             owners = guards.vm_disks(self, vdi, force=force)
-            if scope != "one" or metadata_only:
-                if scope == "with-children":
-                    removed = trees.delete_all(self.state, client, vdis, vdi)
-                else:
-                    raise InvalidArg(f"{vdi.uuid} is not a snapshot in a tree")
-            else:
+            if scope == "with-children":
+                # refused before its snapshots go, not after (the driver refuses the disk)
+                exports.not_attached_elsewhere(client, vdi, "delete")
+                # one journaled deletion: snapshots, then the disk (trees.delete_all)
+                removed = trees.delete_all(self.state, client, vdis, vdi, and_vdi=True)
+            elif scope == "one":
                 removed = []
-            client.vdi_delete(vdi.ref)
-            self.state.forget_vdi(cfg.uuid, vdi.uuid)
+                client.vdi_delete(vdi.ref)
+                self.state.forget_vdi(cfg.uuid, vdi.uuid)
+            else:
+                raise InvalidArg(f"{vdi.uuid} is not a snapshot in a tree")
             for disk in owners:
                 self.vm_state.remove_disk(disk.vm, disk.sr, disk.vdi)
             return [*removed, vdi.uuid]

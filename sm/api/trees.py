@@ -10,25 +10,38 @@ makes its parent current. So:
 - `children-only`: the subtree below the node; current, if inside, ends on the node.
 
 `metadata_only` edits the tree and leaves the snapshot volumes in the SR.
+
+A deletion is journaled (`tree-delete` in the state journal, crash points
+`api.tree.delete.{volume,disk}`): the nodes in order, each with the volume to delete, and for a
+disk deleted with its snapshots the disk itself. The driver's `vdi_delete` and the node's
+removal commit separately, so a process killed in between is finished by the next command
+(`recover`: every step again; a volume already gone is skipped). A driver error part-way ends
+the deletion there, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Hashable, Iterable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sm.errors import InvalidArg, VDIMissing
+from sm.faults import crash_point
 
 from .models import VDI, SnapshotTree, TreeNode
 from .state import Key, SnapshotNode, State
 
 if TYPE_CHECKING:
     from .client import SRClient
+    from .manager import StorageManager
+    from .state import JournalEntry
 
-__all__ = ["add", "build", "check_lineage", "delete", "delete_all", "postorder",
-           "resolve_snapshot"]
+__all__ = ["OP", "add", "build", "check_lineage", "delete", "delete_all", "postorder",
+           "recover", "resolve_snapshot"]
+
+OP = "tree-delete"
 
 
 def children_map(nodes: Iterable[SnapshotNode]) -> dict[Key | None, list[Key]]:
@@ -128,16 +141,47 @@ def check_lineage(state: State, target: VDI, snap: VDI,
                      "a VDI can only be reverted to one of its own snapshots")
 
 
-def _remove(state: State, client: SRClient, vdis: list[VDI], key: Key,
-            metadata_only: bool) -> None:
-    if not metadata_only:
-        vdi = next((v for v in vdis if v.uuid == key[1]), None)
-        if vdi is not None:
-            try:
-                client.vdi_delete(vdi.ref)
-            except VDIMissing:
-                pass
-    state.remove_snapshot(key)
+def _removal(state: State, client: SRClient, vdis: list[VDI], order: list[Key],
+             metadata_only: bool, disk: VDI | None = None) -> None:
+    """Remove the nodes of `order` (and their volumes unless `metadata_only`), then `disk`'s
+    volume and state; journaled (see the module docstring)."""
+    by_uuid = {v.uuid: v for v in vdis}
+    data = {"steps": [[list(k), None if metadata_only or k[1] not in by_uuid
+                       else list(by_uuid[k[1]].ref)] for k in order],
+            "disk": [disk.sr, disk.uuid, *disk.ref] if disk is not None else None}
+    entry = state.journal_begin(OP, client.sr.uuid, **data)
+    try:
+        _run(state, client, entry, data)
+    except BaseException:
+        state.journal_done(entry)  # a driver error ends the deletion there (not a crash)
+        raise
+
+
+def _run(state: State, client: SRClient, entry: int, data: dict[str, Any]) -> None:
+    for key, ref in data["steps"]:
+        if ref is not None:
+            with contextlib.suppress(VDIMissing):
+                client.vdi_delete((ref[0], ref[1]))
+            crash_point("api.tree.delete.volume")
+        state.remove_snapshot((key[0], key[1]))
+    disk = data.get("disk")
+    if disk:
+        with contextlib.suppress(VDIMissing):
+            client.vdi_delete((disk[2], disk[3]))
+        crash_point("api.tree.delete.disk")
+    with state.transaction():
+        if disk:
+            state.forget_vdi(disk[0], disk[1])
+        state.journal_done(entry)
+
+
+def recover(mgr: StorageManager, entry: JournalEntry) -> None:
+    """Finish a deletion a crash interrupted (called with the API lock held)."""
+    cfg = next((c for c in mgr._configs() if c.uuid == entry.sr), None)
+    if cfg is None:
+        mgr.state.journal_done(entry.id)
+        return
+    _run(mgr.state, mgr._client(cfg), entry.id, entry.data)
 
 
 def delete(state: State, client: SRClient, vdis: list[VDI], key: Key, scope: str,
@@ -149,17 +193,17 @@ def delete(state: State, client: SRClient, vdis: list[VDI], key: Key, scope: str
     order = [key] if scope == "one" else postorder(_edges(nodes), key)
     if scope == "children-only":
         order = order[:-1]
-    for k in order:
-        _remove(state, client, vdis, k, metadata_only)
+    _removal(state, client, vdis, order, metadata_only)
     return [k[1] for k in order]
 
 
-def delete_all(state: State, client: SRClient, vdis: list[VDI], vdi: VDI) -> list[str]:
-    """Every snapshot in the tree of `vdi` (leaves first)."""
+def delete_all(state: State, client: SRClient, vdis: list[VDI], vdi: VDI, *,
+               and_vdi: bool = False) -> list[str]:
+    """Every snapshot in the tree of `vdi` (leaves first); with `and_vdi`, `vdi` itself last
+    (its volume and its state), in the same journaled deletion."""
     nodes, _ = state.tree((vdi.sr, vdi.uuid))
     order: list[Key] = []
     for root in [n.key for n in nodes if n.parent is None]:
         order += postorder(_edges(nodes), root)
-    for k in order:
-        _remove(state, client, vdis, k, False)
+    _removal(state, client, vdis, order, False, vdi if and_vdi else None)
     return [k[1] for k in order]

@@ -70,9 +70,9 @@ ROTATE = 1
 at the end of each example)."""
 SCOPES = ("one", "with-children", "children-only")
 KNOWN_BUGS = {
-    "delete-kill": "vdi_delete / vm_snapshot_delete of a snapshot killed after the driver's "
-                   "vdi_delete committed leaves its node in the tree (sm.api.trees removes the "
-                   "volume, then the node, unjournaled): the tree names a VDI that is gone",
+    "vm-snapshot-delete-kill": "vm_snapshot_delete killed between two disks leaves the VM "
+                               "snapshot with some of its disk snapshots deleted (sm.api.vms "
+                               "deletes them one by one, then the VM snapshot, unjournaled)",
 }
 """Bugs this test found that are not fixed yet: the operations that hit them are not generated
 (each named where it is skipped). `SM_STATEFUL_PENDING=name,...` (or empty) overrides the
@@ -478,8 +478,7 @@ class ApiMachine(RuleBasedStateMachine):
 
         self._step(f"delete {uuid} scope={scope} metadata_only={metadata_only}", "vdi_delete",
                    (uuid,), {"sr": self.sr, "scope": scope, "metadata_only": metadata_only},
-                   expect, after if expect != "refused" else None, doomed,
-                   0 if "delete-kill" in PENDING else k)
+                   expect, after if expect != "refused" else None, doomed, k)
 
     @precondition(lambda self: self.model.vdis)
     @rule(i=st.integers(0, 99), grow=st.integers(-1, 2), k=kills)
@@ -620,7 +619,7 @@ class ApiMachine(RuleBasedStateMachine):
                    f"{metadata_only}", "vm_snapshot_delete", (vm, name),
                    {"scope": scope, "metadata_only": metadata_only}, expect,
                    after if expect == "ok" else None, touched,
-                   0 if "delete-kill" in PENDING else k)
+                   0 if "vm-snapshot-delete-kill" in PENDING else k)
 
 
 # -- SR types ----------------------------------------------------------------------------------
