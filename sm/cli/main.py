@@ -133,8 +133,18 @@ def cli(ctx: click.Context, verbose: int, debug: bool, config: str | None) -> No
     level = logging.DEBUG if debug else max(logging.WARNING - 10 * verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not debug and not verbose:
-        for name in _ECHO_LOGGERS:
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        # The driver's failure lines would repeat the one error line; quiet them for this
+        # command only (the CLI also runs inside other programs and tests).
+        quiet = [logging.getLogger(name) for name in _ECHO_LOGGERS]
+        saved = [logger.level for logger in quiet]
+        for logger in quiet:
+            logger.setLevel(logging.CRITICAL)
+
+        def restore() -> None:
+            for logger, level in zip(quiet, saved):
+                logger.setLevel(level)
+
+        ctx.call_on_close(restore)
 
 
 def _register() -> None:
