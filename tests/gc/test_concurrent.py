@@ -31,6 +31,7 @@ def test_collector_and_user_operations_concurrently(tmp_path: Path) -> None:
     sr = make_sr(tmp_path)
     rng = random.Random(11)
     model: dict[str, bytes] = {}
+    snapshots: set[str] = set()
     stop = tmp_path / "stop"
     runs = tmp_path / "runs"  # a line per finished collector run
 
@@ -59,6 +60,8 @@ def test_collector_and_user_operations_concurrently(tmp_path: Path) -> None:
                     v = sr.create_vdi(SIZE)
                     model[v] = bytes(SIZE)
                 elif kind == "write":
+                    if u in snapshots:
+                        continue  # snapshots never change
                     off, n = rng.randrange(SIZE - 1), rng.randrange(1, 3 * MiB)
                     n = min(n, SIZE - off)
                     data = rng.randbytes(n)
@@ -67,14 +70,17 @@ def test_collector_and_user_operations_concurrently(tmp_path: Path) -> None:
                 elif kind in ("snapshot", "clone"):
                     v = sr.snapshot(u) if kind == "snapshot" else sr.clone(u)
                     model[v] = model[u]
+                    if kind == "snapshot":
+                        snapshots.add(v)
                 elif kind == "revert":
                     target = rng.choice(names)
-                    if target != u:
+                    if target != u and target not in snapshots:
                         sr.revert(u, target)
                         model[target] = model[u]
                 elif kind == "delete":
                     sr.call("vdi_delete", vdi=u)
                     del model[u]
+                    snapshots.discard(u)
                 else:
                     assert _read(sr, u) == model[u], f"VDI {u} reads different data"
             except SMFault as fault:

@@ -65,15 +65,16 @@ class Model:
             else:
                 new = sr.snapshot(u)
             self.content[new] = self.content[u]
-            self.read_only[new] = True if op == "single" else self.read_only[u]
+            self.read_only[new] = op != "clone"  # snapshots never change; a clone is writable
         elif op == "revert":
             target = self.pick(j)
-            if target == u or target is None or self.has_children(target):
+            if (target == u or target is None or self.read_only[target]
+                    or self.has_children(target)):
                 return
             sr.revert(u, target)
             self.content[target] = self.content[u]
         elif op == "resize":
-            if self.has_children(u):
+            if self.read_only[u] or self.has_children(u):
                 return
             grown = len(self.content[u]) + (j % 3 + 1) * MiB
             sr.call("vdi_resize", [str(grown)], vdi=u)
