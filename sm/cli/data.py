@@ -11,18 +11,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
-from sm.cli.output import pass_manager, sr_option
+from sm.cli.output import pass_manager, progress_bar, sr_option
 from sm.cli.sizes import DISK_SIZE, SIZE
 from sm.options import DataFormat, allowed
 
 if TYPE_CHECKING:
     from sm.api import StorageManager
 
-__all__ = ["progress_bar", "register"]
+__all__ = ["register"]
 
 Progress = Callable[[int, int], None]
 
@@ -31,37 +31,6 @@ progress_option = click.option(
     help="Progress bar on stderr (default: when stderr is a terminal).")
 
 
-@contextmanager
-def progress_bar(label: str, show: bool | None = None,
-                 stream: TextIO | None = None) -> Iterator[Progress | None]:
-    """A `(done, total)` callback drawing a progress bar on `stream` (stderr), or None when
-    it is not a terminal (and `show` is not True)."""
-    out = stream or sys.stderr
-    if show is None:
-        show = out.isatty()
-    if not show:
-        yield None
-        return
-    state: dict[str, Any] = {"bar": None, "done": 0}
-
-    def callback(done: int, total: int) -> None:
-        if state["bar"] is None:
-            state["bar"] = click.progressbar(length=max(total, 1), label=label, file=out,
-                                             show_pos=False).__enter__()
-        bar = state["bar"]
-        if total != bar.length:
-            bar.length = max(total, 1)
-        if done == state["done"]:
-            bar.render_progress()  # only the total changed (a stream's end)
-        else:
-            bar.update(done - state["done"])
-        state["done"] = done
-
-    try:
-        yield callback
-    finally:
-        if state["bar"] is not None:
-            state["bar"].__exit__(None, None, None)
 
 
 def _stdin() -> BinaryIO:
@@ -101,7 +70,7 @@ def write(sm: StorageManager, ref: str, data: str | None, offset: int, source: s
             sm.vdi_write_from(ref, offset, _stdin(), sr=sr, progress=progress)
             return
         assert source is not None
-        with _open_in(source) as f:
+        with _open(source, "rb") as f:
             sm.vdi_write_from(ref, offset, f, sr=sr, progress=progress)
 
 
@@ -119,7 +88,7 @@ def read(sm: StorageManager, ref: str, offset: int, length: int | None, output: 
     if output == "-":
         sm.vdi_read_to(ref, _stdout(), offset, length, sr=sr)
         return
-    with _open_out(output) as f:
+    with _open(output, "wb") as f:
         sm.vdi_read_to(ref, f, offset, length, sr=sr)
 
 
@@ -161,27 +130,17 @@ def import_(sm: StorageManager, ref: str, source: str, fmt: str, size: int | Non
 
 
 @contextmanager
-def _open_in(path: str) -> Iterator[BinaryIO]:
+def _open(path: str, mode: str) -> Iterator[BinaryIO]:
+    """`path` opened in binary `mode` ("rb"/"wb"); InvalidArg naming it when it cannot be."""
     from sm.errors import InvalidArg
 
     try:
-        f = open(path, "rb")  # noqa: SIM115
+        f = open(path, mode)  # noqa: SIM115
     except OSError as err:
-        raise InvalidArg(f"cannot read {path}: {err.strerror}") from err
+        verb = "read" if mode.startswith("r") else "write"
+        raise InvalidArg(f"cannot {verb} {path}: {err.strerror}") from err
     with f:
-        yield f
-
-
-@contextmanager
-def _open_out(path: str) -> Iterator[BinaryIO]:
-    from sm.errors import InvalidArg
-
-    try:
-        f = open(path, "wb")  # noqa: SIM115
-    except OSError as err:
-        raise InvalidArg(f"cannot write {path}: {err.strerror}") from err
-    with f:
-        yield f
+        yield f  # type: ignore[misc]
 
 
 def register(group: click.Group) -> None:

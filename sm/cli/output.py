@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import click
 
@@ -113,3 +114,36 @@ def tree_lines(title: str, roots: Sequence[_TreeNode],
 def when(seconds: float) -> str:
     """A timestamp as the tree and table views print it (local time)."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+@contextmanager
+def progress_bar(label: str, show: bool | None = None,
+                 stream: TextIO | None = None) -> Iterator[Callable[[int, int], None] | None]:
+    """A `(done, total)` callback drawing a progress bar on `stream` (stderr), or None when
+    it is not a terminal (and `show` is not True)."""
+    out = stream or sys.stderr
+    if show is None:
+        show = out.isatty()
+    if not show:
+        yield None
+        return
+    state: dict[str, Any] = {"bar": None, "done": 0}
+
+    def callback(done: int, total: int) -> None:
+        if state["bar"] is None:
+            state["bar"] = click.progressbar(length=max(total, 1), label=label, file=out,
+                                             show_pos=False).__enter__()
+        bar = state["bar"]
+        if total != bar.length:
+            bar.length = max(total, 1)
+        if done == state["done"]:
+            bar.render_progress()  # only the total changed (a stream's end)
+        else:
+            bar.update(done - state["done"])
+        state["done"] = done
+
+    try:
+        yield callback
+    finally:
+        if state["bar"] is not None:
+            state["bar"].__exit__(None, None, None)

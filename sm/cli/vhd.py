@@ -11,13 +11,13 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import IO, Any
 
 import click
 
 from sm import vhd as engine
+from sm.cli.output import progress_bar
 from sm.cli.sizes import SIZE, SizeType, parse_size  # noqa: F401  (re-exported)
 
 #: Bytes per engine call for `read`/`write`: large enough to amortise per-call overhead.
@@ -67,29 +67,6 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
-@contextmanager
-def _progress(label: str, show: bool | None) -> Iterator[Progress | None]:
-    """A `(done, total)` callback drawing a click progress bar on stderr, or None when hidden."""
-    if show is None:
-        show = sys.stderr.isatty()
-    if not show:
-        yield None
-        return
-    state: dict[str, Any] = {"bar": None, "done": 0}
-
-    def callback(done: int, total: int) -> None:
-        if state["bar"] is None:
-            state["bar"] = click.progressbar(
-                length=max(total, 1), label=label, file=sys.stderr, show_pos=False
-            ).__enter__()
-        state["bar"].update(done - state["done"])
-        state["done"] = done
-
-    try:
-        yield callback
-    finally:
-        if state["bar"] is not None:
-            state["bar"].__exit__(None, None, None)
 
 
 _progress_option = click.option(
@@ -245,7 +222,7 @@ def repair(path: str) -> None:
 def coalesce(child: str, progress: bool | None) -> None:
     """Copy CHILD's sectors into its parent (CHILD itself is left as it was)."""
     parent = engine.info(child).parent_path
-    with _progress("coalescing", progress) as callback:
+    with progress_bar("coalescing", progress) as callback:
         engine.coalesce(child, progress=callback)
     click.echo(f"coalesced {child} into {parent}")
 
@@ -362,7 +339,7 @@ def read(
         if offset > disk.size:
             raise click.BadParameter(f"past the end ({disk.size})", param_hint="--offset")
         count = disk.size - offset if length is None else min(length, disk.size - offset)
-        with _progress("reading", progress) as callback:
+        with progress_bar("reading", progress) as callback:
             if output is None:
                 copy_out(disk, sys.stdout.buffer, offset, count, callback)
                 sys.stdout.buffer.flush()
@@ -379,7 +356,7 @@ def read(
 def write(path: str, offset: int, input_: str | None, progress: bool | None) -> None:
     """Write raw data from --input (default: stdin) into the VHD at --offset."""
     with engine.open_chain(path, writable=True) as disk:
-        with _progress("writing", progress) as callback:
+        with progress_bar("writing", progress) as callback:
             if input_ is None:
                 done = copy_in(disk, sys.stdin.buffer, offset, 0, callback)
             else:

@@ -4,12 +4,19 @@ and `sm sr` groups."""
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
 
-from sm.cli.output import echo_json, human, json_option, pass_manager, sr_option, table
+from sm.cli.output import (
+    echo_json,
+    human,
+    json_option,
+    pass_manager,
+    progress_bar,
+    sr_option,
+    table,
+)
 
 if TYPE_CHECKING:
     from sm.api import StorageManager
@@ -63,26 +70,12 @@ def _copy_options(func: click.decorators.FC) -> click.decorators.FC:
 
 def _run_copy(sm: StorageManager, move: bool, ref: str, dest: str, snapshots: bool,
               sr: str | None, name: str | None, as_json: bool) -> None:
-    show = sys.stderr.isatty() and not as_json
-    bar = click.progressbar(length=1, label="move" if move else "copy", file=sys.stderr) \
-        if show else None
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.length = max(total, 1)
-            bar.update(done - bar.pos)
-
-    try:
-        if bar is not None:
-            bar.__enter__()
+    with progress_bar("move" if move else "copy", False if as_json else None) as progress:
         if move:
             result = sm.vdi_move(ref, dest, sr=sr, snapshots=snapshots, progress=progress)
         else:
             result = sm.vdi_copy(ref, dest, sr=sr, snapshots=snapshots, name=name,
                                  progress=progress)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     _print_copy(result, as_json)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sm.gc import Action, Collector, Graph, Node, StepContext
+from sm.sizes import fs_type
 
 if TYPE_CHECKING:
     from .repo import FileRepo
@@ -26,23 +27,6 @@ log = logging.getLogger(__name__)
 
 SHARED_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "ceph", "glusterfs", "fuse.glusterfs",
                        "9p", "lustre", "gpfs", "ocfs2", "gfs2"})
-
-
-def fs_type(path: str) -> str:
-    """The file system type of the mount holding `path` (/proc/self/mounts)."""
-    best, kind = "", ""
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) < 3:
-                    continue
-                mnt = parts[1].replace("\\040", " ")
-                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) > len(best):
-                    best, kind = mnt, parts[2]
-    except OSError:
-        return ""
-    return kind
 
 
 def gc_dir(repo: FileRepo) -> Path:

@@ -43,7 +43,7 @@ from sm.faults import crash_point
 
 from .chain import base_copy, with_parent
 from .edge import engine_errors, require_sound
-from .snapshot import MAX_DEPTH, chain_depth
+from .snapshot import MAX_DEPTH, chain_depth, give_back
 from .vdiops import mark_garbage, physical
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ def recover(repo: FileRepo, entry: Entry) -> None:
 def undo(repo: FileRepo, d: Mapping[str, Any]) -> None:
     """Undo a revert that failed before the switch: drop the scratch leaf and give B2 back to
     the snapshot (name, uuid, visibility). Each step checks first."""
-    from sm import atomic, vhd
+    from sm import atomic
 
     lay = repo.layout
     atomic.unlink(lay.temp_image(d["target"], "revert"), missing_ok=True)
@@ -160,13 +160,7 @@ def undo(repo: FileRepo, d: Mapping[str, Any]) -> None:
     sp, pp = lay.image(d["snapshot"]), lay.image(d["b2"])
     if not os.path.exists(pp):
         return
-    atomic.unlink(sp, missing_ok=True)  # the empty child of B2
-    info = vhd.info(pp, storage=repo.storage)
-    if str(info.uuid) != d["snapshot"]:
-        vhd.set_uuid(pp, uuidlib.UUID(d["snapshot"]), storage=repo.storage)
-    if info.hidden:
-        vhd.set_hidden(pp, False, storage=repo.storage)
-    atomic.replace_atomic(pp, sp)
+    give_back(repo, pp, sp, d["snapshot"])
 
 
 def _step(entry: Entry, name: str) -> None:

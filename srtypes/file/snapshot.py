@@ -107,7 +107,7 @@ def undo(repo: FileRepo, d: Mapping[str, Any]) -> None:
     """Undo a snapshot that failed before its records: drop the new images and give the
     base back its name, uuid and visibility (each step checks first, so a crash in between
     leaves a state the replay rolls forward)."""
-    from sm import atomic, vhd
+    from sm import atomic
 
     lay = repo.layout
     xp, bp = lay.image(d["vdi"]), lay.image(d["base"])
@@ -115,13 +115,22 @@ def undo(repo: FileRepo, d: Mapping[str, Any]) -> None:
         atomic.unlink(lay.image(d["new"]), missing_ok=True)
     if d["direct"] or not os.path.exists(bp):
         return
-    atomic.unlink(xp, missing_ok=True)  # the new empty leaf over the base
-    info = vhd.info(bp, storage=repo.storage)
-    if str(info.uuid) != d["vdi"]:
-        vhd.set_uuid(bp, uuidlib.UUID(d["vdi"]), storage=repo.storage)
+    give_back(repo, bp, xp, d["vdi"])
+
+
+def give_back(repo: FileRepo, base: str, leaf: str, uuid: str) -> None:
+    """Undo of a base made from a leaf (snapshot, revert's B2): the empty child at `leaf` is
+    removed and `base` gets back the leaf's name, `uuid` and visibility (each step checks
+    first, so a crash in between leaves a state the replay rolls forward)."""
+    from sm import atomic, vhd
+
+    atomic.unlink(leaf, missing_ok=True)
+    info = vhd.info(base, storage=repo.storage)
+    if str(info.uuid) != uuid:
+        vhd.set_uuid(base, uuidlib.UUID(uuid), storage=repo.storage)
     if info.hidden:
-        vhd.set_hidden(bp, False, storage=repo.storage)
-    atomic.replace_atomic(bp, xp)
+        vhd.set_hidden(base, False, storage=repo.storage)
+    atomic.replace_atomic(base, leaf)
 
 
 def _step(entry: Entry, command: str, name: str) -> None:
