@@ -102,10 +102,10 @@ class StorageManager(VmMethods, WorkflowMethods):
             yield
 
     def _repair(self) -> None:
-        from . import copy, vdisnap, vmsnap
+        from . import copy, vdisnap, vms, vmsnap
 
         recover = {vmsnap.OP: vmsnap.recover, copy.OP: copy.recover,
-                   vdisnap.OP: vdisnap.recover, trees.OP: trees.recover}
+                   vdisnap.OP: vdisnap.recover, trees.OP: trees.recover, vms.OP: vms.recover}
         for entry in self.state.journal():
             if entry.id in self._set_aside:
                 continue

@@ -16,6 +16,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from sm.errors import InvalidArg, SMError, VDIMissing
+from sm.faults import crash_point
 from sm.options import DeleteScope
 
 from . import guards, trees
@@ -35,9 +36,12 @@ if TYPE_CHECKING:
     from .config import SrConfig
     from .manager import StorageManager
     from .models import VDI
+    from .state import JournalEntry
 
-__all__ = ["MissingDisk", "Scope", "add_disk", "create", "delete", "remove_disk", "revert", "show",
-           "snapshot_delete", "snapshots", "vms"]
+__all__ = ["OP", "MissingDisk", "Scope", "add_disk", "create", "delete", "recover", "remove_disk",
+           "revert", "show", "snapshot_delete", "snapshots", "vms"]
+
+OP = "vm-snapshot-delete"
 
 log = logging.getLogger(__name__)
 Scope = DeleteScope
@@ -278,7 +282,9 @@ def snapshot_delete(mgr: StorageManager, ref: str, snap_ref: str, *, scope: Scop
                     metadata_only: bool = False) -> list[str]:
     """Delete a VM snapshot the libvirt way (`one`: children move to its parent;
     `with-children`; `children-only`), its disk snapshots with it unless `metadata_only`.
-    Returns the VM snapshot uuids removed."""
+    Returns the VM snapshot uuids removed. Journaled (`vm-snapshot-delete`, crash point
+    `api.vm.snapshot_delete.disk`): a process killed half-way is finished by the next command
+    (`recover`), so no VM snapshot is left with some of its disk snapshots gone."""
     if scope not in ("one", "with-children", "children-only"):
         raise InvalidArg(f"unknown scope {scope!r}")
     with mgr._locked("vm snapshot-delete"):
@@ -289,13 +295,39 @@ def snapshot_delete(mgr: StorageManager, ref: str, snap_ref: str, *, scope: Scop
             [(r.uuid, r.parent) for r in vs.snapshots(vm.uuid)], target.uuid)
         if scope == "children-only":
             order = order[:-1]
-        vdis = _Vdis(mgr)
-        for uuid in order:
-            row = next(r for r in vs.snapshots(vm.uuid) if r.uuid == uuid)
-            for sd in vs.snapshot_disks(uuid):
-                _drop_disk_snapshot(mgr, vdis, sd, metadata_only)
-            vs.remove_snapshot(row)
+        entry = mgr.state.journal_begin(OP, "", vm=vm.uuid, order=order,
+                                        metadata_only=metadata_only)
+        try:
+            _delete_rows(mgr, vs, vm.uuid, order, metadata_only, _Vdis(mgr))
+        finally:  # a driver error ends the deletion there (a crash leaves the entry)
+            mgr.state.journal_done(entry)
         return order
+
+
+def _delete_rows(mgr: StorageManager, vs: VmState, vm: str, order: list[str],
+                 metadata_only: bool, vdis: _Vdis) -> None:
+    for uuid in order:
+        row = next((r for r in vs.snapshots(vm) if r.uuid == uuid), None)
+        if row is None:
+            continue
+        for sd in vs.snapshot_disks(uuid):
+            _drop_disk_snapshot(mgr, vdis, sd, metadata_only)
+            crash_point("api.vm.snapshot_delete.disk")
+        vs.remove_snapshot(row)
+
+
+def recover(mgr: StorageManager, entry: JournalEntry) -> None:
+    """Finish a VM snapshot deletion a crash interrupted (with the API lock held: the VDIs
+    are listed without `mgr.vdis`, which would repair again)."""
+    from .present import present
+
+    vs, d, vdis = _vs(mgr), entry.data, _Vdis(mgr)
+    for sr in {sd.snap_sr for uuid in d["order"] for sd in vs.snapshot_disks(uuid)}:
+        cfg = next((c for c in mgr._configs() if c.uuid == sr), None)
+        if cfg is not None:
+            vdis.by_sr[sr] = present(mgr.state, sr, mgr._client(cfg).records())
+    _delete_rows(mgr, vs, str(d["vm"]), list(d["order"]), bool(d["metadata_only"]), vdis)
+    mgr.state.journal_done(entry.id)
 
 
 def _drop_disk_snapshot(mgr: StorageManager, vdis: _Vdis, sd: VmSnapDisk,

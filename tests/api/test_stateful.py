@@ -69,11 +69,7 @@ ROTATE = 1
 """VDIs read per step besides the ones the step touched, in turn (all of them after a kill and
 at the end of each example)."""
 SCOPES = ("one", "with-children", "children-only")
-KNOWN_BUGS = {
-    "vm-snapshot-delete-kill": "vm_snapshot_delete killed between two disks leaves the VM "
-                               "snapshot with some of its disk snapshots deleted (sm.api.vms "
-                               "deletes them one by one, then the VM snapshot, unjournaled)",
-}
+KNOWN_BUGS: dict[str, str] = {}
 """Bugs this test found that are not fixed yet: the operations that hit them are not generated
 (each named where it is skipped). `SM_STATEFUL_PENDING=name,...` (or empty) overrides the
 list, to check a fix."""
