@@ -7,7 +7,7 @@ Requests, as a JSON object or as plain words::
 
     {"cmd": "status"}                         status
     {"cmd": "pause"}                          pause
-    {"cmd": "pause", "drain_timeout": 30}
+    {"cmd": "pause", "drain_timeout": 30, "owner": "<pid>:<start time>"}
     {"cmd": "resume"}                         resume
     {"cmd": "resume", "path": "/sr/x.vhd"}    resume /sr/x.vhd
     {"cmd": "flush"}                          flush
@@ -16,7 +16,8 @@ Requests, as a JSON object or as plain words::
 Answers: ``{"ok": true, "status": {...}}`` or ``{"ok": false, "error": "<text>",
 "kind": "<ExceptionClass>"}``. `status` holds `state` (running | paused | closed), `path`,
 `writable`, `size` (the size served), `chain_size`, `inflight`, `generation` (resumes so far),
-`requests`, `pauses`, and the server's `pid`, `export`, `socket`, `control`.
+`requests`, `pauses`, `paused_by` (the `owner` of the pause that stopped the running server,
+None while running), and the server's `pid`, `export`, `socket`, `control`.
 
 `pause` answers only once new requests are held, in-flight ones have finished, the chain is
 flushed and closed; `resume` only once the chain is open again. All commands are idempotent.

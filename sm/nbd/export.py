@@ -68,6 +68,7 @@ class Export:
         self._inflight = 0
         self._size = -1
         self._chain_size = -1
+        self._paused_by: str | None = None  # who paused a running export (resume clears it)
         self._generation = 0
         self._requests = 0
         self._pauses = 0
@@ -159,9 +160,11 @@ class Export:
 
     # -- control -------------------------------------------------------------------------
 
-    def pause(self, timeout: float | None = None) -> dict[str, Any]:
+    def pause(self, timeout: float | None = None, owner: str | None = None) -> dict[str, Any]:
         """Stop admitting requests, drain in-flight ones, flush and close the chain.
-        Idempotent. On a drain timeout the export keeps running and ExportError is raised."""
+        Idempotent. On a drain timeout the export keeps running and ExportError is raised.
+        `owner` (reported as `paused_by`) is kept from the pause that stopped a running export;
+        pausing a paused export keeps the first owner."""
         with self._admin:
             with self._cond:
                 if self._state is State.CLOSED:
@@ -169,11 +172,13 @@ class Export:
                 if self._state is State.PAUSED:
                     return self._status_locked()
                 self._state = State.PAUSED
+                self._paused_by = owner
                 deadline = None if timeout is None else time.monotonic() + timeout
                 while self._inflight:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         self._state = State.RUNNING
+                        self._paused_by = None
                         self._cond.notify_all()
                         raise ExportError(f"{self._inflight} requests still in flight after "
                                           f"{timeout} s; not paused")
@@ -209,6 +214,7 @@ class Export:
                 self._chain_size = disk.size
                 self._generation += 1
                 self._state = State.RUNNING
+                self._paused_by = None
                 self._cond.notify_all()
                 return self._status_locked()
 
@@ -238,4 +244,5 @@ class Export:
             "generation": self._generation,
             "requests": self._requests,
             "pauses": self._pauses,
+            "paused_by": self._paused_by,
         }

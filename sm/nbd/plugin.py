@@ -121,7 +121,9 @@ def after_fork() -> None:
 
     def pause(req: Any) -> dict[str, Any]:
         timeout = req.get("drain_timeout")
-        _C.export.pause(None if timeout is None else float(timeout))
+        owner = req.get("owner")
+        _C.export.pause(None if timeout is None else float(timeout),
+                        None if owner is None else str(owner))
         return status(req)
 
     def resume(req: Any) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from sm.errors import InvalidArg, SMError, VDIInUse, VDIUnavailable
 from sm.nbd import control
 
 __all__ = [
-    "ServerInfo", "find", "params_nbd", "pause", "resume", "start", "status", "stop",
+    "ServerInfo", "find", "params_nbd", "pause", "pause_orphaned", "resume", "start", "status",
+    "stop", "this_process",
 ]
 
 log = logging.getLogger(__name__)
@@ -300,8 +301,39 @@ def status(info: ServerInfo) -> dict[str, Any]:
 
 def pause(info: ServerInfo, *, timeout: float = 60.0) -> dict[str, Any]:
     """Hold new requests, drain, flush and close the chain; returns when done. Idempotent.
-    Client connections stay open; their requests wait for `resume`."""
-    return _call(info, "pause", timeout=timeout, drain_timeout=timeout)
+    Client connections stay open; their requests wait for `resume`. The calling process is
+    recorded as the pause's owner (`paused_by` in the status, see `pause_orphaned`)."""
+    return _call(info, "pause", timeout=timeout, drain_timeout=timeout, owner=this_process())
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot), None if gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    if len(fields) < 20 or fields[0] == b"Z":
+        return None
+    return fields[19].decode()  # field 22 of proc(5); the list starts at field 3
+
+
+def this_process() -> str:
+    """This process as a pause owner: `<pid>:<start time>` (a recycled pid is another owner)."""
+    return f"{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def pause_orphaned(st: dict[str, Any]) -> bool:
+    """The status `st` is of a paused server whose pauser is gone (or unknown: a server of
+    an older version): nobody will resume it but recovery. A pause held by a live process
+    (a driver inside `live`, an in-process reader of the API) is not orphaned."""
+    if st.get("state") != "paused":
+        return False
+    owner = st.get("paused_by")
+    if not isinstance(owner, str) or ":" not in owner:
+        return True
+    pid, _, started = owner.partition(":")
+    return not pid.isdigit() or _start_time(int(pid)) != started
 
 
 def resume(info: ServerInfo, new_path: str | None = None, *, run_dir: str | None = None
@@ -319,10 +351,11 @@ def resume(info: ServerInfo, new_path: str | None = None, *, run_dir: str | None
 
 
 def _call(info: ServerInfo, cmd: str, *, timeout: float = 60.0,
-          drain_timeout: float | None = None, path: str | None = None) -> dict[str, Any]:
+          drain_timeout: float | None = None, path: str | None = None,
+          owner: str | None = None) -> dict[str, Any]:
     try:
         return control.call(info.control, cmd, timeout=timeout + 5.0, path=path,
-                            drain_timeout=drain_timeout)
+                            drain_timeout=drain_timeout, owner=owner)
     except control.ControlUnavailable as err:
         raise VDIUnavailable(f"data path of VDI {info.vdi_uuid} is not running: {err}") from err
     except control.ControlError as err:

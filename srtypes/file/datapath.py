@@ -11,8 +11,10 @@ installed (or with SM_DATA_PATH=none), attach hands out `params` only.
 
 Recovery: a driver that dies inside `_live` leaves the server paused (chain closed, requests
 held), so journal replay under the SR lock never races a write. `resume_orphans` (run after
-every replay, under the SR lock) resumes every server whose VDI is still marked active: a
-server paused by `vdi_deactivate` has `active` false and stays paused.
+every replay, under the SR lock) resumes, under each VDI's lock, every server whose VDI is still
+marked active and whose pause is orphaned (its pauser, recorded by the server, is gone): a
+server paused by `vdi_deactivate` has `active` false and stays paused, one paused by a live
+process (an in-process writer of the API) stays paused until that process resumes it.
 """
 
 from __future__ import annotations
@@ -86,12 +88,14 @@ def live(repo: FileRepo, uuid: str) -> Iterator[None]:
             yield
             return
         state = repo.attachment(uuid) or {}
-        was_paused = server.status(info)["state"] != "running"
+        before = server.status(info)
+        # a pause we may undo: none, or one whose pauser is gone; never a live one's
+        ours = before["state"] == "running" or server.pause_orphaned(before)
         server.pause(info)
         try:
             yield
         finally:
-            if not was_paused or state.get("active"):
+            if before["state"] == "running" or (ours and state.get("active")):
                 _resume_leaf(repo, uuid, info)
 
 
@@ -114,7 +118,7 @@ def _resume_leaf(repo: FileRepo, uuid: str, info: ServerInfo) -> None:
 
 def resume_orphans(repo: FileRepo) -> None:
     """Resume servers left paused by a driver that died inside `live` (caller holds the SR
-    lock): every attached, active VDI whose server is paused."""
+    lock): every attached, active VDI whose server's pause is orphaned (`pause_orphaned`)."""
     attached = repo.attached_vdis()
     if not attached:
         return  # the common case: no sm.nbd import on a driver's start-up path
@@ -128,14 +132,21 @@ def resume_orphans(repo: FileRepo) -> None:
         if uuid in held:  # its chain is in an unknown state: never served until repaired
             log.error("VDI %s: data path kept paused: %s", uuid, held[uuid].error)
             continue
-        info = find(repo, uuid)
-        if info is None:
-            continue
         try:
-            with repo.vdi_lock(uuid, "resume_orphans"):
+            with repo.vdi_lock(uuid, "resume_orphans"):  # decided and done under the lock
+                info = find(repo, uuid)
                 state = repo.attachment(uuid) or {}
-                if state.get("active") and server.status(info)["state"] == "paused":
-                    log.warning("VDI %s: resuming a data path left paused", uuid)
-                    _resume_leaf(repo, uuid, info)
+                if info is None or not state.get("active"):
+                    continue
+                st = server.status(info)
+                if st["state"] != "paused":
+                    continue
+                if not server.pause_orphaned(st):
+                    log.info("VDI %s: data path paused by live process %s; left paused",
+                             uuid, st.get("paused_by"))
+                    continue
+                log.warning("VDI %s: resuming a data path left paused by %s", uuid,
+                            st.get("paused_by") or "an unknown process")
+                _resume_leaf(repo, uuid, info)
         except Exception as err:
             log.error("VDI %s: could not check its data path (%s)", uuid, err)

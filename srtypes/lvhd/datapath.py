@@ -176,7 +176,7 @@ def resume_orphans(repo: LvhdRepo) -> None:
             continue
         try:
             info = servers(repo).find(uuid)
-            if info is not None and server.status(info)["state"] == "paused":
+            if info is not None and server.pause_orphaned(server.status(info)):
                 log.warning("VDI %s: resuming a data path left paused", uuid)
                 server.resume(info, run_dir=servers(repo).dir)
         except Exception as err:

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,7 +204,10 @@ def test_recovery_resumes_a_server_left_paused(sr: SRHarness) -> None:
     sr.call("vdi_activate", ["true"], vdi=v)
     info = server.find(v, os.path.dirname(res["params_nbd"].split(":")[2]))
     assert info is not None
-    server.pause(info)  # as `_live` leaves it when the driver dies
+    # paused by a process that then exits, as `_live` leaves it when the driver dies
+    subprocess.run([sys.executable, "-c", "import sys; from sm.nbd import server; "
+                    "server.pause(server.find(sys.argv[1], sys.argv[2]))",
+                    v, os.path.dirname(info.control)], check=True)
     reader = subprocess.Popen(["qemu-io", "-f", "raw", "-c", "read -P 0 0 64k",
                                res["params_nbd"]], stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)
