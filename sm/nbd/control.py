@@ -81,6 +81,7 @@ class ControlServer:
         self._handlers = dict(handlers)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._inode: tuple[int, int] | None = None  # the socket file this server bound
 
     def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -91,6 +92,8 @@ class ControlServer:
             sock.bind(self.path)
         finally:
             os.umask(old)
+        st = os.stat(self.path)
+        self._inode = (st.st_dev, st.st_ino)
         sock.listen(8)
         self._sock = sock
         self._thread = threading.Thread(target=self._accept_loop, name="sm-nbd-control",
@@ -103,7 +106,15 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-            with contextlib.suppress(FileNotFoundError):
+            self._unlink_own()
+
+    def _unlink_own(self) -> None:
+        """Unlink the socket file only while it is still the one this server bound: a new
+        server of the same VDI (detach, attach) may have replaced it while this one was
+        exiting, and must keep its socket."""
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._inode:
                 os.unlink(self.path)
 
     def _accept_loop(self) -> None:

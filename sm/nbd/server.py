@@ -114,18 +114,27 @@ def _remove_files(paths: dict[str, str], *, keep_log: bool) -> None:
             os.unlink(path)
 
 
+def _read_record(path: str) -> ServerInfo | None:
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+        return ServerInfo.from_json(Path(path).read_bytes())
+    return None
+
+
 def find(vdi_uuid: str, run_dir: str) -> ServerInfo | None:
     """The live server of `vdi_uuid`, or None. A stale record (server killed) is removed."""
     paths = _paths(vdi_uuid, run_dir)
-    info: ServerInfo | None = None
-    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
-        info = ServerInfo.from_json(Path(paths["json"]).read_bytes())
+    info = _read_record(paths["json"])
     if info is not None and _pid_alive(info.pid, info.control):
         return info
     # No usable record: a server may still answer (e.g. the driver died before writing it).
     try:
         st = control.call(paths["ctl"], "status", timeout=5.0)
     except control.ControlError:
+        # callers without the VDI lock (the API) may get here while a driver starts a new
+        # server: its record, once written, is the authority; its files are not stale
+        now = _read_record(paths["json"])
+        if now is not None and now != info and _pid_alive(now.pid, now.control):
+            return now
         if info is not None or os.path.exists(paths["json"]):
             log.warning("removing the stale data-path record of VDI %s", vdi_uuid)
         _remove_files(paths, keep_log=True)
