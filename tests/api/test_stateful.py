@@ -72,7 +72,9 @@ SCOPES = ("one", "with-children", "children-only")
 KNOWN_BUGS: dict[str, str] = {}
 """Bugs this test found that are not fixed yet: the operations that hit them are not generated
 (each named where it is skipped). `SM_STATEFUL_PENDING=name,...` (or empty) overrides the
-list, to check a fix."""
+list, to check a fix, or to run the test on code from before a fix: `revert-other` (issue 16
+defect 1), `snapshot-immutable` (defect 5), `attached-delete`, `snapshot-kill`,
+`vm-snapshot-delete-kill` (all fixed)."""
 _pending = os.environ.get("SM_STATEFUL_PENDING")
 PENDING: frozenset[str] = (frozenset(KNOWN_BUGS) if _pending is None
                            else frozenset(_pending.split(",")) - {""})
