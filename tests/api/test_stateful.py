@@ -126,6 +126,7 @@ class ApiMachine(RuleBasedStateMachine):
         self.sm = StorageManager(environ=self.env)
         self.setup.make(self.sm, self.sr)
         self.model = Model()
+        self._trace: list[str] = []
         self.n = 0
         self.turn = 0
         self.stats.examples += 1
@@ -145,7 +146,7 @@ class ApiMachine(RuleBasedStateMachine):
             self.sm.close()
             self.setup.cleanup()
 
-    _failed = False
+    _failed: str | bool = False
     _busy = False
 
     def _dump(self) -> None:
@@ -156,7 +157,8 @@ class ApiMachine(RuleBasedStateMachine):
         s, seen = self.stats, getattr(self, "_seen", None) or Stats()
         line = {"sr": self.setup.kind, "kill": self.kill, "steps": s.steps - seen.steps,
                 "kills": s.kills - seen.kills, "refused": s.refused - seen.refused,
-                "failed": self._failed}
+                "failed": bool(self._failed), "steps_run": self._trace[-60:],
+                **({"message": self._failed} if self._failed else {})}
         with open(path, "a") as f:
             f.write(json.dumps(line) + "\n")
         type(self)._seen = Stats(s.examples, s.steps, s.kills, dict(s.killed_at), s.refused)
@@ -223,6 +225,7 @@ class ApiMachine(RuleBasedStateMachine):
         killed before its commit) or after it (`after(copy, new VDIs)`; killed after its
         commit). `expect`: 'ok', 'refused' or 'either'."""
         self.stats.steps += 1
+        self._trace.append(f"{what} k={kill_at}" if self.kill else what)
         before = self.model
         self._busy = True
         outcome = self._call(method, *args, kill_at=kill_at, env=env, **kwargs)
@@ -259,7 +262,7 @@ class ApiMachine(RuleBasedStateMachine):
         return Vdi(uuid, location, label, description, Content(size), of)
 
     def _fail(self, message: str) -> None:
-        self._failed = True
+        self._failed = message
         raise AssertionError(message)
 
     def _compare(self, model: Model, seen: dict[str, Any], touched: set[str],
