@@ -396,10 +396,9 @@ class StorageManager(VmMethods, WorkflowMethods):
                 exports.not_attached_elsewhere(client, vdi, "delete")
                 # one journaled deletion: snapshots, then the disk (trees.delete_all)
                 removed = trees.delete_all(self.state, client, vdis, vdi, and_vdi=True)
-            elif scope == "one":
-                removed = []
-                client.vdi_delete(vdi.ref)
-                self.state.forget_vdi(cfg.uuid, vdi.uuid)
+            elif scope == "one":  # the disk alone, journaled as well (volume, then state)
+                removed = trees.delete_all(self.state, client, vdis, vdi, and_vdi=True,
+                                           snapshots=False)
             else:
                 raise InvalidArg(f"{vdi.uuid} is not a snapshot in a tree")
             for disk in owners:

@@ -198,12 +198,12 @@ def delete(state: State, client: SRClient, vdis: list[VDI], key: Key, scope: str
 
 
 def delete_all(state: State, client: SRClient, vdis: list[VDI], vdi: VDI, *,
-               and_vdi: bool = False) -> list[str]:
-    """Every snapshot in the tree of `vdi` (leaves first); with `and_vdi`, `vdi` itself last
-    (its volume and its state), in the same journaled deletion."""
+               and_vdi: bool = False, snapshots: bool = True) -> list[str]:
+    """Every snapshot in the tree of `vdi` (leaves first; none unless `snapshots`); with
+    `and_vdi`, `vdi` itself last (its volume and its state), in the same journaled deletion."""
     nodes, _ = state.tree((vdi.sr, vdi.uuid))
     order: list[Key] = []
-    for root in [n.key for n in nodes if n.parent is None]:
+    for root in [n.key for n in nodes if n.parent is None and snapshots]:
         order += postorder(_edges(nodes), root)
     _removal(state, client, vdis, order, False, vdi if and_vdi else None)
     return [k[1] for k in order]

@@ -66,6 +66,21 @@ def test_killed_disk_delete_with_its_snapshots_is_finished(env: dict[str, str],
     assert _after(env, sr) == ([], [])
 
 
+def test_killed_disk_delete_forgets_its_tree(env: dict[str, str], tmp_path: Path) -> None:
+    """Killed after the driver deleted the disk: its tree goes too (its snapshots stay, in no
+    tree, so a metadata-only delete of one is refused)."""
+    sr, _, (s1, s2) = _setup(env, tmp_path)
+    crashed = run_sm(env, "vdi", "delete", "disk", "--sr", sr,
+                     extra=crash_env("api.tree.delete.disk"))
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()
+    uuids, tree = _after(env, sr)
+    assert (sorted(uuids), tree) == (sorted([s1, s2]), [])
+    refused = run_sm(env, "vdi", "delete", s2, "--metadata-only", "--sr", sr)
+    assert refused.returncode != 0
+    with StorageManager(environ=env) as sm:
+        assert sm.state.snapshot((sm.sr(sr).uuid, s2)) is None
+
+
 def test_attached_disk_keeps_its_snapshots(manager: StorageManager, tmp_path: Path) -> None:
     sr = new_sr(manager, "file", tmp_path)
     disk = manager.vdi_create(1 << 20, "disk", sr=sr)
