@@ -6,8 +6,10 @@ the in-flight ones to drain, flushes and closes the chain. `resume` reopens the 
 at a new path, and releases the blocked requests. `shutdown` pauses and then fails every blocked
 and future request, so the server can exit.
 
-The virtual size the NBD client saw at handshake cannot change on a live connection; `resume`
-keeps serving the first size it opened with and reports the new chain's size in `status`.
+The virtual size a client saw at its handshake cannot change on its connection (nbdkit keeps
+it per connection and bounds that connection's requests by it); a connection made after a
+resume on a grown chain (`vdi_resize` of a served VDI) is offered the new size (`size`).
+`status` reports both: `size` (what the first connection saw) and `chain_size`.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class Export:
 
     @property
     def size(self) -> int:
-        return self._size
+        """The size a new connection is offered: the open chain's."""
+        return self._chain_size
 
     @property
     def writable(self) -> bool:

@@ -119,3 +119,24 @@ def test_driver_killed_inside_a_live_snapshot(device: str, tmp_path: Path) -> No
     assert _read_lv_chain(sr, v, MiB, 65536) == b"\x52" * 65536
     sr.lvm().vgremove(sr.vg)
     sr.lvm().pvremove([device])
+
+
+@pytest.mark.parametrize("active", [False, True])
+def test_resize_of_a_served_vdi_serves_the_new_size(sr: Sr, active: bool) -> None:
+    """A VDI attached through the driver and grown: the next connection sees the new size."""
+    v = sr.create_vdi(4 * MiB)
+    url = sr.call("vdi_attach", [True], vdi_uuid=v)["params_nbd"]
+    if active:
+        sr.call("vdi_activate", [True], vdi_uuid=v)
+    qemu_io(url, "write -P 0x41 0 64k", "flush")
+    sr.call("vdi_resize", [str(6 * MiB)], vdi_uuid=v)
+    with NbdClient.from_url(url) as c:
+        assert c.size == 6 * MiB
+        c.write(6 * MiB - 1024, b"\x42" * 1024)
+        c.flush()
+        assert c.read(6 * MiB - 1024, 1024) == b"\x42" * 1024
+        assert c.read(0, 65536) == b"\x41" * 65536
+    if active:
+        sr.call("vdi_deactivate", vdi_uuid=v)
+    sr.call("vdi_detach", vdi_uuid=v)
+    assert _read_lv_chain(sr, v, 6 * MiB - 1024, 1024) == b"\x42" * 1024

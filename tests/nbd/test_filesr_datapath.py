@@ -217,3 +217,20 @@ def test_recovery_resumes_a_server_left_paused(sr: SRHarness) -> None:
     assert reader.returncode == 0 and "read 65536/65536" in out, out
     assert server.status(info)["state"] == "running"
     sr.call("vdi_detach", vdi=v)
+
+
+def test_resize_of_a_served_vdi_serves_the_new_size(sr: SRHarness) -> None:
+    """A VDI attached through the driver and grown: the next connection sees the new size."""
+    v = sr.vdi_create(4 * MiB)
+    res = _attach(sr, v)
+    sr.call("vdi_activate", ["true"], vdi=v)
+    qemu_io(res["params_nbd"], "write -P 0x41 0 64k", "flush")
+    sr.call("vdi_resize", [str(6 * MiB)], vdi=v)
+    sock = res["params_nbd"].split(":")[2]
+    info = subprocess.run(["nbdinfo", "--size", nbd_uri(sock, v)], capture_output=True,
+                          text=True, check=True)
+    assert int(info.stdout) == 6 * MiB
+    qemu_io(res["params_nbd"], "write -P 0x42 5M 1M", "read -P 0x41 0 64k", "flush")
+    sr.call("vdi_deactivate", vdi=v)
+    sr.call("vdi_detach", vdi=v)
+    assert _engine_read(res["params"], 5 * MiB, MiB) == b"\x42" * MiB
