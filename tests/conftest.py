@@ -8,7 +8,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,6 +52,25 @@ def pytest_runtest_makereport(
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def fail_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None], None]:
+    """Arm `SM_FAIL_AT` for drivers run in this process (faults are read at import):
+    `fail_at("op:step[:N+]")` makes that crash point raise; `fail_at(None)` disarms."""
+    from sm import faults
+
+    monkeypatch.setattr(faults, "_ARMED", True)
+    monkeypatch.setattr(faults, "_hits", {})
+
+    def arm(point: str | None) -> None:
+        faults._hits.clear()
+        if point is None:
+            monkeypatch.delenv(faults.FAIL_VAR, raising=False)
+        else:
+            monkeypatch.setenv(faults.FAIL_VAR, point)
+
+    return arm
 
 
 def _tagged_nbdkits(tag: str) -> list[int]:

@@ -225,8 +225,8 @@ SR_TYPES: list[SRTypeConfig] = [FILE, NFS, LVHD, _rbd_config()]
 # -- fixtures ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=SR_TYPES, ids=[c.name for c in SR_TYPES])
-def srtype(request: pytest.FixtureRequest) -> SRTypeConfig:
+def use_srtype(request: pytest.FixtureRequest) -> SRTypeConfig:
+    """The SR type of a parametrized `srtype` fixture, its own fixture set up (or skipped)."""
     config: SRTypeConfig = request.param
     reason = config.unavailable()
     if reason:
@@ -234,6 +234,11 @@ def srtype(request: pytest.FixtureRequest) -> SRTypeConfig:
     if config.fixture:
         request.getfixturevalue(config.fixture)
     return config
+
+
+@pytest.fixture(params=SR_TYPES, ids=[c.name for c in SR_TYPES])
+def srtype(request: pytest.FixtureRequest) -> SRTypeConfig:
+    return use_srtype(request)
 
 
 @pytest.fixture

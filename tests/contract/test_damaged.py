@@ -17,7 +17,7 @@ import pytest
 from sm import vhd
 from sm.vhd.backing import Backing, FileStorage
 from sm.vhd.image import Image
-from tests.contract.conftest import FILE, LVHD, NFS
+from tests.contract.conftest import FILE, LVHD, NFS, use_srtype
 from tests.contract.harness import SRHarness, SRTypeConfig
 from tests.smapi import SMFault
 
@@ -26,13 +26,7 @@ MiB = 1 << 20
 
 @pytest.fixture(params=[FILE, NFS, LVHD], ids=["file", "nfs", "lvhd"])
 def srtype(request: pytest.FixtureRequest) -> SRTypeConfig:
-    config: SRTypeConfig = request.param
-    reason = config.unavailable()
-    if reason:
-        pytest.skip(f"SR type {config.name}: {reason}")
-    if config.fixture:
-        request.getfixturevalue(config.fixture)
-    return config
+    return use_srtype(request)
 
 
 def _storage(sr: SRHarness, path: str) -> vhd.Storage:

@@ -9,12 +9,11 @@ others work, and `sm_sr_repair` shows and resolves it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from sm import faults
 from tests.smapi import SMFault
 
 from . import test_lvhd_ops as ops
@@ -57,21 +56,6 @@ def test_sizes_past_format_or_vg_answer_79(sr: Sr) -> None:
         assert _fault(sr, "vdi_create", [str(size)], vdi_sm_config={"type": "raw"}).code == 79
     assert sr.records() == before and _journal(sr) == {}
     _still_works(sr)
-
-
-@pytest.fixture
-def fail_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[str | None], None]:
-    monkeypatch.setattr(faults, "_ARMED", True)
-    monkeypatch.setattr(faults, "_hits", {})
-
-    def arm(point: str | None) -> None:
-        faults._hits.clear()
-        if point is None:
-            monkeypatch.delenv(faults.FAIL_VAR, raising=False)
-        else:
-            monkeypatch.setenv(faults.FAIL_VAR, point)
-
-    return arm
 
 
 @pytest.mark.parametrize("point", ["vdi_snapshot:leaf", "vdi_resize:grown",

@@ -98,22 +98,6 @@ def test_create_raw_at_the_fs_limit_is_refused_only_past_it(sr: FileSRClient) ->
 # -- operations failing in-process -----------------------------------------------------------
 
 
-@pytest.fixture
-def fail_at(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """Arm SM_FAIL_AT in this process (faults are read at import)."""
-    monkeypatch.setattr(faults, "_ARMED", True)
-    monkeypatch.setattr(faults, "_hits", {})
-
-    def arm(point: str | None) -> None:
-        faults._hits.clear()
-        if point is None:
-            monkeypatch.delenv(faults.FAIL_VAR, raising=False)
-        else:
-            monkeypatch.setenv(faults.FAIL_VAR, point)
-
-    yield arm
-
-
 def _with_data(sr: FileSRClient) -> tuple[str, str]:
     x = sr.create_vdi()
     sr.write(x, 0, b"snap")
