@@ -47,6 +47,7 @@ Failure containment (docs/design.md "Failure containment"):
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import fcntl
 import functools
@@ -60,6 +61,7 @@ from typing import Any
 
 from sm import atomic
 from sm.errors import MetadataError, VDIUnavailable
+from sm.faults import crash_point
 from sm.log import get_logger
 from sm.struct import Frozen
 
@@ -156,6 +158,20 @@ class Entry:
             if s.name == name:
                 return s.data
         return None
+
+    def once(self, step: str | enum.Enum, **data: Any) -> None:
+        """Step ``step`` (a name, or a member of the op's ``Steps`` enum) is complete: record it
+        unless it already is (a replay passes the same steps again), then the crash point
+        ``<op>:<step>``. Every multi-step operation marks its steps with this."""
+        name = step if isinstance(step, str) else step.name
+        if not self.has_step(name):
+            self.step(name, **data)
+        crash_point(f"{self.op}:{name}")
+
+    def passed(self, step: str | enum.Enum) -> None:
+        """A step this path of the op has nothing to do for: only its crash point is hit (so
+        a crash test names every step on every path), nothing is recorded."""
+        crash_point(f"{self.op}:{step if isinstance(step, str) else step.name}")
 
     def step(self, name: str, **data: Any) -> None:
         """Record (durably) that step ``name`` is complete."""

@@ -6,7 +6,17 @@ naming the attachment, before anything changes (`sm.api.guards.detached`). Only 
 snapshots are taken (`trees.check_lineage`).
 
 In place: `vdi_revert` when the SR type advertises VDI_REVERT (and the `revert` setting is not
-`clone`); a Fault 38 from it falls through to the clone path.
+`clone`); a Fault 38 from it falls through to the clone path. When the snapshot is in the VDI's
+tree, the call is journaled (`revert-in-place`, crash points `api.revert.in-place.<step>`):
+
+    begun     intent {vdi, snapshot (the new current node), the VDI's revert id before}
+    reverted  the driver answered; one transaction moves the tree's current node and ends it
+
+Recovery asks the driver whether the revert happened: every in-place revert writes a new
+unique id into the VDI record's `sm_config` `revert-id` (`sm_vdi_get`), so a changed id means
+the driver finished it (its own journal replays a kill after its point of no return) and the
+current node moves; an unchanged one means it did not. An SR type that does not report revert
+ids leaves the tree as it was (logged).
 
 Clone fallback. SMAPIv1 cannot rename a VDI, so identity is handed over in this layer's SQLite
 state: the public identity (sr, uuid, location, name-label, name-description) of the target is
@@ -43,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from sm.capabilities import Capability
 from sm.errors import SMError, Unimplemented, VDIInUse, VDIMissing
 from sm.faults import crash_point
+from sm.records import REVERT_ID
 
 from . import guards, trees
 from .models import VDI, RevertPath, RevertResult
@@ -53,9 +64,10 @@ if TYPE_CHECKING:
     from .config import SrConfig
     from .manager import StorageManager
 
-__all__ = ["OP", "recover", "revert"]
+__all__ = ["IN_PLACE", "OP", "recover", "revert"]
 
 OP = "revert-clone"
+IN_PLACE = "revert-in-place"
 log = logging.getLogger(__name__)
 
 
@@ -85,13 +97,26 @@ def _revert(mgr: StorageManager, client: SRClient, cfg: SrConfig, target: VDI,
     vdi_key, snap_key = (cfg.uuid, target.uuid), (cfg.uuid, snap.uuid)
     in_tree = mgr.state.snapshot(snap_key) is not None
     if mgr.setting("revert") != "clone" and client.has(Capability.VDI_REVERT):
+        entry = mgr.state.journal_begin(
+            IN_PLACE, cfg.uuid, vdi=list(target.ref), current=list(snap_key),
+            mark=_revert_id(client, target.ref)) if in_tree else None
+        crash_point("api.revert.in-place.begun")
         try:
             client.vdi_revert(snap.ref, target.ref[0])
         except Unimplemented:
             log.info("vdi_revert answered 38: falling back to vdi_clone")
+            if entry is not None:
+                mgr.state.journal_done(entry)
+        except BaseException:
+            if entry is not None:  # a failing driver command undoes itself: nothing reverted
+                mgr.state.journal_done(entry)
+            raise
         else:
-            if in_tree:
-                mgr.state.set_current(vdi_key, snap_key)
+            crash_point("api.revert.in-place.reverted")
+            if entry is not None:
+                with mgr.state.transaction():
+                    mgr.state.set_current(vdi_key, snap_key)
+                    mgr.state.journal_done(entry)
             return "in-place"
     ident = Identity(cfg.uuid, target.uuid, target.location, target.name_label,
                      target.name_description)
@@ -156,9 +181,39 @@ def _undo(mgr: StorageManager, client: SRClient, entry: JournalEntry) -> None:
     mgr.state.journal_done(entry.id)
 
 
+def _revert_id(client: SRClient, ref: tuple[str, str]) -> str | None:
+    """The id of the VDI's last in-place revert (`sm_config` `revert-id`, `sm_vdi_get`), ""
+    for none yet; None when the SR type does not report it."""
+    try:
+        record = client.record(*ref)
+    except (Unimplemented, VDIMissing):
+        return None
+    sm_config = record.get("sm_config")
+    return str(sm_config.get(REVERT_ID, "")) if isinstance(sm_config, dict) else None
+
+
+def _recover_in_place(mgr: StorageManager, client: SRClient, entry: JournalEntry) -> None:
+    """A kill between the driver's `vdi_revert` and the tree update: the tree's current node
+    follows the driver's answer to "did it revert?" (its record's revert id changed)."""
+    d = entry.data
+    ref = (d["vdi"][0], d["vdi"][1])
+    client.sr_scan()  # the driver finishes (or undoes) its own interrupted work first
+    now = _revert_id(client, ref)
+    if now is not None and now != d["mark"] and d.get("current"):
+        log.warning("an interrupted in-place revert of %s happened: the tree follows", ref[0])
+        with mgr.state.transaction():
+            mgr.state.set_current((entry.sr, ref[0]), (d["current"][0], d["current"][1]))
+            mgr.state.journal_done(entry.id)
+        return
+    if now is None or d["mark"] is None:
+        log.warning("an interrupted in-place revert of %s: SR %s does not report revert ids; "
+                    "the snapshot tree's current node is left as it was", ref[0], entry.sr)
+    mgr.state.journal_done(entry.id)
+
+
 def recover(mgr: StorageManager, entry: JournalEntry) -> None:
     """Repair one interrupted operation of this layer (called with the API lock held)."""
-    if entry.op != OP:
+    if entry.op not in (OP, IN_PLACE):
         raise SMError(f"unknown operation {entry.op!r} in the state journal")
     cfg = next((c for c in mgr._configs() if c.uuid == entry.sr), None)
     if cfg is None:
@@ -166,6 +221,9 @@ def recover(mgr: StorageManager, entry: JournalEntry) -> None:
         mgr.state.journal_done(entry.id)
         return
     client = mgr._client(cfg)
+    if entry.op == IN_PLACE:
+        _recover_in_place(mgr, client, entry)
+        return
     uuid = entry.data["identity"]["uuid"]
     if entry.step != "begun":
         log.warning("rolling forward an interrupted revert of %s", uuid)

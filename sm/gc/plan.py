@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sm.chain.records import MAX_DEPTH
+
 __all__ = [
     "DEPTH_LIMIT",
     "DEPTH_WARN",
@@ -22,7 +24,7 @@ __all__ = [
     "plan",
 ]
 
-DEPTH_LIMIT = 30
+DEPTH_LIMIT = MAX_DEPTH
 DEPTH_WARN = 25
 """A chain this deep is reported (`warnings`) before it reaches the limit."""
 

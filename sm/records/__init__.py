@@ -4,8 +4,8 @@
 files on the SR and its all-or-nothing `Transaction`s (the layout is described there).
 """
 
-from .model import IMAGE_TYPES, VDI_TYPES, VERSION, RecordError, SrRecord, VdiRecord
+from .model import IMAGE_TYPES, REVERT_ID, VDI_TYPES, VERSION, RecordError, SrRecord, VdiRecord
 from .store import RecordStore, Transaction, shard_of
 
-__all__ = ["IMAGE_TYPES", "VDI_TYPES", "VERSION", "RecordError", "RecordStore", "SrRecord",
-           "Transaction", "VdiRecord", "shard_of"]
+__all__ = ["IMAGE_TYPES", "REVERT_ID", "VDI_TYPES", "VERSION", "RecordError", "RecordStore",
+           "SrRecord", "Transaction", "VdiRecord", "shard_of"]

@@ -20,6 +20,8 @@ VERSION = 1
 VDI_TYPES = frozenset({"user", "system", "suspend", "crashdump", "ephemeral", "ha_statefile",
                        "metadata", "redo_log", "rrd", "pvs_cache", "cbt_metadata"})
 IMAGE_TYPES = frozenset({"vhd", "raw"})
+#: `sm_config` key: the id of the last in-place revert of this VDI (`VdiRecord.reverted`).
+REVERT_ID = "revert-id"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
@@ -137,6 +139,15 @@ class VdiRecord(Frozen):
         _check_size(self, "physical_utilisation")
         _freeze_map(self, "sm_config")
         _freeze_map(self, "other_config")
+
+    def reverted(self, revert_id: str) -> VdiRecord:
+        """This record after the in-place revert `revert_id` (a unique id the revert's plan
+        carries, so a replay sets the same value): `sm_config["revert-id"]`. The layer above
+        reads it through `sm_vdi_get` to learn whether a revert it lost track of (killed
+        after the driver's point of no return) happened (docs/api.md)."""
+        if not revert_id:
+            return self
+        return self.replace(sm_config={**self.sm_config, REVERT_ID: revert_id})
 
     def to_dict(self) -> dict[str, Any]:
         out = self.as_dict()

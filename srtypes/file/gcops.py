@@ -24,11 +24,11 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from sm.chain.records import GC_KEY, base_copy, with_parent
 from sm.faults import crash_point
 from sm.gc import Skip
 from sm.journal import settle
 
-from .chain import GC_KEY, base_copy, with_parent
 from .edge import require_sound
 from .vdiops import mark_garbage, physical
 

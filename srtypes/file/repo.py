@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sm.journal import Entry, Journal, SetAside
     from sm.records import RecordStore, VdiRecord
 
+    from .chainsr import FileChain
     from .confine import SRStorage
 
 __all__ = ["FileRepo"]
@@ -41,12 +42,14 @@ class _Handlers(Mapping[str, "Callable[[Entry], None]"]):
         self.repo = repo
 
     def __getitem__(self, op: str) -> Callable[[Entry], None]:
-        from . import gcops, revert, snapshot, vdiops
+        from sm.chain import snapshot
+
+        from . import gcops, revert, vdiops
 
         repo = self.repo
         table: Mapping[str, Callable[[Entry], None]] = {
-            "vdi_snapshot": lambda e: snapshot.recover(repo, e),
-            "vdi_clone": lambda e: snapshot.recover(repo, e),
+            "vdi_snapshot": lambda e: snapshot.recover(repo.chain, e),
+            "vdi_clone": lambda e: snapshot.recover(repo.chain, e),
             "vdi_revert": lambda e: revert.recover(repo, e),
             "vdi_delete": lambda e: vdiops.recover_delete(repo, e),
             "vdi_resize": lambda e: vdiops.recover_resize(repo, e),
@@ -90,6 +93,13 @@ class FileRepo:
         from .confine import SRStorage
 
         return SRStorage(self.layout.location)
+
+    @cached_property
+    def chain(self) -> FileChain:
+        """This SR as the chain core sees it (`sm.chain`)."""
+        from .chainsr import FileChain
+
+        return FileChain(self)
 
     @cached_property
     def journal(self) -> Journal:

@@ -30,10 +30,11 @@ import os
 import uuid as uuidlib
 from typing import TYPE_CHECKING, Any
 
+from sm.chain.records import base_copy, check_depth, with_parent
+from sm.chain.snapshot import give_back
 from sm.errors import (
     InvalidArg,
     MetadataError,
-    SnapshotChainTooLong,
     VDIInUse,
     VDIMissing,
     VDIType,
@@ -41,9 +42,7 @@ from sm.errors import (
 )
 from sm.faults import crash_point
 
-from .chain import base_copy, with_parent
 from .edge import engine_errors, require_sound
-from .snapshot import MAX_DEPTH, chain_depth, give_back
 from .vdiops import mark_garbage, physical
 
 if TYPE_CHECKING:
@@ -114,12 +113,11 @@ def plan(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
         require_sound(repo.layout.image(parent))
     if (p := repo.records.find(parent)) is not None and p.sm_config.get("gc-busy"):
         raise VDIInUse(f"vdi_revert: {parent} is being coalesced; try again shortly")
-    depth = chain_depth(repo, snap.uuid if b2 else parent) + 1
-    if depth > MAX_DEPTH:
-        raise SnapshotChainTooLong(f"vdi_revert: the reverted VDI would have a chain of "
-                                   f"{depth} images (limit {MAX_DEPTH})")
+    check_depth(repo.records.find, snap.uuid if b2 else parent,
+                "vdi_revert: the reverted VDI")
     return {"snapshot": snap.uuid, "target": target.uuid, "parent": parent, "b2": b2,
-            "old_parent": target.parent, "virtual_size": info.virtual_size}
+            "old_parent": target.parent, "virtual_size": info.virtual_size,
+            "revert_id": str(uuidlib.uuid4())}
 
 
 def run(repo: FileRepo, snap: VdiRecord, target: VdiRecord) -> None:
@@ -157,10 +155,9 @@ def undo(repo: FileRepo, d: Mapping[str, Any]) -> None:
     atomic.unlink(lay.temp_image(d["target"], "revert"), missing_ok=True)
     if d["b2"] is None:
         return
-    sp, pp = lay.image(d["snapshot"]), lay.image(d["b2"])
-    if not os.path.exists(pp):
+    if not os.path.exists(lay.image(d["b2"])):
         return
-    give_back(repo, pp, sp, d["snapshot"])
+    give_back(repo.chain, d["b2"], repo.records.get(d["snapshot"]))
 
 
 def _step(entry: Entry, name: str) -> None:
@@ -209,7 +206,7 @@ def _forward(repo: FileRepo, d: Mapping[str, Any], entry: Entry) -> None:
         x = txn.get(d["target"])
         txn.put(with_parent(x.replace(
             virtual_size=d["virtual_size"], physical_utilisation=physical(xp, "vhd")),
-            d["parent"]))
+            d["parent"]).reverted(d.get("revert_id", "")))
         if d["old_parent"] and d["old_parent"] != d["parent"]:
             mark_garbage(txn, [d["old_parent"]])
     _step(entry, "records")

@@ -12,9 +12,9 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
+from sm.chain.records import children_map, is_garbage, with_gc_mark, with_parent
 from sm.errors import SMError, SRScan
 
-from .chain import children_map, is_garbage, with_gc_mark, with_parent
 from .layout import IMAGE_NAME
 
 if TYPE_CHECKING:

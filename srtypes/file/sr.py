@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 from sm.capabilities import Capability
+from sm.chain.snapshot import SnapshotSteps
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.errors import VDIUnavailable
 from sm.recordwire import RecordList, RecordResult
@@ -71,8 +72,7 @@ class FileSR(SRDriver):
         "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
     })
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
-        "vdi_snapshot": ("journaled", "renamed", "hidden", "leaf", "snap", "records"),
-        "vdi_clone": ("journaled", "renamed", "hidden", "leaf", "snap", "records"),
+        "vdi_snapshot": SnapshotSteps.names(), "vdi_clone": SnapshotSteps.names(),
         "vdi_revert": ("journaled", "renamed", "hidden", "snapleaf", "leaf", "switched",
                        "records"),
         "vdi_delete": ("journaled", "file", "records"),
@@ -199,11 +199,11 @@ class FileSR(SRDriver):
         return self._snapshot(request)
 
     def _snapshot(self, request: VDISnapshotRequest) -> VdiRef:
-        from . import snapshot
+        from sm.chain import snapshot
 
         repo = self._open()
         with repo.chain_lock(request.command), self._live(request.vdi_uuid):
-            uuid = snapshot.run(repo, request.command, request.vdi_uuid,
+            uuid = snapshot.run(repo.chain, request.command, request.vdi_uuid,
                                 request.driver_params)
         return VdiRef(uuid, uuid)
 

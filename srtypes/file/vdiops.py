@@ -17,6 +17,7 @@ import uuid as uuidlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from sm.chain.records import is_garbage, with_gc_mark
 from sm.errors import (
     InvalidArg,
     SRNoSpace,
@@ -31,7 +32,6 @@ from sm.errors import (
 )
 from sm.faults import crash_point
 
-from .chain import is_garbage, with_gc_mark
 from .edge import engine_errors, require_sound
 from .layout import is_uuid
 

@@ -113,7 +113,7 @@ def undo(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
 
 def forward(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
     from sm import vhd
-    from srtypes.file.chain import base_copy, with_parent
+    from sm.chain.records import base_copy, with_parent
 
     from .vdiops import resize_lv
 

@@ -389,7 +389,7 @@ def _switch(repo: LvhdRepo, d: Mapping[str, Any], kids: list[str]) -> None:
 
 
 def _merge_records(repo: LvhdRepo, key: str, d: Mapping[str, Any], kids: list[str]) -> None:
-    from srtypes.file.chain import with_parent
+    from sm.chain.records import with_parent
 
     base, child = d["base"], d["child"]
     size = {x.name: x.size for x in repo.lvm.lvs(repo.vg)}

@@ -31,6 +31,7 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
+from sm.edge import errors_as
 from sm.errors import (
     MetadataError,
     SnapshotChainTooLong,
@@ -70,8 +71,8 @@ def resolve(repo: LvhdRepo, snapshot: str, target: str | None) -> tuple[VdiRecor
 
 def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     from sm import vhd
-    from srtypes.file.chain import children_map
-    from srtypes.file.chain import depth as chain_depth
+    from sm.chain.records import children_map
+    from sm.chain.records import depth as chain_depth
     from srtypes.file.edge import require_sound
     from srtypes.file.revert import check_pair
 
@@ -82,10 +83,8 @@ def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     if not repo.lvm.lv_exists(repo.vg, _lv(snap.uuid)):
         raise VDIUnavailable(f"vdi_revert: the LV of snapshot {snap.uuid} is missing")
     require_sound(repo.path(snap), storage=repo.storage)
-    try:
+    with errors_as(VDIUnavailable, f"vdi_revert: reading snapshot {snap.uuid}"):
         info = vhd.info(repo.path(snap), storage=repo.storage)
-    except (vhd.VhdError, OSError) as err:
-        raise VDIUnavailable(f"vdi_revert: reading snapshot {snap.uuid}: {err}") from err
     b2 = None
     if snap.hidden or children.get(snap.uuid):
         parent = snap.uuid
@@ -107,7 +106,7 @@ def plan(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> dict[str, Any]:
     repo.need_space(need, f"revert of VDI {target.uuid}")
     return {"op": "vdi_revert", "snapshot": snap.uuid, "target": target.uuid,
             "parent": parent, "b2": b2, "old_parent": target.parent, "thick": thick,
-            "virtual_size": info.virtual_size, "steps": []}
+            "virtual_size": info.virtual_size, "revert_id": str(uuidlib.uuid4()), "steps": []}
 
 
 def run(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> None:
@@ -123,10 +122,8 @@ def run(repo: LvhdRepo, snap: VdiRecord, target: VdiRecord) -> None:
 
     with undo_on_failure(lambda _err: undo(repo, key)):
         crash_point("vdi_revert:journaled")
-        try:
+        with errors_as(VDIUnavailable, f"revert of {target.uuid} to {snap.uuid}"):
             _forward(repo, key, data)
-        except (OSError, ValueError) as err:
-            raise VDIUnavailable(f"revert of {target.uuid} to {snap.uuid}: {err}") from err
 
 
 def undo(repo: LvhdRepo, key: str) -> None:
@@ -241,7 +238,7 @@ def _switch(repo: LvhdRepo, key: str, d: Mapping[str, Any], prune_from: str | No
 
 
 def _records(vdis: dict[str, VdiRecord], d: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
-    from srtypes.file.chain import base_copy, with_parent
+    from sm.chain.records import base_copy, with_parent
 
     b2 = d["b2"]
     if b2 is not None and b2 not in vdis:
@@ -253,7 +250,7 @@ def _records(vdis: dict[str, VdiRecord], d: Mapping[str, Any], sizes: Mapping[st
     x = vdis[d["target"]]
     vdis[x.uuid] = with_parent(x.replace(
         virtual_size=d["virtual_size"], physical_utilisation=sizes.get(_lv(x.uuid), 0)),
-        d["parent"])
+        d["parent"]).reverted(d.get("revert_id", ""))
 
 
 def orphans(vdis: Mapping[str, VdiRecord], start: str) -> list[VdiRecord]:

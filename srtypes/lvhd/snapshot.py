@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from sm.edge import errors_as
 from sm.errors import (
     MetadataError,
     SnapshotChainTooLong,
@@ -67,7 +68,7 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str,
     direct = any(r.parent == x.uuid for r in doc.vdis.values())
     single = (driver_params or {}).get("type") == "single" and not direct
     thick = repo.allocation(doc) == "thick"
-    from srtypes.file.chain import depth as chain_depth
+    from sm.chain.records import depth as chain_depth
     from srtypes.file.edge import require_sound
 
     depth = chain_depth(doc.vdis, x.uuid)
@@ -90,10 +91,8 @@ def run(repo: LvhdRepo, command: str, vdi_uuid: str,
 
     with undo_on_failure(lambda _err: undo(repo, data)):
         crash_point(f"{command}:journaled")
-        try:
+        with errors_as(VDISnapshot, f"{kind} of {x.uuid}"):
             _forward(repo, data)
-        except (OSError, ValueError) as err:
-            raise VDISnapshot(f"{kind} of {x.uuid}: {err}") from err
     return new
 
 
@@ -207,8 +206,8 @@ def _forward(repo: LvhdRepo, d: Mapping[str, Any]) -> None:
 
 
 def _records(vdis: dict[str, Any], d: Mapping[str, Any], sizes: Mapping[str, int]) -> None:
+    from sm.chain.records import base_copy, with_parent
     from sm.records import VdiRecord
-    from srtypes.file.chain import base_copy, with_parent
 
     if d["new"] in vdis:
         return

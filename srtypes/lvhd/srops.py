@@ -214,7 +214,7 @@ def adopt_record(repo: LvhdRepo, name: str, lv_size: int,
     """A record for image LV ``name`` from what the image says (None: not a readable VHD; the
     problem goes into ``damaged``)."""
     from sm import vhd
-    from srtypes.file.chain import with_parent
+    from sm.chain.records import with_parent
 
     m = IMAGE_LV.match(name)
     if m is None:

@@ -24,6 +24,7 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
+from sm.chain.records import MAX_DEPTH
 from sm.errors import (
     SnapshotChainTooLong,
     VDIClone,
@@ -46,7 +47,6 @@ from .store import Snapshot
 __all__ = ["MAX_DEPTH", "MAX_SIZE", "collect", "create", "delete", "flatten", "resize",
            "revert", "snapshot"]
 
-MAX_DEPTH = 30
 """Clone layers (images) on one chain; Ceph reads through every layer, so deep chains are slow."""
 MAX_SIZE = 1 << 60
 
@@ -176,12 +176,13 @@ def revert(repo: RbdRepo, snap: Snapshot, s: VdiRecord, target: VdiRecord) -> No
         raise VDIInUse(f"VDI {target.uuid} is a snapshot or a hidden base: cannot revert it")
     repo.check_unwatched(image_of(target), f"revert of {target.uuid}")
     if image_of(s) == image_of(target):
-        ident = repo.begin("revert", mode="rollback", snap=s.uuid, target=target.uuid)
+        ident = repo.begin("revert", mode="rollback", snap=s.uuid, target=target.uuid,
+                           revert_id=str(uuidlib.uuid4()))
     else:  # the snapshot lives on another image: the target becomes a clone of it
         keep = str(uuidlib.uuid4()) if children(snap, target.uuid) else None
         ident = repo.begin("revert", mode="reclone", snap=s.uuid, target=target.uuid,
                            old_image=image_of(target), keep=keep,
-                           new_image=str(uuidlib.uuid4()))
+                           new_image=str(uuidlib.uuid4()), revert_id=str(uuidlib.uuid4()))
     crash_point("vdi_revert:journaled")
     now = repo.read()
     finish_revert(repo, now, ident, now.intents[ident])
@@ -202,7 +203,7 @@ def finish_revert(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str
                 if im.size() != size:
                     im.resize(size)
         crash_point("vdi_revert:rollback")
-        put.append(target.replace(virtual_size=size))
+        put.append(target.replace(virtual_size=size).reverted(intent.get("revert_id", "")))
     else:
         old, new, keep = intent["old_image"], intent["new_image"], intent.get("keep")
         repo.protect(image_of(s), snap_of(s) or "")
@@ -221,7 +222,8 @@ def finish_revert(repo: RbdRepo, snap: Snapshot, ident: str, intent: Mapping[str
                 repo.remove_snap(old, sn)
             repo.remove_image(old)
         put.append(target.replace(virtual_size=size, parent=s.uuid,
-                                       sm_config={**target.sm_config, IMAGE_KEY: new}))
+                                  sm_config={**target.sm_config, IMAGE_KEY: new})
+                   .reverted(intent.get("revert_id", "")))
     repo.store.commit(put=put, done=[ident])
     crash_point("vdi_revert:records")
     if intent["mode"] != "rollback":

@@ -132,8 +132,8 @@ def test_snapshot_of_attached_vdi_works(sr: FileSRClient) -> None:
 
 
 def test_chain_algebra() -> None:
+    from sm.chain.records import children_map, depth, is_garbage, with_gc_mark, with_parent
     from sm.records import VdiRecord
-    from srtypes.file.chain import children_map, depth, is_garbage, with_gc_mark, with_parent
 
     a = "aaaaaaaa-0000-4000-8000-000000000001"
     b = "aaaaaaaa-0000-4000-8000-000000000002"

@@ -1,8 +1,9 @@
-"""Chain algebra over VDI records: children, depth, garbage (pure functions, no I/O)."""
+"""Chain algebra over VDI records: children, depth, garbage, the depth limit (pure functions,
+no I/O). Every SR type with image chains uses these; the limit is defined here only."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -11,8 +12,10 @@ if TYPE_CHECKING:
 __all__ = [
     "GC_GARBAGE",
     "GC_KEY",
+    "MAX_DEPTH",
     "PARENT_KEY",
     "base_copy",
+    "check_depth",
     "children_map",
     "depth",
     "is_garbage",
@@ -20,6 +23,10 @@ __all__ = [
     "with_parent",
 ]
 
+MAX_DEPTH = 30
+"""The longest chain (images from a leaf to its root) an operation may make, as the original
+drivers allow: snapshot, clone and revert refuse beyond it (SnapshotChainTooLong 109), the
+collector reports chains near it."""
 PARENT_KEY = "vhd-parent"
 """sm_config key naming a VHD VDI's parent (as the original drivers write it)."""
 GC_KEY = "gc"
@@ -59,6 +66,23 @@ def depth(by_uuid: Mapping[str, VdiRecord], uuid: str) -> int:
         record = by_uuid.get(current)
         current = record.parent if record is not None else None
     return len(seen)
+
+
+def check_depth(find: Callable[[str], VdiRecord | None], uuid: str, what: str) -> None:
+    """SnapshotChainTooLong (109) if one more image on the chain of `uuid` would pass
+    MAX_DEPTH (`find` looks a record up; the walk stops past the limit); `what` names the
+    operation for the message."""
+    seen: list[str] = []
+    current: str | None = uuid
+    while current and current not in seen and len(seen) <= MAX_DEPTH:
+        seen.append(current)
+        record = find(current)
+        current = record.parent if record is not None else None
+    if len(seen) + 1 > MAX_DEPTH:
+        from sm.errors import SnapshotChainTooLong
+
+        raise SnapshotChainTooLong(f"{what} would make a chain of {len(seen) + 1} images "
+                                   f"(limit {MAX_DEPTH})")
 
 
 def is_garbage(record: VdiRecord, children: Mapping[str, list[str]]) -> bool:

@@ -1,0 +1,188 @@
+"""What the chain core asks of an SR type: three small protocols and the bundle of them.
+
+- :class:`Volumes`: where image bytes live (files in a directory, LVs in a VG): create,
+  rename, remove, sizes; sealing a volume that becomes a read-only base (an LV is deflated
+  and tagged) and the opposite.
+- :class:`Meta`: the SR's records and journal (the File SR's record store and journal
+  directory, the LVHD SR's MGT volume) behind one interface: lookups, one all-or-nothing
+  transaction, ``begin`` of a journal entry, the set-aside check.
+- :class:`ImageFormat`: what the core asks of an image (empty child, identity and hidden flag,
+  info, soundness check). The VHD engine implements it (`sm.chain.vhdformat`); a second format
+  plugs in there.
+
+A chain SR type hands the core one :class:`ChainSR`. Operations take it first:
+``snapshot.run(sr, ...)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sm.errors import SMError
+    from sm.journal import Entry
+    from sm.records import VdiRecord
+
+__all__ = ["ChainSR", "ImageFormat", "ImageInfo", "Meta", "RecordTxn", "Volumes"]
+
+
+class Volumes(Protocol):
+    """Where the images live. Names are VDI uuids; each call is idempotent where it says so."""
+
+    @property
+    def atomic_create(self) -> bool:
+        """True when a new image appears whole or not at all (files: written aside and renamed), so
+    one found after a crash can be trusted; False (LVs: a new LV may sit on a removed one's
+    extents) when it must be rewritten."""
+        ...
+
+    def path(self, uuid: str, vdi_type: str = "vhd") -> str:
+        """The path the image engine opens for `uuid`."""
+        ...
+
+    def exists(self, uuid: str, vdi_type: str = "vhd") -> bool: ...
+
+    def create(self, uuid: str, size: int) -> None:
+        """Make room for a new image of up to `size` bytes (an LV; nothing for a file: the
+        format creates it). Idempotent."""
+        ...
+
+    def rename(self, old: str, new: str) -> None:
+        """Atomically give the volume of `old` the name of `new` (which must not exist)."""
+        ...
+
+    def remove(self, uuid: str, vdi_type: str = "vhd") -> None:
+        """Remove the volume; nothing if it is gone. Idempotent."""
+        ...
+
+    def seal(self, uuid: str) -> None:
+        """The image becomes a read-only base: shrink it to what it uses (LVs) and mark it
+        read-only. Idempotent."""
+        ...
+
+    def unseal(self, uuid: str, record: VdiRecord) -> None:
+        """Undo of :meth:`seal` for a base given back to its leaf `record` (the undo of a
+        snapshot that failed): writable again, grown back where the leaf was."""
+        ...
+
+    def leaf_size(self, uuid: str, virtual_size: int) -> int:
+        """The size to :meth:`create` a new leaf image `uuid` with (LVs: full when thick or
+        attached writable, else its metadata; files: 0)."""
+        ...
+
+    def need_space(self, sizes: Sequence[int], what: str) -> None:
+        """SRNoSpace (44) unless new volumes of these sizes fit."""
+        ...
+
+    def sizes(self, uuids: Iterable[str]) -> Mapping[str, int]:
+        """Physical utilisation of those of `uuids` whose volumes exist (for the records)."""
+        ...
+
+
+class ImageInfo(Protocol):
+    @property
+    def uuid(self) -> Any: ...
+
+    @property
+    def parent_uuid(self) -> Any: ...
+
+    @property
+    def hidden(self) -> bool: ...
+
+    @property
+    def virtual_size(self) -> int: ...
+
+    @property
+    def allocated_blocks(self) -> int: ...
+
+
+class ImageFormat(Protocol):
+    """What the core asks of an image format."""
+
+    @property
+    def name(self) -> str: ...
+
+    def info(self, path: str) -> ImageInfo: ...
+
+    def child(self, parent: str, path: str, uuid: str) -> None:
+        """Write an empty child image of `parent` at `path` with identity `uuid`."""
+        ...
+
+    def set_identity(self, path: str, uuid: str, hidden: bool) -> None:
+        """The image's own uuid and hidden flag (written only where they differ)."""
+        ...
+
+    def check(self, *paths: str) -> None:
+        """VDIUnavailable (46) naming the first damaged image; before an operation starts."""
+        ...
+
+
+class RecordTxn(Protocol):
+    """The records inside one transaction."""
+
+    def find(self, uuid: str) -> VdiRecord | None: ...
+
+    def get(self, uuid: str) -> VdiRecord: ...
+
+    def put(self, record: VdiRecord) -> None: ...
+
+    def delete(self, uuid: str) -> None: ...
+
+
+class Meta(Protocol):
+    """The SR's records and journal."""
+
+    @property
+    def sr_uuid(self) -> str: ...
+
+    @property
+    def new_sm_config(self) -> Mapping[str, str]:
+        """The `sm_config` of a VDI record the core creates (before its `vhd-parent`)."""
+        ...
+
+    def find(self, uuid: str) -> VdiRecord | None: ...
+
+    def get(self, uuid: str) -> VdiRecord:
+        """The record, VDIMissing (144) if none."""
+        ...
+
+    def children_of(self, uuid: str) -> list[str]: ...
+
+    def records(self) -> Mapping[str, VdiRecord]:
+        """Every record by uuid."""
+        ...
+
+    def transaction(self, purpose: str, *,
+                    finishing: Entry | None = None) -> contextlib.AbstractContextManager[RecordTxn]:
+        """Change records all or nothing. `finishing`: the journal entry this commit ends,
+        removed in the same write where the store can (MGT), else by its owner right after."""
+        ...
+
+    def begin(self, op: str, **data: Any) -> Entry:
+        """A journal entry owned by this process (``sm.journal.Entry`` semantics: a failure in
+        the ``with`` block runs the op's handler in-process, ``entry.once`` marks steps)."""
+        ...
+
+    def check_usable(self, *uuids: str) -> None:
+        """VDIUnavailable (46) if a set-aside journal entry makes one of them unusable."""
+        ...
+
+
+class ChainSR(Protocol):
+    """One SR as the chain core sees it."""
+
+    @property
+    def volumes(self) -> Volumes: ...
+
+    @property
+    def meta(self) -> Meta: ...
+
+    @property
+    def format(self) -> ImageFormat: ...
+
+    def errors(self, fallback: type[SMError], what: str) -> contextlib.AbstractContextManager[None]:
+        """Around engine and volume work: their errors become SM errors (`fallback` for an
+        image that cannot be read or written), naming `what`."""
+        ...
