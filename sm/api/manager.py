@@ -10,7 +10,6 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
 
 from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
@@ -28,11 +27,12 @@ from .config import (
     SrConfig,
     validate_setting,
 )
-from .data import open_attached
-from .models import SR, VDI, RevertResult, SnapshotTree
+from .models import VDI, RevertResult, SnapshotTree
 from .present import present
+from .srapi import SrMethods
 from .state import State
 from .transport import Transport, make
+from .vdidata import DataMethods
 from .vmapi import VmMethods
 from .workflows import WorkflowMethods
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 @checked_methods
-class StorageManager(VmMethods, WorkflowMethods):
+class StorageManager(SrMethods, DataMethods, VmMethods, WorkflowMethods):
     """SRs from the registry, VDIs through SMAPIv1 drivers, state in SQLite.
 
     `config` overrides the registry file (else `SM_CONFIG`, else the defaults in
@@ -152,7 +152,7 @@ class StorageManager(VmMethods, WorkflowMethods):
             self._transport = None
             self._clients.clear()
 
-    # -- SRs ----------------------------------------------------------------------------------
+    # -- finding SRs (the SR methods: sm.api.srapi) -------------------------------------------
 
     def _embedded(self) -> SrConfig | None:
         if self.registry.find(DEFAULT_SR_NAME) is not None:
@@ -191,83 +191,6 @@ class StorageManager(VmMethods, WorkflowMethods):
         with contextlib.suppress(SRExists):
             client.sr_create()
         self.state.set_setting("_default_sr_created", client.sr.uuid)
-
-    @staticmethod
-    def _public(sr: SrConfig) -> SR:
-        return SR(sr.name, sr.type, sr.uuid, dict(sr.device_config), sr.embedded)
-
-    def srs(self) -> list[SR]:
-        """Every SR the registry declares, plus the embedded default."""
-        return [self._public(sr) for sr in self._configs()]
-
-    def sr(self, name: str | None = None) -> SR:
-        """One SR by name or uuid (None: the `default_sr` setting)."""
-        return self._public(self._config(name))
-
-    def sr_info(self, name: str | None = None) -> dict[str, Any]:
-        """The SR, its driver's `sr_get_driver_info` and a VDI count."""
-        sr = self._config(name)
-        client = self._client(sr)
-        vdis = self.vdis(sr.name)
-        return {**self._public(sr).to_dict(), "driver": client.driver_info,
-                "stats": self.sr_stats(sr.name), "vdis": len(vdis),
-                "virtual_size": sum(v.virtual_size for v in vdis),
-                "physical_utilisation": sum(v.physical_utilisation for v in vdis)}
-
-    def sr_create(self, name: str, type: str, device_config: Mapping[str, str], *,
-                  uuid: str | None = None, size: int = 0) -> SR:
-        """Create a new SR with its driver (`sr_create`) and declare it in the registry."""
-        sr = SrConfig(name, checks.text("SR type", type).lower(),
-                      checks.uuid("SR", uuid) if uuid else str(uuidlib.uuid4()),
-                      dict(device_config))
-        self._check_new(sr)
-        with self._locked("sr create"):
-            SRClient(sr, self.transport).sr_create(size)
-            self.registry.add(sr)
-        return self.sr(name)
-
-    def sr_attach(self, name: str, type: str, device_config: Mapping[str, str], *,
-                  uuid: str) -> SR:
-        """Declare an existing SR in the registry and attach it (`sr_attach`)."""
-        sr = SrConfig(name, checks.text("SR type", type).lower(), checks.uuid("SR", uuid),
-                      dict(device_config))
-        self._check_new(sr)
-        with self._locked("sr attach"):
-            SRClient(sr, self.transport).sr_attach()
-            self.registry.add(sr)
-        return self.sr(name)
-
-    def _check_new(self, sr: SrConfig) -> None:
-        for known in self._configs():
-            if sr.name == known.name or sr.uuid == known.uuid:
-                raise InvalidArg(f"an SR named {known.name!r} (uuid {known.uuid}) exists")
-
-    def sr_detach(self, name: str) -> None:
-        """`sr_detach`, then forget the SR in the registry (its contents stay)."""
-        sr = self._config(name)
-        with self._locked("sr detach"):
-            SRClient(sr, self.transport).sr_detach()
-            if not sr.embedded:
-                self.registry.remove(sr)
-
-    def sr_delete(self, name: str) -> None:
-        """`sr_delete` (refused while VDIs exist), then forget the SR and its state."""
-        sr = self._config(name)
-        with self._locked("sr delete"):
-            client = self._client(sr)
-            client.sr_delete()
-            self.state.forget_sr(sr.uuid)
-            if sr.embedded:
-                self.state.set_setting("_default_sr_created", None)
-                self.state.set_setting("_default_sr_uuid", None)
-            else:
-                self.registry.remove(sr)
-
-    def sr_scan(self, name: str | None = None) -> list[VDI]:
-        sr = self._config(name)
-        with self._locked("sr scan"):
-            self._client(sr).sr_scan()
-        return self.vdis(sr.name)
 
     # -- VDIs ---------------------------------------------------------------------------------
 
@@ -404,130 +327,3 @@ class StorageManager(VmMethods, WorkflowMethods):
             for disk in owners:
                 self.vm_state.remove_disk(disk.vm, disk.sr, disk.vdi)
             return [*removed, vdi.uuid]
-
-    # -- data ---------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _data(self, ref: str, sr: str | None, writable: bool) -> Iterator[Any]:
-        cfg = self._config(sr)
-        vdi = self.vdi(ref, cfg.name)
-        if writable:
-            guards.mutable(vdi, "write into")
-        with exports.attached(self.state, self._client(cfg), vdi, writable) as attach, \
-                open_attached(attach, writable) as handle:
-            yield handle
-        if writable:  # USED (physical utilisation) current once the data path closes
-            self._client(cfg).vdi_update(vdi.ref)
-
-    def vdi_read(self, ref: str, offset: int = 0, length: int | None = None, *,
-                 sr: str | None = None) -> bytes:
-        """Bytes of the VDI's virtual disk (length None: to the end)."""
-        checks.count("offset", offset)
-        if length is not None:
-            checks.count("length", length)
-        with self._data(ref, sr, False) as disk:
-            if length is None:
-                length = max(0, disk.size - offset)
-            if offset < 0 or offset + length > disk.size:
-                raise InvalidArg(f"range {offset}+{length} is outside the disk ({disk.size})")
-            data: bytes = disk.read(offset, length)
-            return data
-
-    @checked
-    def vdi_export(self, ref: str, output: str | BinaryIO, fmt: Literal["raw", "vhd"] = "raw",
-                   *, sr: str | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> int:
-        """Write the VDI's content to `output` (a path or a binary stream): raw bytes (a sparse
-        file) or a standalone dynamic VHD; `progress(done, total)`. Returns the size."""
-        from .transfer import export_to
-
-        with self._data(ref, sr, False) as disk:
-            return export_to(disk, output, fmt, progress)
-
-    @checked
-    def vdi_import(self, ref: str, source: str | BinaryIO,
-                   fmt: Literal["auto", "raw", "vhd"] = "auto", *, sr: str | None = None,
-                   progress: Callable[[int, int], None] | None = None, create: bool = False,
-                   size: int | None = None) -> VDI:
-        """Write an image (a path or a binary stream; raw or VHD, detected by default) into
-        the VDI from offset 0. `create`: when `ref` names no VDI, create one called `ref` of
-        `size` (default: the image's virtual size). Returns the VDI. (sm.api.transfer)"""
-        from .transfer import import_from, open_input
-
-        cfg = self._config(sr)
-        with open_input(source, fmt) as src:
-            vdi = None
-            if create:
-                with contextlib.suppress(VDIMissing):
-                    vdi = self.vdi(ref, cfg.name)
-            if vdi is not None and size is not None:
-                raise InvalidArg(f"VDI {ref!r} exists: size is only for a new VDI "
-                                 "(grow it with vdi_resize)")
-            if vdi is None and create:
-                want = size if size is not None else src.size
-                if want is None:
-                    raise InvalidArg(f"the size of {src.name} is not known before its end "
-                                     "(a raw stream): give the size of the new VDI")
-                vdi = self.vdi_create(want, ref, sr=cfg.name)
-                fresh = True
-            else:
-                fresh = False
-            try:
-                with self._locked("vdi import"), \
-                        self._data(vdi.uuid if vdi else ref, cfg.name, True) as disk:
-                    import_from(disk, src, progress, fresh=fresh)
-            except BaseException:
-                if fresh and vdi is not None:  # a failed import leaves no VDI it created
-                    with contextlib.suppress(Exception):
-                        self.vdi_delete(vdi.uuid, sr=cfg.name)
-                raise
-        return self.vdi(vdi.uuid if vdi else ref, cfg.name)
-
-    def vdi_write_from(self, ref: str, offset: int, stream: BinaryIO, *,
-                       sr: str | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> int:
-        """`vdi_write` of a binary stream's bytes (until its end), in bounded chunks."""
-        from .transfer import write_from
-
-        with self._locked("vdi write"), self._data(ref, sr, True) as disk:
-            return write_from(disk, offset, stream, progress)
-
-    def vdi_read_to(self, ref: str, out: BinaryIO, offset: int = 0, length: int | None = None,
-                    *, sr: str | None = None) -> int:
-        """`vdi_read` into a binary stream, in bounded chunks; the bytes written."""
-        from .transfer import read_to
-
-        with self._data(ref, sr, False) as disk:
-            return read_to(disk, offset, length, out)
-
-    # -- garbage collection (docs/gc.md) -----------------------------------------------------
-
-    def gc_run(self, sr: str | None = None) -> dict[str, Any]:
-        """Run the SR's collector now, to its end (`sm_gc_run`); its summary."""
-        return self._gc("sm_gc_run", sr)
-
-    def gc_status(self, sr: str | None = None) -> dict[str, Any]:
-        """Chains, pending merges, reclaimable bytes, the collector's state (`sm_gc_status`)."""
-        return self._gc("sm_gc_status", sr)
-
-    @checked
-    def sr_repair(self, sr: str | None = None, *,
-                  action: Literal["show", "retry", "discard"] = "show", entry: str = "",
-                  force: bool = False) -> dict[str, Any]:
-        """Journal entries a failed replay set aside, and the VDIs they make unusable: show
-        them, or `retry` / `discard` one (`entry`) or all (`sm.repair.repair`)."""
-        from sm import repair
-
-        return repair.repair(self, sr, action=action, entry=entry, force=force)
-
-    def _gc(self, command: str, sr: str | None) -> dict[str, Any]:
-        import json
-
-        return dict(json.loads(self._client(self._config(sr)).call(command)))
-
-    def vdi_write(self, ref: str, offset: int, data: bytes, *, sr: str | None = None) -> None:
-        checks.count("offset", offset)
-        with self._locked("vdi write"), self._data(ref, sr, True) as disk:
-            if offset < 0 or offset + len(data) > disk.size:
-                raise InvalidArg(f"range {offset}+{len(data)} is outside the disk ({disk.size})")
-            disk.write(offset, data)
