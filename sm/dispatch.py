@@ -4,8 +4,9 @@
 for failure. This is the one edge where exceptions become Faults:
 
 - `SMError` -> its `code` and `fault_string`;
-- an `OSError` that means the same whatever the command (full, read-only or failing file
-  system: `sm.errors.from_os_error`) -> SRNoSpace 44, SRUnavailable 47, EIO 200, VDISize 79;
+- a component's failure the error edge knows whatever the command (`sm.edge.to_sm_error`:
+  a full, read-only or failing file system -> SRNoSpace 44, SRUnavailable 47, EIO 200,
+  VDISize 79; a damaged image -> VDILoad 65; a failed lvcreate -> LVMCreate 50, ...) -> that;
 - anything else -> GenericException (1200) with the exception type and message; the traceback
   is logged (stderr / log file), never written to stdout.
 
@@ -35,7 +36,8 @@ from sm import log as sm_log
 from sm import xmlrpc
 from sm.capabilities import COMMAND_CAPABILITY
 from sm.driver import Command, DriverContext, SRDriver
-from sm.errors import BadRequest, GenericException, SMError, Unimplemented, from_os_error
+from sm.edge import to_sm_error
+from sm.errors import BadRequest, GenericException, SMError, Unimplemented
 from sm.log import LEVELS
 from sm.requests import (
     DriverInfoRequest,
@@ -170,7 +172,7 @@ def respond(
             log.info("%s details: %s", method, dict(err.details))
         return xmlrpc.dumps_fault(err.code, err.fault_string)
     except Exception as err:
-        mapped = from_os_error(err, method) if isinstance(err, OSError) else None
+        mapped = to_sm_error(err, what=method)
         if mapped is not None:
             log.warning("%s failed: %s", method, mapped)
             return xmlrpc.dumps_fault(mapped.code, mapped.fault_string)

@@ -50,6 +50,8 @@ class SMError(Exception):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__ and "name" not in cls.__dict__:
+            cls.name = cls.__name__  # an SM error class is named as the table names it
         if cls.__doc__ is None:
             cls.__doc__ = f"SM error {cls.code} ({cls.name}): {cls.description}"
 
@@ -57,336 +59,283 @@ class SMError(Exception):
         return f"{type(self).__name__}({self.message!r})"
 
 
-# One class per SM error, written out so that mypy, IDEs and subclasses see real classes.
+# One class per SM error, written out so that mypy, IDEs and subclasses see real classes; its
+# `name` is the class name. What a component's failure (OS, engine, lvm2, Ceph, NBD) means as
+# one of these is decided in one place, `sm.edge`.
 
 
 class InvalidArg(SMError):
     code = 1
-    name = "InvalidArg"
     description = "Invalid argument"
 
 
 class SRInUse(SMError):
     code = 16
-    name = "SRInUse"
     description = "The SR device is currently in use"
 
 
 class VDIInUse(SMError):
     code = 24
-    name = "VDIInUse"
     description = "The VDI is currently in use"
 
 
 class LockErr(SMError):
     code = 37
-    name = "LockErr"
     description = "The lock/unlock request failed"
 
 
 class Unimplemented(SMError):
     code = 38
-    name = "Unimplemented"
     description = "The requested method is not supported/implemented"
 
 
 class SRNotEmpty(SMError):
     code = 39
-    name = "SRNotEmpty"
     description = "The SR is not empty"
 
 
 class SRScan(SMError):
     code = 40
-    name = "SRScan"
     description = "The SR scan failed"
 
 
 class SRExists(SMError):
     code = 42
-    name = "SRExists"
     description = "The SR already exists"
 
 
 class VDIExists(SMError):
     code = 43
-    name = "VDIExists"
     description = "The VDI already exists"
 
 
 class SRNoSpace(SMError):
     code = 44
-    name = "SRNoSpace"
     description = "There is insufficient space"
 
 
 class VDIUnavailable(SMError):
     code = 46
-    name = "VDIUnavailable"
     description = "The VDI is not available"
 
 
 class SRUnavailable(SMError):
     code = 47
-    name = "SRUnavailable"
     description = "The SR is not available"
 
 
 class SRUnknownType(SMError):
     code = 48
-    name = "SRUnknownType"
     description = "Unknown repository type"
 
 
 class LVMCreate(SMError):
     code = 50
-    name = "LVMCreate"
     description = "Logical Volume creation error"
 
 
 class LVMDelete(SMError):
     code = 51
-    name = "LVMDelete"
     description = "Logical Volume deletion error"
 
 
 class LVMMount(SMError):
     code = 52
-    name = "LVMMount"
     description = "Logical Volume mount/activate error"
 
 
 class LVMUnMount(SMError):
     code = 53
-    name = "LVMUnMount"
     description = "Logical Volume unmount/deactivate error"
 
 
 class LVMWrite(SMError):
     code = 54
-    name = "LVMWrite"
     description = "Logical Volume write error"
 
 
 class LVMPartCreate(SMError):
     code = 55
-    name = "LVMPartCreate"
     description = "Logical Volume partition creation error"
 
 
 class LVMPartInUse(SMError):
     code = 56
-    name = "LVMPartInUse"
     description = "Logical Volume partition in use"
 
 
 class LVMFilesystem(SMError):
     code = 57
-    name = "LVMFilesystem"
     description = "Logical Volume filesystem creation error"
 
 
 class LVMMaster(SMError):
     code = 58
-    name = "LVMMaster"
     description = "Logical Volume request must come from master"
 
 
 class LVMResize(SMError):
     code = 59
-    name = "LVMResize"
     description = "Logical Volume resize failed"
 
 
 class LVMSize(SMError):
     code = 60
-    name = "LVMSize"
     description = "Logical Volume invalid size"
 
 
 class FileSRCreate(SMError):
     code = 61
-    name = "FileSRCreate"
     description = "File SR creation error"
 
 
 class FileSRRmDir(SMError):
     code = 62
-    name = "FileSRRmDir"
     description = "File SR failed to remove directory"
 
 
 class FileSRDelete(SMError):
     code = 63
-    name = "FileSRDelete"
     description = "File SR deletion error"
 
 
 class VDIRemove(SMError):
     code = 64
-    name = "VDIRemove"
     description = "Failed to remove VDI"
 
 
 class VDILoad(SMError):
     code = 65
-    name = "VDILoad"
     description = "Failed to load VDI"
 
 
 class VDIType(SMError):
     code = 66
-    name = "VDIType"
     description = "Invalid VDI type"
 
 
 class NFSVersion(SMError):
     code = 72
-    name = "NFSVersion"
     description = "Required NFS server version unsupported"
 
 
 class NFSMount(SMError):
     code = 73
-    name = "NFSMount"
     description = "NFS mount error"
 
 
 class NFSUnMount(SMError):
     code = 74
-    name = "NFSUnMount"
     description = "NFS unmount error"
 
 
 class NFSAttached(SMError):
     code = 75
-    name = "NFSAttached"
     description = "NFS mount point already attached"
 
 
 class NFSDelete(SMError):
     code = 76
-    name = "NFSDelete"
     description = "Failed to remove NFS mount point"
 
 
 class VDICreate(SMError):
     code = 78
-    name = "VDICreate"
     description = "VDI Creation failed"
 
 
 class VDISize(SMError):
     code = 79
-    name = "VDISize"
     description = "VDI Invalid size"
 
 
 class VDIDelete(SMError):
     code = 80
-    name = "VDIDelete"
     description = "Failed to mark VDI hidden"
 
 
 class VDIClone(SMError):
     code = 81
-    name = "VDIClone"
     description = "Failed to clone VDI"
 
 
 class VDISnapshot(SMError):
     code = 82
-    name = "VDISnapshot"
     description = "Failed to snapshot VDI"
 
 
 class ConfigDeviceMissing(SMError):
     code = 90
-    name = "ConfigDeviceMissing"
     description = "The request is missing the device parameter"
 
 
 class ConfigLocationMissing(SMError):
     code = 94
-    name = "ConfigLocationMissing"
     description = "The request is missing the location parameter"
 
 
 class ConfigServerPathMissing(SMError):
     code = 101
-    name = "ConfigServerPathMissing"
     description = "The request is missing the serverpath parameter"
 
 
 class ConfigServerMissing(SMError):
     code = 102
-    name = "ConfigServerMissing"
     description = "The request is missing the server parameter"
 
 
 class NFSTarget(SMError):
     code = 108
-    name = "NFSTarget"
     description = "Unable to detect an NFS service on this target."
 
 
 class SnapshotChainTooLong(SMError):
     code = 109
-    name = "SnapshotChainTooLong"
     description = "The snapshot chain is too long"
 
 
 class VDIResize(SMError):
     code = 110
-    name = "VDIResize"
     description = "VDI resize failed"
 
 
 class ConfigParamsMissing(SMError):
     code = 115
-    name = "ConfigParamsMissing"
     description = "Not all required parameters specified."
 
 
 class BadRequest(SMError):
     code = 143
-    name = "BadRequest"
     description = "Failed to parse the request"
 
 
 class VDIMissing(SMError):
     code = 144
-    name = "VDIMissing"
     description = "VDI could not be found"
 
 
 class MetadataError(SMError):
     code = 181
-    name = "MetadataError"
     description = "Error in Metadata volume operation for SR."
 
 
 class EIO(SMError):
     code = 200
-    name = "EIO"
     description = "General IO error"
 
 
 class SMGeneral(SMError):
     code = 202
-    name = "SMGeneral"
     description = "General backend error"
 
 
 class IllegalXMLChar(SMError):
     code = 447
-    name = "IllegalXMLChar"
     description = "Illegal XML character."
 
 
 class GenericException(SMError):
     code = 1200
-    name = "GenericException"
     description = "An unexpected error occurred"
 
 
@@ -409,19 +358,3 @@ def error_by_name(name: str) -> type[SMError]:
     """The error class called `name` (e.g. "VDIMissing"); KeyError if unknown."""
     return _BY_NAME[name]
 
-
-def from_os_error(err: OSError, what: str = "") -> SMError | None:
-    """The SM error an OS error means whatever the operation (a full, read-only or failing file
-    system), or None when only the operation can tell (its own error class)."""
-    import errno
-
-    prefix = f"{what}: " if what else ""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return SRNoSpace(f"{prefix}{err}")
-    if err.errno == errno.EROFS:
-        return SRUnavailable(f"{prefix}the SR's file system is read-only ({err})")
-    if err.errno == errno.EIO:
-        return EIO(f"{prefix}{err}")
-    if err.errno == errno.EFBIG:  # past the file system's largest file (NFS: the server's)
-        return VDISize(f"{prefix}the file system cannot hold a file that large ({err})")
-    return None

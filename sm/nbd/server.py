@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sm import atomic
+from sm.edge import errors_as
 from sm.errors import InvalidArg, SMError, VDIInUse, VDIUnavailable
 from sm.nbd import control
 
@@ -362,13 +363,11 @@ def resume(info: ServerInfo, new_path: str | None = None, *, run_dir: str | None
 def _call(info: ServerInfo, cmd: str, *, timeout: float = 60.0,
           drain_timeout: float | None = None, path: str | None = None,
           owner: str | None = None) -> dict[str, Any]:
-    try:
-        return control.call(info.control, cmd, timeout=timeout + 5.0, path=path,
-                            drain_timeout=drain_timeout, owner=owner)
-    except control.ControlUnavailable as err:
-        raise VDIUnavailable(f"data path of VDI {info.vdi_uuid} is not running: {err}") from err
-    except control.ControlError as err:
-        raise SMError(f"data path of VDI {info.vdi_uuid}: {cmd} failed: {err}") from err
+    # no server answers: VDIUnavailable 46; the server refused: SMGeneral 202 (sm.edge)
+    with errors_as(SMError, f"{cmd} of the data path of VDI {info.vdi_uuid}"):
+        answer = control.call(info.control, cmd, timeout=timeout + 5.0, path=path,
+                              drain_timeout=drain_timeout, owner=owner)
+    return answer
 
 
 def _wait_gone(pid: int, control_path: str, timeout: float) -> bool:

@@ -1,13 +1,8 @@
-"""Engine and OS errors become SM errors here, at the edge of the SR (one mapping).
+"""The File, NFS and LVHD SRs' side of the error edge.
 
-- `VhdNoSpaceError`, `OSError(ENOSPC/EDQUOT)` -> SRNoSpace (44); `OSError(EROFS)` ->
-  SRUnavailable (47) (`sm.errors.from_os_error`, which the dispatcher applies to any command)
-- `VhdFormatError`, `VhdChainError` -> VDILoad (65), with the engine's message (what/where)
-- `VhdUnsupportedError`, `OSError(EFBIG)`, `OverflowError` -> VDISize (79) (sizes beyond what
-  the format, the file system or an offset can hold; `sm.sizes` refuses them first)
-- any other `VhdError` / `OSError(EIO)` -> EIO (200); other `OSError` -> the operation's own
-  error class (e.g. VDISnapshot 82), with the OS message.
-`SMError`s pass through untouched.
+`engine_errors` is `sm.edge.errors_as`, the one mapping of engine, OS, lvm2, Ceph and NBD errors
+to SM errors (the table is in `sm.edge` and docs/design.md); the name stays for the chain
+operations that use it.
 
 `require_sound(*paths)` is the structural check (`sm.vhd.precheck`) every chain operation of the
 File, NFS and LVHD SRs runs on the images it will rename or rewrite, before it journals or
@@ -16,11 +11,10 @@ changes anything: a damaged image is refused with VDIUnavailable (46) naming it 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from sm.errors import EIO, SMError, SRNoSpace, VDILoad, VDISize, VDIUnavailable, from_os_error
+from sm.edge import errors_as
+from sm.errors import VDIUnavailable
 
 if TYPE_CHECKING:
     from sm.vhd import Storage
@@ -45,26 +39,5 @@ def require_sound(*paths: str, storage: Storage | None = None) -> None:
                 "`sm vhd repair` fixes footers and the batmap)") from err
 
 
-@contextlib.contextmanager
-def engine_errors(fallback: type[SMError], what: str = "") -> Iterator[None]:
-    prefix = f"{what}: " if what else ""
-    try:
-        yield
-    except SMError:
-        raise
-    except OSError as err:
-        raise (from_os_error(err, what) or fallback(f"{prefix}{err}")) from err
-    except OverflowError as err:  # an offset past off_t: a size no image can have
-        raise VDISize(f"{prefix}{err}") from err
-    except Exception as err:
-        from sm import vhd
-
-        if not isinstance(err, vhd.VhdError):
-            raise
-        if isinstance(err, vhd.VhdNoSpaceError):
-            raise SRNoSpace(f"{prefix}{err}") from err
-        if isinstance(err, vhd.VhdFormatError | vhd.VhdChainError):
-            raise VDILoad(f"{prefix}{err}") from err
-        if isinstance(err, vhd.VhdUnsupportedError):
-            raise VDISize(f"{prefix}{err}") from err
-        raise EIO(f"{prefix}{err}") from err
+engine_errors = errors_as
+"""`sm.edge.errors_as` (its old name here)."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar
 
 from sm import errors
+from sm.edge import to_sm_error
 from sm.executor import CommandError, Result
 
 _NOISE = ("WARNING: Activation disabled", "leaked on")
@@ -17,22 +17,14 @@ _NOISE = ("WARNING: Activation disabled", "leaked on")
 class LvmError(CommandError):
     """An lvm command failed or printed a report sm cannot understand."""
 
-    # Which SM error a failing command maps to at the SR edge (default SMGeneral, 202).
-    SM_ERRORS: ClassVar[Mapping[str, type[errors.SMError]]] = {
-        "lvcreate": errors.LVMCreate,
-        "lvremove": errors.LVMDelete,
-        "lvresize": errors.LVMResize,
-        "lvrename": errors.LVMWrite,
-        "lvchange": errors.LVMWrite,
-    }
-
     @property
     def command(self) -> str:
         return self.argv[0] if self.argv else ""
 
     def to_sm_error(self) -> errors.SMError:
-        cls = self.SM_ERRORS.get(self.command, errors.SMError)
-        return cls(self.message, details={"argv": " ".join(self.argv)})
+        """The SM error of this failure by the error edge (`sm.edge.LVM_ERRORS`: lvcreate ->
+        LVMCreate 50, ...; other commands SMGeneral 202)."""
+        return to_sm_error(self, errors.SMError) or errors.SMError(self.message)
 
     @classmethod
     def wrap(cls, err: CommandError) -> LvmError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sm.edge import errors_as
 from sm.errors import InvalidArg, VDIExists, VDIMissing, VDIResize, VDISize, VDIUnavailable
 from sm.faults import crash_point
 
@@ -134,12 +135,10 @@ def _forward(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
     raw = name.startswith("LV-")
     if not raw:
         path = repo.storage.path(name)
-        try:
+        with errors_as(VDIResize, f"resize of {d['vdi']}"):
             if vhd.info(path, storage=repo.storage).virtual_size < d["size"]:
                 vhd.resize(path, d["size"], storage=repo.storage)
             virtual = vhd.info(path, storage=repo.storage).virtual_size
-        except (vhd.VhdError, OSError) as err:
-            raise VDIResize(f"resize of {d['vdi']}: {err}") from err
     else:
         virtual = lvm.lv(vg, name).size
     crash_point("vdi_resize:resized")
@@ -167,11 +166,9 @@ def update(repo: LvhdRepo, uuid: str) -> None:
     if not repo.lvm.lv_exists(repo.vg, name):
         raise VDIMissing(f"the LV {name} of VDI {uuid} is missing")
     size = repo.lvm.lv(repo.vg, name).size
-    try:
+    with errors_as(VDIUnavailable, f"vdi_update of {uuid}"):  # damaged: 65 naming it, not 1200
         virtual = size if x.vdi_type == "raw" else vhd.info(
             repo.path(x), storage=repo.storage).virtual_size
-    except (vhd.VhdError, OSError) as err:  # a damaged image: 46 naming it, not 1200
-        raise VDIUnavailable(f"vdi_update of {uuid}: {err}") from err
     with repo.transaction("vdi_update") as txn:
         cur = txn.vdis.get(uuid)
         if cur is not None:

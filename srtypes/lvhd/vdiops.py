@@ -13,6 +13,7 @@ import logging
 import uuid as uuidlib
 from typing import TYPE_CHECKING
 
+from sm.edge import to_sm_error
 from sm.errors import (
     InvalidArg,
     VDICreate,
@@ -91,9 +92,10 @@ def create(repo: LvhdRepo, request: VDICreateRequest) -> str:
     except BaseException as err:
         with contextlib.suppress(LvmError):
             repo.lvm.lvremove(repo.vg, name)
-        if isinstance(err, (vhd.VhdError, OSError)):
-            raise VDICreate(f"cannot write the image of {uuid}: {err}") from err
-        raise
+        mapped = to_sm_error(err, VDICreate, f"cannot write the image of {uuid}")
+        if mapped is None:
+            raise
+        raise mapped from err
     return uuid
 
 

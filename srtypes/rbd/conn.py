@@ -1,5 +1,5 @@
-"""One bounded connection to the cluster per driver call, and the one mapping from librados /
-librbd exceptions to SM errors (`ceph_errors`).
+"""One bounded connection to the cluster per driver call; `ceph_errors` is the error edge
+(`sm.edge`) for the cluster's calls.
 
 Every cluster step is bounded: connecting by `client_mount_timeout`, monitor commands by
 `rados_mon_op_timeout`, object operations by `rados_osd_op_timeout` (all `timeout` from
@@ -9,18 +9,12 @@ device_config), so a dead or partitioned cluster answers SRUnavailable (47) inst
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
-from sm.errors import (
-    SMError,
-    SRNoSpace,
-    SRUnavailable,
-    VDIInUse,
-    VDIMissing,
-)
+from sm.edge import errors_as
+from sm.errors import SMError, SRUnavailable
 
 from .ceph import CephUnavailable, load
 from .config import RbdConfig
@@ -29,41 +23,12 @@ __all__ = ["Connection", "ceph_errors"]
 
 log = logging.getLogger(__name__)
 
-_UNREACHABLE = {errno.ETIMEDOUT, errno.ECONNREFUSED, errno.ESHUTDOWN, errno.ENOTCONN,
-                errno.EHOSTUNREACH, errno.ECONNRESET, errno.EINTR}
 
-
-def _errno(err: BaseException) -> int | None:
-    code = getattr(err, "errno", None)
-    if isinstance(code, int):
-        return abs(code)
-    return None
-
-
-@contextlib.contextmanager
-def ceph_errors(fallback: type[SMError], what: str = "") -> Iterator[None]:
-    """librados/librbd errors -> SM errors: unreachable/timed out -> SRUnavailable 47, ENOSPC
-    -> SRNoSpace 44, ENOENT -> VDIMissing 144, EBUSY -> VDIInUse 24, others -> `fallback`."""
-    prefix = f"{what}: " if what else ""
-    try:
-        yield
-    except SMError:
-        raise
-    except Exception as err:
-        rados, rbd = load()
-        if not isinstance(err, rados.Error | rbd.Error | OSError):
-            raise
-        code = _errno(err)
-        text = f"{prefix}{type(err).__name__}: {err}"
-        if isinstance(err, rados.TimedOut | rbd.Timeout) or code in _UNREACHABLE:
-            raise SRUnavailable(f"the Ceph cluster did not answer: {text}") from err
-        if code == errno.ENOSPC or code == errno.EDQUOT:
-            raise SRNoSpace(text) from err
-        if code == errno.ENOENT:
-            raise VDIMissing(text) from err
-        if code == errno.EBUSY:
-            raise VDIInUse(text) from err
-        raise fallback(text) from err
+def ceph_errors(fallback: type[SMError], what: str = "") -> AbstractContextManager[None]:
+    """`sm.edge.errors_as` for calls to the cluster (``cluster=True``): unreachable / timed out
+    -> SRUnavailable 47, ENOSPC -> SRNoSpace 44, ENOENT -> VDIMissing 144, EBUSY -> VDIInUse
+    24, others -> `fallback`."""
+    return errors_as(fallback, what, cluster=True)
 
 
 class Connection:
