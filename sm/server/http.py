@@ -31,32 +31,23 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
-import resource
 import selectors
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sm import xmlrpc
-from sm.errors import InvalidArg
-
-from . import wire
+from . import listen, wire
+from .conn import BODY, BUSY, CLOSING, DRAIN, HANDSHAKE, HEAD, Conn
+from .listen import HEAD_TIMEOUT, Server
 from .worker import Request, Worker
-
-if TYPE_CHECKING:
-    from sm.api import StorageManager
 
 __all__ = ["HEAD_TIMEOUT", "HTTPServer", "Server", "make_server"]
 
 log = logging.getLogger("sm.server")
 
-HEAD_TIMEOUT = 10.0
-"""Seconds from accept to a complete first request head (TLS handshake included)."""
 IDLE_TIMEOUT = 60.0
 """Seconds a kept-alive connection may wait for its next request."""
 BODY_TIMEOUT = 60.0
@@ -67,59 +58,6 @@ MAX_WAITING = 128
 """Complete requests that may wait for a worker at once (more: 503)."""
 DRAIN_TIMEOUT = 1.0
 """Seconds spent reading what a refused client still sends, before closing."""
-
-
-class Server:
-    """What the reader and the workers share: token, limits, how to build a StorageManager."""
-
-    def __init__(self, token: str, new_manager: Callable[[], StorageManager], *,
-                 max_request_bytes: int = xmlrpc.MAX_REQUEST_BYTES,
-                 max_connections: int = 64, max_open: int | None = None,
-                 head_timeout: float = HEAD_TIMEOUT) -> None:
-        if max_connections < 1 or head_timeout <= 0:
-            raise InvalidArg("max_connections and head_timeout must be positive")
-        self.token = token
-        self.new_manager = new_manager
-        self.max_request_bytes = min(max_request_bytes, xmlrpc.MAX_REQUEST_BYTES)
-        self.max_connections = max_connections
-        self.max_open = max_open or _default_max_open(max_connections)
-        self.head_timeout = head_timeout
-
-
-def _default_max_open(workers: int) -> int:
-    """Open connections the reader keeps: what the descriptor limit allows (raised to its hard
-    limit), at most 4096."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 8192) if hard != resource.RLIM_INFINITY else 8192
-    if soft != resource.RLIM_INFINITY and soft < want:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
-    return max(16, min(4096, soft - 64 - 2 * workers))
-
-
-# Connection states (the reader's).
-HANDSHAKE, HEAD, BODY, BUSY, CLOSING, DRAIN = range(6)
-
-
-class _Conn:
-    __slots__ = ("body_len", "buf", "deadline", "events", "head", "idle", "out", "parked",
-                 "peer", "since", "sock", "state")
-
-    def __init__(self, sock: socket.socket, peer: str, now: float, deadline: float,
-                 tls: bool) -> None:
-        self.sock = sock
-        self.peer = peer
-        self.buf = bytearray()
-        self.state = HANDSHAKE if tls else HEAD
-        self.since = now
-        self.deadline = deadline
-        self.idle = False
-        self.head: wire.Head | None = None
-        self.body_len = 0
-        self.out = b""
-        self.events = 0
-        self.parked: Worker | None = None
 
 
 class HTTPServer:
@@ -140,9 +78,9 @@ class HTTPServer:
         self._wake_w.setblocking(False)
         self.sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         self.lock = threading.Lock()
-        self.conns: set[_Conn] = set()  # every open connection not held by a worker
-        self.returned: collections.deque[_Conn] = collections.deque()  # from workers
-        self.waiting: collections.deque[tuple[_Conn, Request, float]] = collections.deque()
+        self.conns: set[Conn] = set()  # every open connection not held by a worker
+        self.returned: collections.deque[Conn] = collections.deque()  # from workers
+        self.waiting: collections.deque[tuple[Conn, Request, float]] = collections.deque()
         self.busy = 0  # workers alive (each holds a slot)
         self._stop = threading.Event()
         self._dropped = 0
@@ -211,7 +149,7 @@ class HTTPServer:
                     sock.close()
                     continue
             peer = "unix" if self.unix else f"{addr[0]}:{addr[1]}"
-            conn = _Conn(sock, peer, now, now + self.ctx.head_timeout, self.tls is not None)
+            conn = Conn(sock, peer, now, now + self.ctx.head_timeout, self.tls is not None)
             self.conns.add(conn)
             self._watch(conn, selectors.EVENT_READ)
 
@@ -230,7 +168,7 @@ class HTTPServer:
                         self._dropped, self.ctx.max_open)
             self._dropped, self._dropped_logged = 0, now
 
-    def _watch(self, conn: _Conn, events: int) -> None:
+    def _watch(self, conn: Conn, events: int) -> None:
         if conn.events == events:
             return
         if conn.events:
@@ -239,13 +177,13 @@ class HTTPServer:
             self.sel.register(conn.sock, events, conn)
         conn.events = events
 
-    def _unwatch(self, conn: _Conn) -> None:
+    def _unwatch(self, conn: Conn) -> None:
         if conn.events:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self.sel.unregister(conn.sock)
             conn.events = 0
 
-    def _close(self, conn: _Conn) -> None:
+    def _close(self, conn: Conn) -> None:
         self._unwatch(conn)
         self.conns.discard(conn)
         with self.lock:
@@ -274,7 +212,7 @@ class HTTPServer:
             self._receive(conn)  # a pipelined request, or TLS data already decrypted
         self._start_waiting(now)
 
-    def _ready(self, conn: _Conn, mask: int) -> None:
+    def _ready(self, conn: Conn, mask: int) -> None:
         if conn.state == HANDSHAKE:
             self._handshake(conn)
         elif conn.state == CLOSING:
@@ -284,40 +222,22 @@ class HTTPServer:
         elif conn.state in (HEAD, BODY):
             self._receive(conn)
 
-    def _handshake(self, conn: _Conn) -> None:
-        assert isinstance(conn.sock, ssl.SSLSocket)
+    def _handshake(self, conn: Conn) -> None:
         try:
-            conn.sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._watch(conn, selectors.EVENT_READ)
-            return
-        except ssl.SSLWantWriteError:
-            self._watch(conn, selectors.EVENT_WRITE)
-            return
+            waiting = conn.handshake()
         except (OSError, ValueError) as err:
             log.warning("%s: TLS handshake failed: %s", conn.peer, err)
             self._close(conn)
+            return
+        if waiting:
+            self._watch(conn, waiting)
             return
         conn.state = HEAD
         self._watch(conn, selectors.EVENT_READ)
         self._receive(conn)
 
-    def _receive(self, conn: _Conn) -> None:
-        limit = wire.MAX_HEAD + self.ctx.max_request_bytes + 65536
-        eof = False
-        while len(conn.buf) < limit:
-            try:
-                chunk = conn.sock.recv(65536)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
-                    ssl.SSLWantWriteError):
-                break
-            except (OSError, ValueError):
-                eof = True
-                break
-            if not chunk:
-                eof = True
-                break
-            conn.buf += chunk
+    def _receive(self, conn: Conn) -> None:
+        eof = conn.receive(wire.MAX_HEAD + self.ctx.max_request_bytes + 65536)
         try:
             self._advance(conn)
         except wire.HttpError as err:
@@ -326,7 +246,7 @@ class HTTPServer:
         if eof and conn.state in (HEAD, BODY):
             self._close(conn)
 
-    def _advance(self, conn: _Conn) -> None:
+    def _advance(self, conn: Conn) -> None:
         now = time.monotonic()
         if conn.state == HEAD:
             blank = len(conn.buf) - len(conn.buf.lstrip(b"\r\n"))
@@ -347,15 +267,14 @@ class HTTPServer:
             conn.body_len = wire.check(conn.head, self.ctx.token, self.ctx.max_request_bytes)
             conn.state, conn.deadline = BODY, now + BODY_TIMEOUT
             if conn.head.expects_continue and len(conn.buf) < conn.body_len:
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                conn.send_continue()
         if conn.state == BODY and len(conn.buf) >= conn.body_len:
             assert conn.head is not None
             body = bytes(conn.buf[: conn.body_len])
             del conn.buf[: conn.body_len]
             self._dispatch(conn, Request(conn.head, body), now)
 
-    def _dispatch(self, conn: _Conn, request: Request, now: float) -> None:
+    def _dispatch(self, conn: Conn, request: Request, now: float) -> None:
         self._unwatch(conn)
         self.conns.discard(conn)
         conn.state = BUSY
@@ -413,7 +332,7 @@ class HTTPServer:
 
     # -- refusals: answer, half-close, drain ---------------------------------------------------
 
-    def _refuse(self, conn: _Conn, err: wire.HttpError, quiet: bool = False) -> None:
+    def _refuse(self, conn: Conn, err: wire.HttpError, quiet: bool = False) -> None:
         head = conn.head
         what = f"{head.method} {head.target}" if head is not None else "-"
         (log.info if quiet else log.warning)("%s %s: %d %s", conn.peer, what, err.status,
@@ -423,17 +342,12 @@ class HTTPServer:
         conn.deadline = time.monotonic() + DRAIN_TIMEOUT
         self._flush(conn)
 
-    def _flush(self, conn: _Conn) -> None:
-        try:
-            sent = conn.sock.send(conn.out)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
-                ssl.SSLWantWriteError):
-            sent = 0
-        except (OSError, ValueError):
+    def _flush(self, conn: Conn) -> None:
+        done = conn.send_out()
+        if done is None:
             self._close(conn)
             return
-        conn.out = conn.out[sent:]
-        if conn.out:
+        if not done:
             self._watch(conn, selectors.EVENT_WRITE)
             return
         with contextlib.suppress(OSError, ValueError):
@@ -441,22 +355,13 @@ class HTTPServer:
         conn.state = DRAIN
         self._watch(conn, selectors.EVENT_READ)
 
-    def _drain(self, conn: _Conn) -> None:
-        for _ in range(16):
-            try:
-                chunk = conn.sock.recv(65536)
-            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
-                    ssl.SSLWantWriteError):
-                return
-            except (OSError, ValueError):
-                break
-            if not chunk:
-                break
-        self._close(conn)
+    def _drain(self, conn: Conn) -> None:
+        if conn.drain():
+            self._close(conn)
 
     # -- what workers call ---------------------------------------------------------------------
 
-    def give_back(self, conn: _Conn) -> None:
+    def give_back(self, conn: Conn) -> None:
         conn.sock.setblocking(False)
         with self.lock:
             self.returned.append(conn)
@@ -468,39 +373,8 @@ class HTTPServer:
         self._wake()
 
 
-def _unix_path(path: Path) -> None:
-    """Remove a stale socket; refuse if a server answers there."""
-    if len(str(path).encode()) > 107:
-        raise InvalidArg(f"socket path {path} is longer than 107 bytes")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()
-        else:
-            raise InvalidArg(f"a server is already listening on {path}")
-        finally:
-            probe.close()
-
-
 def make_server(ctx: Server, *, unix: Path | None = None, host: str = "127.0.0.1",
                 port: int = 0, tls: ssl.SSLContext | None = None) -> HTTPServer:
-    """A bound, listening server (not yet serving: call `serve_forever`)."""
-    if unix is not None:
-        _unix_path(unix)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o177)  # the socket is created 0600: only its owner may connect
-        try:
-            sock.bind(str(unix))
-        except OSError:
-            sock.close()
-            raise
-        finally:
-            os.umask(old)
-        sock.listen(socket.SOMAXCONN)
-    else:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=socket.SOMAXCONN)
-    return HTTPServer(ctx, sock, tls)
+    """A bound, listening server (not yet serving: call `serve_forever`); the socket is
+    `sm.server.listen.bind`'s."""
+    return HTTPServer(ctx, listen.bind(unix=unix, host=host, port=port), tls)

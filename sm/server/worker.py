@@ -18,7 +18,8 @@ from . import methods, wire
 if TYPE_CHECKING:
     from sm.api import StorageManager
 
-    from .http import HTTPServer, _Conn
+    from .conn import Conn
+    from .http import HTTPServer
 
 __all__ = ["KEEP_WORKER", "WRITE_TIMEOUT", "Request", "Worker"]
 
@@ -41,7 +42,7 @@ class Request:
 class Worker(threading.Thread):
     """Answers the requests of one connection while they come (see the module docstring)."""
 
-    def __init__(self, server: HTTPServer, conn: _Conn, request: Request) -> None:
+    def __init__(self, server: HTTPServer, conn: Conn, request: Request) -> None:
         super().__init__(daemon=True, name=f"sm-worker {conn.peer}")
         self.server = server
         self.conn = conn
