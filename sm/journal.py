@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from sm import atomic
 from sm.errors import MetadataError, VDIUnavailable
@@ -236,7 +236,18 @@ class Entry:
         return f"<journal Entry {self.id} op={self.op} last_step={last}>"
 
 
-def settle(entry: Entry | None, failure: Exception, undo: Callable[[], None]) -> bool:
+class Owned(Protocol):
+    """What :func:`settle` needs of an entry (``Entry``, or an SR's own kind of entry)."""
+
+    op: str
+    failure: BaseException | None
+
+    def done(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+def settle(entry: Owned | None, failure: Exception, undo: Callable[[], None]) -> bool:
     """Run ``undo`` for an operation that failed with ``failure`` in this process (with
     ``entry.failure`` set); the entry is done if it returns, left for replay if it raises.
     Returns whether the operation was settled. The caller re-raises ``failure``."""

@@ -17,15 +17,17 @@ A chain SR type hands the core one :class:`ChainSR`. Operations take it first:
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from sm.errors import SMError
-    from sm.journal import Entry
     from sm.records import VdiRecord
 
-__all__ = ["ChainSR", "ImageFormat", "ImageInfo", "Meta", "RecordTxn", "Volumes"]
+__all__ = ["ChainSR", "ImageFormat", "ImageInfo", "JournalEntry", "Meta", "RecordTxn", "Volumes"]
 
 
 class Volumes(Protocol):
@@ -57,14 +59,18 @@ class Volumes(Protocol):
         """Remove the volume; nothing if it is gone. Idempotent."""
         ...
 
-    def seal(self, uuid: str) -> None:
-        """The image becomes a read-only base: shrink it to what it uses (LVs) and mark it
-        read-only. Idempotent."""
+    def shrink(self, uuid: str) -> None:
+        """The image is about to become a read-only base: its volume shrinks to what it uses
+        (an LV is deflated; a file needs nothing). Idempotent."""
         ...
 
-    def unseal(self, uuid: str, record: VdiRecord) -> None:
-        """Undo of :meth:`seal` for a base given back to its leaf `record` (the undo of a
-        snapshot that failed): writable again, grown back where the leaf was."""
+    def mark_base(self, uuid: str, base: bool) -> None:
+        """Mark the volume as a read-only base, or no longer one (an LV tag). Idempotent."""
+        ...
+
+    def regrow(self, uuid: str, record: VdiRecord) -> None:
+        """A base given back to its leaf `record` (the undo of a failed snapshot): the volume
+        grows back to the size the leaf had (inflated where thick or attached writable)."""
         ...
 
     def leaf_size(self, uuid: str, virtual_size: int) -> int:
@@ -119,6 +125,40 @@ class ImageFormat(Protocol):
         ...
 
 
+class JournalEntry(Protocol):
+    """One journaled operation, as the core uses it (``sm.journal.Entry`` for the File SR; an
+    MGT entry for the LVHD SR)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def op(self) -> str: ...
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Set while the op's handler settles a failure in the op's own process."""
+        ...
+
+    def has_step(self, name: str) -> bool: ...
+
+    def once(self, step: str | enum.Enum) -> None:
+        """Record the step unless it already is, then hit its crash point."""
+        ...
+
+    def passed(self, step: str | enum.Enum) -> None:
+        """Only the step's crash point (a step this path has nothing to do for)."""
+        ...
+
+    def __enter__(self) -> JournalEntry: ...
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
 class RecordTxn(Protocol):
     """The records inside one transaction."""
 
@@ -154,13 +194,13 @@ class Meta(Protocol):
         """Every record by uuid."""
         ...
 
-    def transaction(self, purpose: str, *,
-                    finishing: Entry | None = None) -> contextlib.AbstractContextManager[RecordTxn]:
+    def transaction(self, purpose: str, *, finishing: JournalEntry | None = None
+                    ) -> contextlib.AbstractContextManager[RecordTxn]:
         """Change records all or nothing. `finishing`: the journal entry this commit ends,
         removed in the same write where the store can (MGT), else by its owner right after."""
         ...
 
-    def begin(self, op: str, **data: Any) -> Entry:
+    def begin(self, op: str, **data: Any) -> JournalEntry:
         """A journal entry owned by this process (``sm.journal.Entry`` semantics: a failure in
         the ``with`` block runs the op's handler in-process, ``entry.once`` marks steps)."""
         ...

@@ -32,10 +32,9 @@ from .plan import Plan, Steps
 from .records import GC_KEY, base_copy, check_depth, with_parent
 
 if TYPE_CHECKING:
-    from sm.journal import Entry
     from sm.records import VdiRecord
 
-    from .protocols import ChainSR, RecordTxn
+    from .protocols import ChainSR, JournalEntry, RecordTxn
 
 __all__ = ["SnapshotPlan", "SnapshotSteps", "give_back", "recover", "run", "undo", "write_child"]
 
@@ -86,7 +85,7 @@ def run(sr: ChainSR, command: str, vdi_uuid: str, driver_params: Mapping[str, st
                         new=base if single else str(uuidlib.uuid4()), single=single,
                         direct=direct, time=now_iso())
     with meta.begin(command, **plan.to_journal()) as entry:
-        entry.once(SnapshotSteps.journaled)
+        entry.passed(SnapshotSteps.journaled)
         with sr.errors(VDISnapshot, f"{kind} of {x.uuid}"):
             _forward(sr, plan, entry)
     return plan.new
@@ -96,7 +95,7 @@ def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def recover(sr: ChainSR, entry: Entry) -> None:
+def recover(sr: ChainSR, entry: JournalEntry) -> None:
     """The journal handler: settle a failed snapshot in-process, replay a killed one."""
     p = SnapshotPlan.from_journal(entry.data)
     if entry.failure is not None and sr.meta.find(p.new) is None:
@@ -126,8 +125,9 @@ def give_back(sr: ChainSR, base: str, leaf: VdiRecord) -> None:
     vols = sr.volumes
     vols.remove(leaf.uuid)
     sr.format.set_identity(vols.path(base), leaf.uuid, hidden=False)
+    vols.mark_base(base, False)
     vols.rename(base, leaf.uuid)
-    vols.unseal(leaf.uuid, leaf)
+    vols.regrow(leaf.uuid, leaf)
 
 
 def write_child(sr: ChainSR, uuid: str, parent: str, size: int) -> None:
@@ -141,7 +141,7 @@ def write_child(sr: ChainSR, uuid: str, parent: str, size: int) -> None:
     sr.format.child(vols.path(parent), vols.path(uuid), uuid)
 
 
-def _forward(sr: ChainSR, p: SnapshotPlan, entry: Entry) -> None:
+def _forward(sr: ChainSR, p: SnapshotPlan, entry: JournalEntry) -> None:
     vols, fmt = sr.volumes, sr.format
     parent = p.vdi
     if p.direct:
@@ -153,12 +153,12 @@ def _forward(sr: ChainSR, p: SnapshotPlan, entry: Entry) -> None:
             if not vols.exists(p.vdi):
                 raise MetadataError(f"{entry.op} of {p.vdi}: neither its image nor the base "
                                     f"{p.base} exists")
-            vols.seal(p.vdi)
+            vols.shrink(p.vdi)
             entry.once(SnapshotSteps.deflated)
             vols.rename(p.vdi, p.base)
         else:
             entry.passed(SnapshotSteps.deflated)
-        vols.seal(p.base)
+        vols.mark_base(p.base, True)
         entry.once(SnapshotSteps.renamed)
         fmt.set_identity(vols.path(p.base), p.base, hidden=not p.single)
         entry.once(SnapshotSteps.hidden)

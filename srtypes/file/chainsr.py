@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sm.chain.protocols import JournalEntry
     from sm.chain.vhdformat import VhdFormat
     from sm.errors import SMError
     from sm.journal import Entry
@@ -49,10 +50,13 @@ class FileVolumes:
 
         atomic.unlink(self.path(uuid, vdi_type), missing_ok=True)
 
-    def seal(self, uuid: str) -> None:
-        pass  # a file needs no shrinking; read-only is the record's business
+    def shrink(self, uuid: str) -> None:
+        pass  # a file holds what it uses
 
-    def unseal(self, uuid: str, record: VdiRecord) -> None:
+    def mark_base(self, uuid: str, base: bool) -> None:
+        pass  # read-only is the record's business
+
+    def regrow(self, uuid: str, record: VdiRecord) -> None:
         pass
 
     def leaf_size(self, uuid: str, virtual_size: int) -> int:
@@ -93,7 +97,7 @@ class FileMeta:
         return {r.uuid: r for r in self.repo.records.all()}
 
     @contextlib.contextmanager
-    def transaction(self, purpose: str, *, finishing: Entry | None = None
+    def transaction(self, purpose: str, *, finishing: JournalEntry | None = None
                     ) -> Iterator[Transaction]:
         with self.repo.records.transaction(purpose=purpose) as txn:
             yield txn

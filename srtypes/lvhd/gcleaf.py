@@ -33,7 +33,7 @@ def leaf_snapshot(repo: LvhdRepo, action: Action, ctx: StepContext) -> dict[str,
     rename and the create only; X1 is merged by a later `merge` while X runs."""
     from srtypes.file.edge import require_sound
 
-    from .snapshot import leaf_size
+    from .chainsr import leaf_size
 
     chk = recheck(repo, action)
     require_sound(repo.storage.path(lv(chk["child"])), storage=repo.storage)
@@ -62,7 +62,8 @@ def leaf_snapshot(repo: LvhdRepo, action: Action, ctx: StepContext) -> dict[str,
 def _new_leaf(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
     from sm import vhd
 
-    from .snapshot import RO_TAG, write_child
+    from .chainsr import RO_TAG
+    from .chainsr import write_child_lv as write_child
 
     lvm, vg, st = repo.lvm, repo.vg, repo.storage
     if d.get("leaf"):  # the new leaf was written (and may have been written to since)
@@ -90,7 +91,7 @@ def undo(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
     since), else undone: X's LV and footer given back (name, uuid, visible, no tag)."""
     from sm import vhd
 
-    from .snapshot import RO_TAG
+    from .chainsr import RO_TAG
 
     if d.get("leaf"):
         forward(repo, key, d)

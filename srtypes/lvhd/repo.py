@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sm.errors import ConfigDeviceMissing, InvalidArg, SRNoSpace, SRUnavailable
 from sm.executor import Executor
@@ -21,6 +22,9 @@ from sm.records import VdiRecord
 from .lvm import VG_PREFIX, Lvm, write_config
 from .mgt import MGT_LV, MetaDoc, MgtStore
 from .storage import LvStorage
+
+if TYPE_CHECKING:
+    from .chainsr import LvhdChain
 
 __all__ = ["ALLOCATIONS", "LvhdRepo", "devices_from_config", "full_vhd_size", "grown_size",
            "lv_name"]
@@ -95,6 +99,13 @@ class LvhdRepo:
         conf = self.host_dir / "lvm"
         write_config(conf, list(self.devices))
         return Lvm(self.executor, conf, devices=list(self.devices))
+
+    @cached_property
+    def chain(self) -> LvhdChain:
+        """This SR as the chain core sees it (`sm.chain`)."""
+        from .chainsr import LvhdChain
+
+        return LvhdChain(self)
 
     @cached_property
     def storage(self) -> LvStorage:

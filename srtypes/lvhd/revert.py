@@ -31,6 +31,7 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
 
+from sm.chain.records import MAX_DEPTH
 from sm.edge import errors_as
 from sm.errors import (
     MetadataError,
@@ -41,9 +42,10 @@ from sm.errors import (
 from sm.faults import crash_point
 from sm.records import VdiRecord
 
+from .chainsr import RO_TAG, leaf_size
+from .chainsr import write_child_lv as write_child
 from .repo import LvhdRepo
 from .repo import vhd_lv as _lv
-from .snapshot import MAX_DEPTH, RO_TAG, leaf_size, write_child
 
 __all__ = ["STEPS", "recover", "resolve", "run"]
 

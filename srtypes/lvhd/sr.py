@@ -13,13 +13,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 from sm.capabilities import Capability
+from sm.chain.snapshot import SnapshotSteps
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.repair import SRRepairRequest
 from sm.requests import SRRequest, VDINamesRequest, VDIRequest
 
 from .resize import STEPS as RESIZE_STEPS
 from .revert import STEPS as REVERT_STEPS
-from .snapshot import STEPS
 from .vdiops import INFLATE_STEPS
 
 if TYPE_CHECKING:
@@ -62,7 +62,8 @@ class LVHDSR(SRDriver):
         ("allocation", "thin (default) or thick"),
     )
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
-        "vdi_snapshot": STEPS, "vdi_clone": STEPS, "vdi_delete": ("lv",),
+        "vdi_snapshot": SnapshotSteps.names(), "vdi_clone": SnapshotSteps.names(),
+        "vdi_delete": ("lv",),
         "inflate": INFLATE_STEPS, "deflate": INFLATE_STEPS, "vdi_revert": REVERT_STEPS,
         "vdi_resize": RESIZE_STEPS,
     })
@@ -175,10 +176,12 @@ class LVHDSR(SRDriver):
         return self._snapshot(request)
 
     def _snapshot(self, request: VDISnapshotRequest) -> VdiRef:
-        from . import datapath, snapshot
+        from sm.chain import snapshot
+
+        from . import datapath
 
         with self._locked(request.command) as repo, datapath.live(repo, request.vdi_uuid):
-            uuid = snapshot.run(repo, request.command, request.vdi_uuid,
+            uuid = snapshot.run(repo.chain, request.command, request.vdi_uuid,
                                 request.driver_params)
         return VdiRef(uuid, uuid)
 

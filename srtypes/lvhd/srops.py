@@ -108,11 +108,11 @@ def recover(repo: LvhdRepo) -> None:
 
 def replay(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
     """Roll one journal entry forward (or back), by its op."""
-    from . import resize, revert, snapshot, vdiops
+    from . import resize, revert, vdiops
 
     op = data.get("op")
     if op in ("vdi_snapshot", "vdi_clone"):
-        snapshot.recover(repo, data)
+        repo.chain.replay(key, data)
     elif op in ("inflate", "deflate"):
         vdiops.recover_resize(repo, key, dict(data))
     elif op == "vdi_resize":

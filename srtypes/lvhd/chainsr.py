@@ -1,0 +1,301 @@
+"""The LVHD SR as the chain core sees it (`sm.chain.protocols.ChainSR`): VHD images in LVs of
+the SR's VG, the records and the journal in the MGT volume, VHD through the LV Storage.
+
+The journal entries live in MGT's ``journal`` map, by key, as ``{"op", ...plan, "steps"}``: a
+step is one MGT write, and the commit of the records removes the entry in the same write
+(``Meta.transaction(finishing=entry)``), so records and journal never disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from sm.errors import VDIMissing
+from sm.faults import crash_point
+
+from .repo import full_vhd_size, metadata_size, vhd_lv
+
+if TYPE_CHECKING:
+    from sm.chain.protocols import JournalEntry
+    from sm.chain.vhdformat import VhdFormat
+    from sm.errors import SMError
+    from sm.records import VdiRecord
+
+    from .repo import LvhdRepo
+
+__all__ = ["RO_TAG", "LvhdChain", "MgtEntry", "leaf_size", "write_child_lv"]
+
+RO_TAG = "sm_ro"
+"""LV tag of a read-only base."""
+
+
+def leaf_size(repo: LvhdRepo, uuid: str, virtual: int, thick: bool | None = None) -> int:
+    """LV size of a new leaf: full if thick or attached writable here, else metadata only."""
+    if thick is None:
+        thick = repo.allocation(repo.read()) == "thick"
+    marker = repo.host_dir / f"attached-vdi-{uuid}"
+    rw = bool(uuid) and marker.exists() and marker.read_text() == "rw"
+    return full_vhd_size(virtual) if thick or rw else metadata_size(virtual)
+
+
+def write_child_lv(repo: LvhdRepo, lv: str, uuid: str, parent: str, size: int) -> None:
+    """LV `lv` holding an empty child (uuid `uuid`) of ``VHD-<parent>``, always rewritten
+    (see `sm.chain.snapshot.write_child`); for the steps not in the chain core yet."""
+    from sm import vhd
+
+    if not repo.lvm.lv_exists(repo.vg, lv):
+        repo.lvm.lvcreate(repo.vg, lv, size)
+    vhd.snapshot(repo.storage.path(vhd_lv(parent)), repo.storage.path(lv),
+                 uuid=uuidlib.UUID(uuid), storage=repo.storage)
+
+
+class LvhdVolumes:
+    """LVs ``VHD-<uuid>`` / ``LV-<uuid>`` of the SR's VG."""
+
+    atomic_create = False  # a new LV may sit on a removed one's extents
+
+    def __init__(self, repo: LvhdRepo) -> None:
+        self.repo = repo
+
+    def _lv(self, uuid: str, vdi_type: str = "vhd") -> str:
+        from .repo import lv_name
+
+        return lv_name(uuid, vdi_type)
+
+    def path(self, uuid: str, vdi_type: str = "vhd") -> str:
+        return self.repo.storage.path(self._lv(uuid, vdi_type))
+
+    def exists(self, uuid: str, vdi_type: str = "vhd") -> bool:
+        return self.repo.lvm.lv_exists(self.repo.vg, self._lv(uuid, vdi_type))
+
+    def create(self, uuid: str, size: int) -> None:
+        if not self.exists(uuid):
+            self.repo.lvm.lvcreate(self.repo.vg, vhd_lv(uuid), size)
+
+    def rename(self, old: str, new: str) -> None:
+        self.repo.lvm.lvrename(self.repo.vg, vhd_lv(old), vhd_lv(new))
+
+    def remove(self, uuid: str, vdi_type: str = "vhd") -> None:
+        if self.exists(uuid, vdi_type):
+            self.repo.lvm.lvremove(self.repo.vg, self._lv(uuid, vdi_type))
+
+    def shrink(self, uuid: str) -> None:
+        from sm import vhd
+        from sm.records import VdiRecord
+
+        from .vdiops import resize_lv
+
+        used = vhd.physical_size(self.path(uuid), storage=self.repo.storage)
+        resize_lv(self.repo, VdiRecord(uuid=uuid, location=uuid), used, "deflate")
+
+    def mark_base(self, uuid: str, base: bool) -> None:
+        lvm, vg, lv = self.repo.lvm, self.repo.vg, vhd_lv(uuid)
+        tagged = RO_TAG in lvm.lv(vg, lv).tags
+        if base and not tagged:
+            lvm.lv_addtag(vg, lv, RO_TAG)
+        elif tagged and not base:
+            lvm.lv_deltag(vg, lv, RO_TAG)
+
+    def regrow(self, uuid: str, record: VdiRecord) -> None:
+        from .vdiops import inflate, leaf_target
+
+        full = leaf_size(self.repo, uuid, record.virtual_size) == full_vhd_size(
+            record.virtual_size)  # thick, or attached writable here: it was inflated
+        if full and self.repo.lvm.lv(self.repo.vg, vhd_lv(uuid)).size < leaf_target(
+                self.repo, record):
+            inflate(self.repo, record)
+
+    def leaf_size(self, uuid: str, virtual_size: int) -> int:
+        return leaf_size(self.repo, uuid, virtual_size)
+
+    def need_space(self, sizes: Sequence[int], what: str) -> None:
+        self.repo.need_space(list(sizes), what)
+
+    def sizes(self, uuids: Iterable[str]) -> Mapping[str, int]:
+        wanted = {vhd_lv(u): u for u in uuids}
+        return {wanted[lv.name]: lv.size for lv in self.repo.lvm.lvs(self.repo.vg)
+                if lv.name in wanted}
+
+
+class _VdisTxn:
+    """The records of one MGT transaction as `sm.chain.protocols.RecordTxn`."""
+
+    def __init__(self, vdis: dict[str, VdiRecord], sr_uuid: str) -> None:
+        self.vdis = vdis
+        self.sr_uuid = sr_uuid
+
+    def find(self, uuid: str) -> VdiRecord | None:
+        return self.vdis.get(uuid)
+
+    def get(self, uuid: str) -> VdiRecord:
+        found = self.vdis.get(uuid)
+        if found is None:
+            raise VDIMissing(f"no VDI {uuid} in SR {self.sr_uuid}")
+        return found
+
+    def put(self, record: VdiRecord) -> None:
+        self.vdis[record.uuid] = record
+
+    def delete(self, uuid: str) -> None:
+        self.vdis.pop(uuid, None)
+
+
+class LvhdMeta:
+    """The MGT volume: records, journal, set-aside entries."""
+
+    new_sm_config: Mapping[str, str] = MappingProxyType({"vdi_type": "vhd"})
+
+    def __init__(self, repo: LvhdRepo, handlers: Callable[[str], Callable[[MgtEntry], None]]
+                 ) -> None:
+        self.repo = repo
+        self.sr_uuid = repo.sr_uuid
+        self.handlers = handlers
+
+    def find(self, uuid: str) -> VdiRecord | None:
+        return self.repo.read().vdis.get(uuid)
+
+    def get(self, uuid: str) -> VdiRecord:
+        found = self.find(uuid)
+        if found is None:
+            raise VDIMissing(f"no VDI {uuid} in SR {self.sr_uuid}")
+        return found
+
+    def children_of(self, uuid: str) -> list[str]:
+        return sorted(r.uuid for r in self.repo.read().vdis.values() if r.parent == uuid)
+
+    def records(self) -> Mapping[str, VdiRecord]:
+        return self.repo.read().vdis
+
+    @contextlib.contextmanager
+    def transaction(self, purpose: str, *, finishing: JournalEntry | None = None
+                    ) -> Iterator[_VdisTxn]:
+        with self.repo.transaction(purpose) as doc:
+            yield _VdisTxn(doc.vdis, self.sr_uuid)
+            if isinstance(finishing, MgtEntry):
+                doc.journal.pop(finishing.id, None)
+                finishing.finished = True
+
+    def begin(self, op: str, **data: Any) -> MgtEntry:
+        key = str(data.get("new") or uuidlib.uuid4())
+        with self.repo.transaction(op) as doc:
+            doc.journal[key] = {"op": op, **data, "steps": []}
+        return MgtEntry(self, key, {"op": op, **data, "steps": []}, owned=True)
+
+    def check_usable(self, *uuids: str) -> None:
+        from .srops import check_usable
+
+        check_usable(self.repo, *uuids)
+
+
+class MgtEntry:
+    """One journal entry in MGT, with `sm.journal.Entry`'s behaviour: steps recorded once, a
+    failure in the owner's ``with`` block settled in-process by the op's handler."""
+
+    def __init__(self, meta: LvhdMeta, key: str, raw: Mapping[str, Any], *,
+                 owned: bool = False) -> None:
+        self.meta = meta
+        self.id = key
+        self.op = str(raw.get("op"))
+        self.data: Mapping[str, Any] = {k: v for k, v in raw.items() if k not in ("op", "steps")}
+        self._steps = [str(s) for s in raw.get("steps", [])]
+        self.owned = owned
+        self.finished = False
+        self.failure: BaseException | None = None
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return tuple(self._steps)
+
+    def has_step(self, name: str) -> bool:
+        return name in self._steps
+
+    def step(self, name: str) -> None:
+        with self.meta.repo.transaction(self.op) as doc:
+            entry = doc.journal.get(self.id)
+            if entry is not None:
+                entry["steps"] = [*entry.get("steps", []), name]
+        self._steps.append(name)
+
+    def once(self, step: str | enum.Enum) -> None:
+        name = step if isinstance(step, str) else step.name
+        if not self.finished and name not in self._steps:
+            self.step(name)
+        crash_point(f"{self.op}:{name}")
+
+    def passed(self, step: str | enum.Enum) -> None:
+        crash_point(f"{self.op}:{step if isinstance(step, str) else step.name}")
+
+    def done(self) -> None:
+        if not self.finished:
+            with self.meta.repo.transaction(self.op) as doc:
+                doc.journal.pop(self.id, None)
+        self.finished = True
+
+    def release(self) -> None:
+        self.owned = False
+
+    def __enter__(self) -> MgtEntry:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        from sm.journal import settle
+
+        if kind is None or self.finished:
+            self.done()
+        elif isinstance(value, Exception):
+            settle(self, value, lambda: self.meta.handlers(self.op)(self))
+        else:
+            self.release()
+
+
+class LvhdChain:
+    """`ChainSR` of one opened LVHD SR."""
+
+    def __init__(self, repo: LvhdRepo) -> None:
+        self._repo = repo
+        self.volumes = LvhdVolumes(repo)
+        self.meta = LvhdMeta(repo, self.handler)
+
+    @cached_property
+    def format(self) -> VhdFormat:
+        from sm.chain.vhdformat import VhdFormat
+
+        return VhdFormat(self._repo.storage)
+
+    def handler(self, op: str) -> Callable[[MgtEntry], None]:
+        """The core's recovery for `op` on this SR."""
+        from sm.chain import snapshot
+
+        table: dict[str, Callable[[Any], None]] = {
+            "vdi_snapshot": lambda e: snapshot.recover(self, e),
+            "vdi_clone": lambda e: snapshot.recover(self, e),
+        }
+        return table[op]
+
+    def replay(self, key: str, raw: Mapping[str, Any]) -> None:
+        """Replay an orphaned entry of the core (sr_attach, the next chain command)."""
+        entry = MgtEntry(self.meta, key, raw)
+        self.handler(entry.op)(entry)
+        entry.done()
+
+    def errors(self, fallback: type[SMError], what: str) -> contextlib.AbstractContextManager[None]:
+        return _errors(fallback, what)
+
+
+@contextlib.contextmanager
+def _errors(fallback: type[SMError], what: str) -> Iterator[None]:
+    from sm.errors import SMError
+
+    try:
+        yield
+    except SMError:
+        raise
+    except (OSError, ValueError) as err:
+        raise fallback(f"{what}: {err}") from err
