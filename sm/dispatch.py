@@ -53,6 +53,7 @@ from sm.requests import (
     VDIRevertRequest,
     VDISnapshotRequest,
 )
+from sm.settings import Settings
 
 if TYPE_CHECKING:
     from sm.executor import Executor
@@ -108,8 +109,11 @@ def handle(
     *,
     executor: Executor | None = None,
     environ: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
 ) -> Value:
-    """Run one parsed call against `driver_cls`; returns the wire value or raises SMError."""
+    """Run one parsed call against `driver_cls`; returns the wire value or raises SMError.
+    `settings` (else read from the process environment with `environ` laid over it) reach
+    the driver in its `DriverContext`; a bad `SM_*` value is InvalidArg (1)."""
     command = COMMANDS.get(method) or driver_cls.EXTRA_COMMANDS.get(method)
     if command is None:
         raise Unimplemented(f"unknown command {method!r}")
@@ -121,13 +125,16 @@ def handle(
         raise Unimplemented(f"{method} is not implemented by SR type {driver_cls.TYPE!r}")
     request = command.request.from_params(method, params)
     log.info("%s: %s", driver_cls.TYPE, method)
+    if settings is None:
+        settings = Settings.from_environ(os.environ if environ is None
+                                         else {**os.environ, **environ})
     if command.static:
         return _to_wire(getattr(driver_cls, command.handler)(request))
     context = DriverContext(
         sr_uuid=getattr(request, "sr_uuid", None),
         device_config=request.device_config,
         executor=executor,
-        environ=environ,
+        settings=settings,
     )
     driver = driver_cls(context)
     try:
@@ -153,6 +160,7 @@ def respond(
     *,
     executor: Executor | None = None,
     environ: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
 ) -> str:
     """One request document in, one response document out (success or a Fault); never raises
     for a failed request. `srtype` is a driver class or a registered type name."""
@@ -163,7 +171,8 @@ def respond(
             from sm import registry
 
             srtype = registry.get(srtype)
-        value = handle(srtype, method, params, executor=executor, environ=environ)
+        value = handle(srtype, method, params, executor=executor, environ=environ,
+                       settings=settings)
         # Inside the try: a string XML cannot carry becomes Fault 447.
         return xmlrpc.dumps_response(value)
     except SMError as err:
@@ -205,12 +214,11 @@ def _stdout_to_stderr() -> Iterator[None]:
             os.close(saved)
 
 
-def _setup_logging(environ: Mapping[str, str]) -> None:
+def _setup_logging(settings: Settings) -> None:
     """Log to stderr (and SM_LOG_FILE) at SM_LOG_LEVEL (default WARNING); `logging` itself is
     imported and configured only when a record at that level comes (`sm.log`)."""
-    name = environ.get("SM_LOG_LEVEL", "WARNING").upper()
-    level = LEVELS.get(name, LEVELS["WARNING"])
-    log_file = environ.get("SM_LOG_FILE")
+    level = LEVELS[settings.log_level]
+    log_file = settings.log_file
 
     def setup() -> None:
         import logging
@@ -240,14 +248,20 @@ def main(type_name: str | None = None, argv: Sequence[str] | None = None) -> NoR
     srtype = type_name or type_from_program(sys.argv[0])
     with contextlib.suppress(AttributeError, ValueError):  # a log line never fails on a name
         sys.stderr.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
-    _setup_logging(os.environ)
-    if len(args) != 1:
-        err = BadRequest(f"expected exactly one argument (a methodCall), got {len(args)}")
-        log.error("%s", err)
-        response = xmlrpc.dumps_fault(err.code, err.fault_string)
+    settings, refused = Settings(), None
+    try:
+        settings = Settings.from_environ()
+    except SMError as err:  # answered as a Fault below, logged with the defaults
+        refused = err
+    _setup_logging(settings)
+    if refused is None and len(args) != 1:
+        refused = BadRequest(f"expected exactly one argument (a methodCall), got {len(args)}")
+    if refused is not None:
+        log.error("%s", refused)
+        response = xmlrpc.dumps_fault(refused.code, refused.fault_string)
     else:
         with _stdout_to_stderr():
-            response = respond(srtype, args[0])
+            response = respond(srtype, args[0], settings=settings)
     try:
         # ASCII with character references: the same document whatever PYTHONIOENCODING or
         # the locale say (a latin-1 or ascii stdout must not change or lose the answer).

@@ -47,28 +47,15 @@ from sm.requests import (
     VDIRevertRequest,
     VDISnapshotRequest,
 )
+from sm.settings import DEFAULT_RUN_DIR, DEFAULT_STATE_DIR, Settings
 from sm.struct import Frozen
 
 if TYPE_CHECKING:
     from sm.executor import Executor
     from sm.xmlrpc import Value
 
-__all__ = [
-    "DEFAULT_RUN_DIR",
-    "DEFAULT_STATE_DIR",
-    "AttachResult",
-    "Command",
-    "DriverContext",
-    "DriverInfo",
-    "SRDriver",
-    "VdiRef",
-    "WireResult",
-]
-
-DEFAULT_STATE_DIR = "/var/lib/sm"
-"""Persistent per-host state (overridden by the environment variable SM_STATE_DIR)."""
-DEFAULT_RUN_DIR = "/run/sm"
-"""Volatile per-boot state: sockets, pid files, locks (overridden by SM_RUN_DIR)."""
+__all__ = ["DEFAULT_RUN_DIR", "DEFAULT_STATE_DIR", "AttachResult", "Command", "DriverContext",
+           "DriverInfo", "SRDriver", "VdiRef", "WireResult"]
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -162,8 +149,10 @@ class DriverContext:
     - `executor`: the one way to run programs (`sm.executor`); injected by tests, otherwise a
       `SubprocessExecutor` created on first use (so a request that runs nothing never imports
       subprocess machinery);
+    - `settings`: the `SM_*` variables (`sm.settings`, docs/settings.md), read once by the
+      dispatcher (else from `environ`, default `os.environ`); drivers read them here;
     - `state_dir` (SM_STATE_DIR, default /var/lib/sm) and `run_dir` (SM_RUN_DIR, default
-      /run/sm); neither is created here.
+      /run/sm), unless given; neither is created here.
     """
 
     def __init__(
@@ -175,12 +164,13 @@ class DriverContext:
         state_dir: str | os.PathLike[str] | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         environ: Mapping[str, str] | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        env = os.environ if environ is None else environ
+        self.settings = Settings.from_environ(environ) if settings is None else settings
         self.sr_uuid = sr_uuid
         self.device_config: Mapping[str, str] = MappingProxyType(dict(device_config or {}))
-        self.state_dir = Path(state_dir or env.get("SM_STATE_DIR") or DEFAULT_STATE_DIR)
-        self.run_dir = Path(run_dir or env.get("SM_RUN_DIR") or DEFAULT_RUN_DIR)
+        self.state_dir = Path(state_dir or self.settings.state_dir or DEFAULT_STATE_DIR)
+        self.run_dir = Path(run_dir or self.settings.run_dir or DEFAULT_RUN_DIR)
         self._executor = executor
 
     @property

@@ -1,4 +1,4 @@
-"""Crash points for crash-consistency tests (standard library only).
+"""Crash points for crash-consistency tests.
 
 Code that performs a multi-step on-disk change calls ``crash_point("area.step")`` between
 steps. In production it is a no-op: one lookup in ``os.environ``. A test runs the code in a
@@ -18,6 +18,9 @@ that keeps failing).
 
 The per-name hit counter is the module's one lazily filled registry; it is only touched when
 faults are enabled.
+
+The variables are named in `sm.settings` (docs/settings.md) but read here, not through
+`Settings`: a test hook kept to one lookup at import in production.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from __future__ import annotations
 import os
 import signal
 
-ENABLE_VAR = "SM_TEST_FAULTS"
-CRASH_VAR = "SM_CRASH_AT"
-FAIL_VAR = "SM_FAIL_AT"
+from sm.settings import TRUE, env_name
 
-_ARMED = os.environ.get(ENABLE_VAR) == "1"
+ENABLE_VAR = env_name("test_faults")
+CRASH_VAR = env_name("crash_at")
+FAIL_VAR = env_name("fail_at")
+
+_ARMED = os.environ.get(ENABLE_VAR, "").strip().lower() in TRUE
 _hits: dict[str, int] = {}
 
 

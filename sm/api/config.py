@@ -49,6 +49,7 @@ import yaml
 
 from sm import atomic
 from sm.errors import InvalidArg, MetadataError, SMError
+from sm.settings import REVERTS, TRANSPORTS, Settings
 
 from . import checks
 
@@ -58,8 +59,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SR_NAME = "default"
 SETTINGS: Mapping[str, tuple[str, ...]] = {
-    "transport": ("inproc", "exec"),
-    "revert": ("auto", "clone"),
+    "transport": TRANSPORTS,
+    "revert": REVERTS,
     "default_sr": (),
 }
 """Known settings and their allowed values (empty: free text)."""
@@ -83,13 +84,16 @@ class Paths:
 
     @classmethod
     def from_env(
-        cls, config: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+        cls, config: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None,
+        settings: Settings | None = None,
     ) -> Paths:
+        """`settings` are those of `environ` (default `os.environ`) unless given."""
         env = os.environ if environ is None else environ
+        settings = Settings.from_environ(env) if settings is None else settings
         root = os.geteuid() == 0
         home = Path(env.get("HOME") or Path.home())
-        sm_home = env.get("SM_HOME")
-        explicit = config or env.get("SM_CONFIG")
+        sm_home = settings.home
+        explicit = config or settings.config
         system = Path("/etc/sm/srs.yaml")
         if explicit:
             target = Path(explicit)
@@ -102,14 +106,14 @@ class Paths:
         else:
             target = home / ".config" / "sm" / "srs.yaml"
             read = (system, target)
-        if env.get("SM_STATE_DIR"):
-            state = Path(env["SM_STATE_DIR"])
+        if settings.state_dir:
+            state = settings.state_dir
         elif sm_home:
             state = Path(sm_home) / "state"
         else:
             state = Path("/var/lib/sm") if root else home / ".local" / "state" / "sm"
-        if env.get("SM_DEFAULT_SR_DIR"):
-            default_sr = Path(env["SM_DEFAULT_SR_DIR"])
+        if settings.default_sr_dir:
+            default_sr = settings.default_sr_dir
         elif sm_home:
             default_sr = Path(sm_home) / "default-sr"
         elif root:

@@ -36,12 +36,12 @@ log = logging.getLogger(__name__)
 def _nbd_dirs(mgr: StorageManager) -> list[str]:
     """Where this host's servers can be: the run directory of in-process drivers (our
     environment) and of executed ones (the drivers' environment)."""
-    from sm.driver import DEFAULT_RUN_DIR
     from sm.nbd.serving import nbd_dir
+    from sm.settings import DEFAULT_RUN_DIR, Settings
 
     out: list[str] = []
     for env in (os.environ, mgr.driver_environ):
-        found = nbd_dir(Path(env.get("SM_RUN_DIR") or DEFAULT_RUN_DIR))
+        found = nbd_dir(Path(Settings.from_environ(env).run_dir or DEFAULT_RUN_DIR))
         if found not in out:
             out.append(found)
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from sm import locking
 from sm.errors import InvalidArg, SRExists, VDIMissing
 from sm.options import DeleteScope, checked, checked_methods
+from sm.settings import Settings, env_name
 
 from . import checks, exports, guards, names, trees, vdisnap
 from . import revert as revert_ops
@@ -55,7 +56,9 @@ class StorageManager(SrMethods, DataMethods, VmMethods, WorkflowMethods):
                  environ: Mapping[str, str] | None = None,
                  transport: Transport | None = None) -> None:
         self.environ = dict(os.environ if environ is None else environ)
-        self.paths = Paths.from_env(config, self.environ)
+        self.env_settings = Settings.from_environ(self.environ)
+        """The `SM_*` variables of `environ`, read once (`sm.settings`, docs/settings.md)."""
+        self.paths = Paths.from_env(config, self.environ, self.env_settings)
         self.registry = Registry(self.paths)
         self._transport = transport
         self._clients: dict[str, SRClient] = {}
@@ -82,9 +85,9 @@ class StorageManager(SrMethods, DataMethods, VmMethods, WorkflowMethods):
     def driver_environ(self) -> dict[str, str]:
         """The environment drivers run with: state and run directories default to ours."""
         env = dict(self.environ)
-        env.setdefault("SM_STATE_DIR", str(self.paths.state_dir))
+        env.setdefault(env_name("state_dir"), str(self.paths.state_dir))
         if os.geteuid() != 0:
-            env.setdefault("SM_RUN_DIR", str(self.paths.state_dir / "run"))
+            env.setdefault(env_name("run_dir"), str(self.paths.state_dir / "run"))
         return env
 
     @property
@@ -133,7 +136,7 @@ class StorageManager(SrMethods, DataMethods, VmMethods, WorkflowMethods):
         """Environment `SM_<KEY>` > `sm settings set` (SQLite) > registry file > default."""
         if key not in SETTINGS:
             raise InvalidArg(f"unknown setting {key!r}")
-        value = (self.environ.get(f"SM_{key.upper()}") or self.state.setting(key)
+        value = (getattr(self.env_settings, key) or self.state.setting(key)
                  or self.registry.file_setting(key) or SETTING_DEFAULTS[key])
         validate_setting(key, value)
         return value

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from sm import xmlrpc as smxml
 from sm.errors import SMError, error_by_code
+from sm.settings import Settings
 
 __all__ = ["Exec", "InProcess", "Transport", "fault_to_error", "find_executable", "make"]
 
@@ -73,7 +74,7 @@ class InProcess:
 
 def find_executable(srtype: str, environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
-    dirs = [Path(d) for d in env.get("SM_DRIVER_PATH", "").split(os.pathsep) if d]
+    dirs = [Path(d) for d in Settings.from_environ(env).driver_path]
     dirs += [_ROOT / "bin", Path(sysconfig.get_path("scripts"))]
     dirs += [Path(d) for d in env.get("PATH", "").split(os.pathsep) if d]
     wanted = f"{srtype.lower()}sr"

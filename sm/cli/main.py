@@ -124,8 +124,9 @@ def _first_command(argv: list[str]) -> int:
 @click.version_option(__version__, prog_name="sm")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr.")
 @click.option("--debug", is_flag=True, help="Debug log output, and the traceback of a failure.")
-@click.option("--config", type=click.Path(dir_okay=False), envvar="SM_CONFIG",
-              help="SR registry file (default: ~/.config/sm/srs.yaml or /etc/sm/srs.yaml).")
+@click.option("--config", type=click.Path(dir_okay=False),
+              help="SR registry file (default: $SM_CONFIG, else ~/.config/sm/srs.yaml or "
+                   "/etc/sm/srs.yaml).")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, debug: bool, config: str | None) -> None:
     """sm: a storage manager for VHD-based storage repositories."""

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from sm.settings import Settings
+
 from . import state
 from .plan import Action, Graph, chain_report, plan
 
@@ -18,13 +20,13 @@ __all__ = ["FINAL_BYTES", "Aborted", "Backend", "Collector", "Skip", "StepContex
 
 log = logging.getLogger(__name__)
 
-FINAL_BYTES = 8 * 1024 * 1024
+FINAL_BYTES: int = Settings.gc_final_bytes
 """Default bound of a leaf's final copy (its data path is paused meanwhile)."""
 
 
 def final_bytes() -> int:
-    """The bound backends use: `SM_GC_FINAL_BYTES`, else `FINAL_BYTES`."""
-    return int(os.environ.get("SM_GC_FINAL_BYTES", FINAL_BYTES))
+    """The bound backends use: `SM_GC_FINAL_BYTES` (`sm.settings`), else `FINAL_BYTES`."""
+    return Settings.from_environ().gc_final_bytes
 
 
 MAX_LEAF_SNAPSHOTS = 3
@@ -49,7 +51,7 @@ class StepContext:
         self.action = action
         self._last = 0.0
         self._t0 = 0.0
-        self.rate = float(os.environ.get("SM_GC_RATE", 0) or 0)
+        self.rate = Settings.from_environ().gc_rate
         """Copy rate limit in bytes/s (`SM_GC_RATE`; 0: none), so merges leave I/O for VMs."""
 
     def check(self) -> None:

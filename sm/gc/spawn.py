@@ -12,6 +12,8 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from sm.settings import Settings
+
 __all__ = ["abort", "auto_enabled", "kick", "start_background"]
 
 log = logging.getLogger(__name__)
@@ -20,8 +22,7 @@ ROOT = str(Path(__file__).resolve().parent.parent.parent)
 
 
 def auto_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return env.get("SM_GC_AUTO", "1") not in ("0", "no", "false", "off")
+    return Settings.from_environ(environ).gc_auto
 
 
 def start_background(argv: Sequence[str], log_path: Path,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sm.log import get_logger
+from sm.settings import Settings
 
 if TYPE_CHECKING:
     from sm.nbd.server import ServerInfo
@@ -44,10 +45,11 @@ def nbd_dir(run_dir: str | os.PathLike[str]) -> str:
     return f"/tmp/sm-nbd-{digest}"
 
 
-def available() -> bool:
+def available(settings: Settings | None = None) -> bool:
     """nbdkit is installed and the data path is not switched off (`SM_DATA_PATH=none`: attach
-    hands out `params` only; the test suite sets it outside the data-path tests)."""
-    if os.environ.get("SM_DATA_PATH", "nbd") == "none":
+    hands out `params` only; the test suite sets it outside the data-path tests). Without
+    `settings` (a driver's `context.settings`), those of the process environment."""
+    if not (settings or Settings.from_environ()).nbd_enabled:
         return False
     import shutil
 

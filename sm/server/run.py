@@ -12,6 +12,7 @@ from typing import Any
 
 from sm import xmlrpc
 from sm.errors import InvalidArg
+from sm.settings import DEFAULT_RUN_DIR, Settings
 
 from . import auth
 from .http import HEAD_TIMEOUT, HTTPServer, Server, make_server
@@ -36,9 +37,8 @@ class Options:
     head_timeout: float = HEAD_TIMEOUT
 
 
-def default_socket(environ: dict[str, str], state_dir: Path) -> Path:
-    run = environ.get("SM_RUN_DIR") or ("/run/sm" if os.geteuid() == 0 else
-                                        str(state_dir / "run"))
+def default_socket(settings: Settings, state_dir: Path) -> Path:
+    run = settings.run_dir or (DEFAULT_RUN_DIR if os.geteuid() == 0 else state_dir / "run")
     return Path(run) / "api.sock"
 
 
@@ -94,7 +94,7 @@ def build(opts: Options) -> tuple[HTTPServer, str, Path]:
         shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
         address = f"{'https' if tls else 'http'}://{shown}:{bound_port}/"
     else:
-        path = Path(opts.socket) if opts.socket else default_socket(environ, state_dir)
+        path = Path(opts.socket) if opts.socket else default_socket(probe.env_settings, state_dir)
         server = make_server(ctx, unix=path, tls=tls)
         address = f"unix:{path}"
     return server, address, token_file

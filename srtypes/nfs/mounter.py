@@ -11,7 +11,6 @@ sets it. Everything else (reachability, exports, SR directories) still talks to 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import Protocol
 
 from sm import errors
 from sm.executor import CommandError, Executor
+from sm.settings import Settings, env_name
 
-BIND_EXPORTS_ENV = "SM_TEST_NFS_BIND_EXPORTS"
+BIND_EXPORTS_ENV = env_name("test_nfs_bind_exports")
 """TEST ONLY: JSON object mapping an export path of a server on this host to its local directory."""
 
 MOUNT_TIMEOUT = 180.0  # a soft mount gives up after timeo * retrans; leave it room
@@ -140,18 +140,11 @@ class BindMounter:
         return _is_mounted(mountpoint)
 
 
-def select_mounter(executor: Executor, env: Mapping[str, str] | None = None) -> Mounter:
-    """:class:`KernelMounter`, unless the TEST-ONLY :data:`BIND_EXPORTS_ENV` is set."""
-    env = os.environ if env is None else env
-    raw = env.get(BIND_EXPORTS_ENV)
-    if not raw:
+def select_mounter(executor: Executor, env: Mapping[str, str] | None = None, *,
+                   settings: Settings | None = None) -> Mounter:
+    """:class:`KernelMounter`, unless the TEST-ONLY :data:`BIND_EXPORTS_ENV` is set (in
+    `settings`, else in `env`, default the process environment)."""
+    exports = (settings or Settings.from_environ(env)).test_nfs_bind_exports
+    if exports is None:
         return KernelMounter(executor)
-    try:
-        exports = json.loads(raw)
-    except ValueError as err:
-        raise errors.InvalidArg(f"{BIND_EXPORTS_ENV} is not JSON: {err}") from err
-    if not isinstance(exports, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in exports.items()
-    ):
-        raise errors.InvalidArg(f"{BIND_EXPORTS_ENV} must map export paths to directories")
-    return BindMounter(executor, exports)
+    return BindMounter(executor, dict(exports))

@@ -104,7 +104,7 @@ class NFSSR(FileSR):
     def mounter(self) -> Mounter:
         from .mounter import select_mounter
 
-        return select_mounter(self.context.executor)
+        return select_mounter(self.context.executor, settings=self.context.settings)
 
     @cached_property
     def mountpoint(self) -> Path:

@@ -95,16 +95,13 @@ class RBDSR(SRDriver):
 
     @contextlib.contextmanager
     def _repo(self) -> Iterator[RbdRepo]:
-        import os
-
         from .lease import host_id
         from .repo import RbdRepo
 
-        lease = float(os.environ.get("SM_RBD_LEASE", "60"))
-        wait = float(os.environ.get("SM_RBD_LOCK_WAIT", "120"))
+        settings = self.context.settings
         with self._conn() as conn:
             yield RbdRepo(conn, self.context.sr_uuid, host_id(self.context.state_dir),
-                          lease=lease, wait=wait)
+                          lease=settings.rbd_lease, wait=settings.rbd_lock_wait)
 
     @cached_property
     def host(self) -> Host:
