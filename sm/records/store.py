@@ -29,16 +29,16 @@ A transaction touching several files is all-or-nothing: new versions are written
 is removed. Whoever finds a transaction directory with ``COMMIT`` rolls it forward (readers
 too, before reading); one without ``COMMIT`` whose writer is gone is discarded. Readers hold
 ``commit.lock`` shared, so they never see a half-moved commit.
+
+Reading and validating one shard file: `sm.records.shards`; a transaction's staged state:
+`sm.records.txn`. This module keeps the locks and the commit protocol.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,18 +47,11 @@ from sm import atomic, locking
 from sm.errors import LockErr, MetadataError, SRUnavailable, VDIMissing
 from sm.faults import crash_point
 
-from .model import VERSION, RecordError, SrRecord, StrPath, VdiRecord
+from .model import SrRecord, StrPath, VdiRecord
+from .shards import INDEX_MARKER, SHARD_FILE, dumps, load_json, load_shard, shard_of
+from .txn import Transaction
 
-_SHARD = re.compile(r"[0-9a-f]{2}\.json\Z")
-INDEX_MARKER = "children.index"
-
-
-def shard_of(uuid: str) -> str:
-    return f"{zlib.crc32(uuid.encode()) & 0xFF:02x}"
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+__all__ = ["RecordStore", "Transaction", "shard_of"]
 
 
 class RecordStore:
@@ -137,7 +130,7 @@ class RecordStore:
         if self.indexed():
             return False
         with self.transaction(purpose="build the parent index") as txn:
-            txn._build_index()
+            txn.build_index()
         return True
 
     def find_by_location(self, location: str) -> VdiRecord | None:
@@ -147,9 +140,9 @@ class RecordStore:
                 return guess
             # Compare the raw JSON first: building 10,000 records to find one is wasteful.
             for name in sorted(os.listdir(self._vdi_dir)):
-                if not _SHARD.match(name):
+                if not SHARD_FILE.match(name):
                     continue
-                raw = self._load_json(self._vdi_dir / name)
+                raw = load_json(self._vdi_dir / name)
                 records = raw.get("records") if isinstance(raw, dict) else None
                 if isinstance(records, dict) and any(
                     isinstance(item, dict) and item.get("location") == location
@@ -192,57 +185,29 @@ class RecordStore:
             self._discard_uncommitted()
             txn = Transaction(self)
             yield txn
-            txn._commit()
+            self._commit(txn.files())
 
     # -- files -------------------------------------------------------------------------------
 
     def _load_sr(self) -> SrRecord | None:
         path = self.directory / "sr.json"
         try:
-            raw = self._load_json(path)
+            raw = load_json(path)
         except FileNotFoundError:
             return None
         return SrRecord.from_dict(raw, path=str(path))
-
-    def _load_json(self, path: Path) -> Any:
-        data = path.read_bytes()
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise MetadataError(f"corrupt record file {path}: {err}",
-                                details={"path": str(path)}) from err
 
     def _load_shard(self, shard: str) -> dict[str, VdiRecord]:
         return self._load_shard_file(shard)[0]
 
     def _load_shard_file(self, shard: str) -> tuple[dict[str, VdiRecord], dict[str, set[str]]]:
         """(records, parent index) of one shard; both empty if it has no file."""
-        path = self._vdi_dir / f"{shard}.json"
-        try:
-            raw = self._load_json(path)
-        except FileNotFoundError:
-            return {}, {}
-        if not (isinstance(raw, dict) and raw.get("version") == VERSION
-                and isinstance(raw.get("records"), dict)):
-            raise MetadataError(f"corrupt record file {path}: bad header",
-                                details={"path": str(path)})
-        records = {}
-        for uuid, item in raw["records"].items():
-            record = VdiRecord.from_dict(item, path=str(path))
-            if record.uuid != uuid or shard_of(uuid) != shard:
-                raise RecordError(f"record {uuid} misfiled", field="uuid", path=str(path))
-            records[uuid] = record
-        kids = raw.get("children", {})
-        if not (isinstance(kids, dict) and all(
-                isinstance(v, list) and all(isinstance(k, str) for k in v)
-                and shard_of(p) == shard for p, v in kids.items())):
-            raise RecordError("bad parent index", field="children", path=str(path))
-        return records, {p: set(v) for p, v in kids.items()}
+        return load_shard(self._vdi_dir / f"{shard}.json", shard)
 
     def _load_all(self) -> list[VdiRecord]:
         records: list[VdiRecord] = []
         for name in sorted(os.listdir(self._vdi_dir)):
-            if _SHARD.match(name):
+            if SHARD_FILE.match(name):
                 records.extend(self._load_shard(name[:2]).values())
         records.sort(key=lambda r: r.uuid)
         return records
@@ -261,6 +226,33 @@ class RecordStore:
         finally:
             handle.release()
 
+    def _commit(self, files: dict[str, bytes]) -> None:
+        """Write a transaction's files: one atomic rename for one file, else staged, COMMIT,
+        moved in (see the module docstring)."""
+        if len(files) <= 1:  # one atomic rename is all-or-nothing already
+            for name, data in files.items():
+                atomic.write_atomic(self._target(name), data)
+            return
+        txn = self._txn_dir / f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
+        txn.mkdir()
+        # the staging directory is private until COMMIT names its files: no temporary names
+        # and renames, and one directory fsync for all of them
+        for name, data in files.items():
+            fd = atomic.open_exclusive(txn / name)
+            try:
+                atomic.write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        atomic.fsync_dir(txn)
+        crash_point("records.txn.staged")
+        with locking.lock(self._commit_lock, timeout=self.lock_timeout,
+                          purpose="records: commit"):
+            atomic.write_atomic(txn / "COMMIT", dumps(sorted(files)))
+            crash_point("records.txn.committed")
+            self._move_in(txn, sorted(files))
+            self._finish(txn)
+
     def _committed(self) -> list[Path]:
         return [self._txn_dir / name for name in sorted(os.listdir(self._txn_dir))
                 if (self._txn_dir / name / "COMMIT").exists()]
@@ -271,7 +263,7 @@ class RecordStore:
         with locking.lock(self._commit_lock, timeout=self.lock_timeout,
                           purpose="records: roll forward"):
             for txn in self._committed():
-                names = self._load_json(txn / "COMMIT")
+                names = load_json(txn / "COMMIT")
                 self._move_in(txn, names)
                 self._finish(txn)
 
@@ -306,149 +298,3 @@ class RecordStore:
                 shutil.rmtree(txn, ignore_errors=True)
         atomic.remove_stale_temps(self._vdi_dir)
         atomic.remove_stale_temps(self.directory)
-
-
-class Transaction:
-    """Staged changes to a :class:`RecordStore`; reads see the staged state."""
-
-    def __init__(self, store: RecordStore) -> None:
-        self._store = store
-        self._shards: dict[str, dict[str, VdiRecord]] = {}
-        self._kids: dict[str, dict[str, set[str]]] = {}  # shard -> parent -> children
-        self._dirty: set[str] = set()
-        self._index_built = False
-        self._sr: SrRecord | None = None
-        self._sr_dirty = False
-
-    def _shard(self, shard: str) -> dict[str, VdiRecord]:
-        if shard not in self._shards:
-            self._shards[shard], self._kids[shard] = self._store._load_shard_file(shard)
-        return self._shards[shard]
-
-    def _link(self, parent: str, child: str, add: bool) -> None:
-        shard = shard_of(parent)
-        self._shard(shard)
-        kids = self._kids[shard].setdefault(parent, set())
-        if add:
-            kids.add(child)
-        else:
-            kids.discard(child)
-        self._dirty.add(shard)
-
-    def children_of(self, uuid: str) -> list[str]:
-        """As `RecordStore.children_of`, in the staged state."""
-        if self._index_built or self._store.indexed():
-            self._shard(shard_of(uuid))
-            return sorted(self._kids[shard_of(uuid)].get(uuid, ()))
-        return [r.uuid for r in self.all() if r.parent == uuid]
-
-    def _build_index(self) -> None:
-        for name in sorted(os.listdir(self._store._vdi_dir)):
-            if _SHARD.match(name):
-                self._shard(name[:2])  # every shard in the transaction: the staged state
-        want: dict[str, dict[str, set[str]]] = {shard: {} for shard in self._shards}
-        for records in list(self._shards.values()):
-            for r in records.values():
-                if r.parent:
-                    want.setdefault(shard_of(r.parent), {}).setdefault(r.parent, set()).add(r.uuid)
-        for shard, kids in want.items():
-            self._shard(shard)
-            if self._kids[shard] != kids:
-                self._kids[shard] = kids
-                self._dirty.add(shard)
-        self._index_built = True
-
-    def sr(self) -> SrRecord | None:
-        return self._sr if self._sr_dirty else self._store._load_sr()
-
-    def put_sr(self, sr: SrRecord) -> None:
-        self._sr, self._sr_dirty = sr, True
-
-    def find(self, uuid: str) -> VdiRecord | None:
-        return self._shard(shard_of(uuid)).get(uuid)
-
-    def get(self, uuid: str) -> VdiRecord:
-        found = self.find(uuid)
-        if found is None:
-            raise VDIMissing(f"no record of VDI {uuid} in {self._store.directory}")
-        return found
-
-    def all(self) -> list[VdiRecord]:
-        records = {r.uuid: r for r in self._store._load_all()}
-        for shard in self._dirty:
-            for uuid in [u for u in records if shard_of(u) == shard]:
-                del records[uuid]
-            records.update(self._shards[shard])
-        return sorted(records.values(), key=lambda r: r.uuid)
-
-    def put(self, record: VdiRecord) -> None:
-        shard = shard_of(record.uuid)
-        old = self._shard(shard).get(record.uuid)
-        self._shards[shard][record.uuid] = record
-        self._dirty.add(shard)
-        if old is None or old.parent != record.parent:
-            if old is not None and old.parent:
-                self._link(old.parent, record.uuid, add=False)
-            if record.parent:
-                self._link(record.parent, record.uuid, add=True)
-
-    def update(self, uuid: str, /, **changes: Any) -> VdiRecord:
-        if "uuid" in changes and changes["uuid"] != uuid:
-            raise RecordError("update cannot change a uuid", field="uuid")
-        record = self.get(uuid).replace(**changes)
-        self.put(record)
-        return record
-
-    def delete(self, uuid: str, *, missing_ok: bool = False) -> None:
-        shard = shard_of(uuid)
-        old = self._shard(shard).pop(uuid, None)
-        if old is None:
-            if not missing_ok:
-                raise VDIMissing(f"no record of VDI {uuid} in {self._store.directory}")
-            return
-        self._dirty.add(shard)
-        if old.parent:
-            self._link(old.parent, uuid, add=False)
-
-    def _files(self) -> dict[str, bytes]:
-        files = {
-            f"{shard}.json": _dumps({
-                "version": VERSION,
-                "records": {u: r.to_dict() for u, r in sorted(self._shards[shard].items())},
-                "children": {p: sorted(k) for p, k in sorted(self._kids[shard].items()) if k},
-            })
-            for shard in sorted(self._dirty)
-        }
-        if self._index_built:
-            files[INDEX_MARKER] = b"1\n"
-        if self._sr_dirty:
-            assert self._sr is not None
-            files["sr.json"] = _dumps(self._sr.to_dict())
-        return files
-
-    def _commit(self) -> None:
-        store = self._store
-        files = self._files()
-        if len(files) <= 1:  # one atomic rename is all-or-nothing already
-            for name, data in files.items():
-                atomic.write_atomic(store._target(name), data)
-            return
-        txn = store._txn_dir / f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(4).hex()}"
-        txn.mkdir()
-        # the staging directory is private until COMMIT names its files: no temporary names
-        # and renames, and one directory fsync for all of them
-        for name, data in files.items():
-            fd = atomic.open_exclusive(txn / name)
-            try:
-                atomic.write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        atomic.fsync_dir(txn)
-        crash_point("records.txn.staged")
-        with locking.lock(store._commit_lock, timeout=store.lock_timeout,
-                          purpose="records: commit"):
-            atomic.write_atomic(txn / "COMMIT", _dumps(sorted(files)))
-            crash_point("records.txn.committed")
-            store._move_in(txn, sorted(files))
-            store._finish(txn)
