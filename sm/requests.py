@@ -23,16 +23,29 @@ Which error for what (one rule):
 Positional arguments beyond those a command defines are ignored (forward compatibility, as the
 original drivers do). Keys that no command uses (`vdi_on_boot`, `local_cache_sr`, ...) are kept
 in `Request.extra` untouched.
+
+The validators and the typed reader of the struct live in `sm.params` (`parse_*` and `MAX_SIZE`
+are re-exported here).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Self
 
-from sm.errors import BadRequest, InvalidArg, VDISize
+from sm.errors import BadRequest
+from sm.params import (
+    EMPTY,
+    MAX_SIZE,
+    UUID_RE,
+    Reader,
+    parse_bool,
+    parse_location,
+    parse_size,
+    parse_uuid,
+    parse_vdi_size,
+)
 from sm.struct import Frozen
 from sm.xmlrpc import Value
 
@@ -58,15 +71,6 @@ __all__ = [
     "parse_uuid",
 ]
 
-MAX_SIZE = 2**63 - 1
-"""Largest size accepted (the largest file offset); SR types apply their own, smaller limits."""
-
-_UUID_RE = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
-_LOCATION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@-]{0,254}")
-_EMPTY: Mapping[str, str] = MappingProxyType({})
-
 # Keys read by some request class; anything else lands in `Request.extra`.
 _KNOWN_KEYS = frozenset(
     {
@@ -75,129 +79,6 @@ _KNOWN_KEYS = frozenset(
         "vdi_type", "vdi_sm_config", "new_uuid", "driver_params",
     }
 )  # fmt: skip
-
-
-# -- value validators (public: SR types reuse them for their own fields) ----------------------
-
-
-def parse_uuid(value: object, what: str) -> str:
-    """A uuid in canonical lowercase form; InvalidArg (BadRequest if not a string)."""
-    if not isinstance(value, str):
-        raise BadRequest(f"{what} must be a string")
-    if not _UUID_RE.fullmatch(value):
-        raise InvalidArg(f"{what} is not a uuid: {value[:60]!r}")
-    return value.lower()
-
-
-def parse_size(value: object, what: str) -> int:
-    """A size in bytes: a decimal string or an int, 0 <= size <= MAX_SIZE."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise BadRequest(f"{what} must be a string or an integer")
-    if isinstance(value, str):
-        text = value.strip()
-        # Length check first: int() of a huge digit string is slow.
-        if not (text.isascii() and text.isdigit() and len(text) <= 19):
-            raise InvalidArg(f"{what} is not a non-negative integer: {value[:40]!r}")
-        value = int(text)
-    if not 0 <= value <= MAX_SIZE:
-        raise InvalidArg(f"{what} out of range: {value}")
-    return value
-
-
-def parse_vdi_size(value: object, what: str) -> int:
-    """A VDI's virtual size: as `parse_size`, but a number out of range (negative, past
-    MAX_SIZE) is VDISize (79), the error of every size no disk can have (`sm.sizes` checks
-    the SR type's own limits)."""
-    if isinstance(value, str) and value.strip().startswith("-") and value.strip()[1:].isdigit():
-        raise VDISize(f"{what} cannot be negative: {value.strip()[:40]}")
-    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-        raise VDISize(f"{what} cannot be negative: {value}")
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and (
-            len(value.strip()) > 19 or int(value.strip()) > MAX_SIZE):
-        raise VDISize(f"{what} is more than any disk can hold: {value.strip()[:40]}")
-    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_SIZE:
-        raise VDISize(f"{what} is more than any disk can hold: {value}")
-    return parse_size(value, what)
-
-
-def parse_bool(value: object, what: str) -> bool:
-    """ "true"/"false" (any case) or an XML-RPC boolean."""
-    if isinstance(value, bool):
-        return value
-    if not isinstance(value, str):
-        raise BadRequest(f"{what} must be a string or a boolean")
-    lowered = value.strip().lower()
-    if lowered not in ("true", "false"):
-        raise InvalidArg(f"{what} must be true or false, not {value[:40]!r}")
-    return lowered == "true"
-
-
-def parse_location(value: object, what: str) -> str:
-    """A VDI location: a plain name inside its SR (no path separators, no `..`, no NUL)."""
-    if not isinstance(value, str):
-        raise BadRequest(f"{what} must be a string")
-    if not _LOCATION_RE.fullmatch(value):
-        raise InvalidArg(f"{what} is not a valid location: {value[:60]!r}")
-    return value
-
-
-def _string_map(value: object, what: str) -> Mapping[str, str]:
-    if not isinstance(value, dict):
-        raise BadRequest(f"{what} must be a struct")
-    for key, item in value.items():
-        if not isinstance(item, str):
-            raise BadRequest(f"{what}[{key!r}] must be a string")
-    return MappingProxyType(dict(value))
-
-
-class _Reader:
-    """Typed access to the request struct; every error names the key it is about."""
-
-    def __init__(self, params: Mapping[str, Value]) -> None:
-        self.params = params
-        args = params.get("args", [])
-        if not isinstance(args, list):
-            raise BadRequest("args must be an array")
-        self.args: list[Value] = args
-
-    def string(self, key: str) -> str:
-        if key not in self.params:
-            raise BadRequest(f"missing {key}")
-        value = self.params[key]
-        if not isinstance(value, str):
-            raise BadRequest(f"{key} must be a string")
-        return value
-
-    def opt_string(self, key: str) -> str | None:
-        return self.string(key) if key in self.params else None
-
-    def uuid(self, key: str) -> str:
-        if key not in self.params:
-            raise BadRequest(f"missing {key}")
-        return parse_uuid(self.params[key], key)
-
-    def opt_uuid(self, key: str) -> str | None:
-        return self.uuid(key) if key in self.params else None
-
-    def opt_location(self, key: str) -> str | None:
-        return parse_location(self.params[key], key) if key in self.params else None
-
-    def string_map(self, key: str) -> Mapping[str, str]:
-        return _string_map(self.params[key], key) if key in self.params else _EMPTY
-
-    def arg(self, index: int, what: str) -> Value:
-        if index >= len(self.args):
-            raise BadRequest(f"missing argument {index} ({what})")
-        return self.args[index]
-
-    def opt_arg(self, index: int, default: Value) -> Value:
-        return self.args[index] if index < len(self.args) else default
-
-    def arg_string(self, index: int, what: str, default: str | None = None) -> str:
-        value = self.arg(index, what) if default is None else self.opt_arg(index, default)
-        if not isinstance(value, str):
-            raise BadRequest(f"argument {index} ({what}) must be a string")
-        return value
 
 
 # -- the request family -----------------------------------------------------------------------
@@ -211,7 +92,7 @@ class Request(Frozen, kw_only=True):
     host_ref: str | None = None
     session_ref: str | None = None
     subtask_of: str | None = None
-    extra: Mapping[str, Value] = _EMPTY
+    extra: Mapping[str, Value] = EMPTY
     _hidden = frozenset({"extra"})
 
     @classmethod
@@ -225,7 +106,7 @@ class Request(Frozen, kw_only=True):
             raise BadRequest("the parameter must be a struct")
         if "command" in params and params["command"] != command:
             raise BadRequest(f"command {params['command']!r} does not match method {command!r}")
-        reader = _Reader(params)
+        reader = Reader(params)
         fields = cls._fields(reader)
         fields["command"] = command
         extra = {k: v for k, v in params.items() if k not in _KNOWN_KEYS}
@@ -233,7 +114,7 @@ class Request(Frozen, kw_only=True):
         return cls(**fields)
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         if "device_config" not in r.params:
             raise BadRequest("missing device_config")
         return {
@@ -248,19 +129,19 @@ class DriverInfoRequest(Request, kw_only=True):
     """`sr_get_driver_info`: nothing beyond the common keys (device_config may be empty)."""
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         if "device_config" not in r.params:
-            return {"device_config": _EMPTY}
+            return {"device_config": EMPTY}
         return super()._fields(r)
 
 
 class SRProbeRequest(Request, kw_only=True):
     """`sr_probe`: no SR yet; `sr_sm_config` may narrow the probe."""
 
-    sr_sm_config: Mapping[str, str] = _EMPTY
+    sr_sm_config: Mapping[str, str] = EMPTY
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         return super()._fields(r) | {"sr_sm_config": r.string_map("sr_sm_config")}
 
 
@@ -272,7 +153,7 @@ class SRRequest(Request, kw_only=True):
     sr_ref: str | None = None
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         return super()._fields(r) | {"sr_uuid": r.uuid("sr_uuid"), "sr_ref": r.opt_string("sr_ref")}
 
 
@@ -282,7 +163,7 @@ class SRCreateRequest(SRRequest, kw_only=True):
     size: int = 0
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         return super()._fields(r) | {"size": parse_size(r.opt_arg(0, "0"), "size")}
 
 
@@ -307,7 +188,7 @@ class VDIRequest(SRRequest, kw_only=True):
         return VdiId(self.vdi_uuid, self.vdi_location, self.vdi_ref)
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         return super()._fields(r) | {
             "vdi_uuid": r.uuid("vdi_uuid"),
             "vdi_location": r.opt_location("vdi_location"),
@@ -321,17 +202,17 @@ class VDIAttachRequest(VDIRequest, kw_only=True):
     writable: bool
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         return super()._fields(r) | {"writable": parse_bool(r.arg(0, "writable"), "writable")}
 
 
 class VDISnapshotRequest(VDIRequest, kw_only=True):
     """`vdi_snapshot` and `vdi_clone`: no args; `driver_params` (e.g. `type=single|internal`)."""
 
-    driver_params: Mapping[str, str] = _EMPTY
+    driver_params: Mapping[str, str] = EMPTY
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         return super()._fields(r) | {"driver_params": r.string_map("driver_params")}
 
 
@@ -341,7 +222,7 @@ class VDIResizeRequest(VDIRequest, kw_only=True):
     new_size: int
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         return super()._fields(r) | {"new_size": parse_vdi_size(r.arg(0, "new_size"), "new_size")}
 
 
@@ -353,7 +234,7 @@ class VDINamesRequest(VDIRequest, kw_only=True):
     name_description: str
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         return super()._fields(r) | {"name_label": r.arg_string(0, "name_label"),
                                      "name_description": r.arg_string(1, "name_description")}
 
@@ -374,10 +255,10 @@ class VDICreateRequest(SRRequest, kw_only=True):
     read_only: bool = False
     vdi_uuid: str | None = None
     vdi_type: str = "user"
-    sm_config: Mapping[str, str] = _EMPTY
+    sm_config: Mapping[str, str] = EMPTY
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         return super()._fields(r) | {
             "size": parse_vdi_size(r.arg(0, "size"), "size"),
             "name_label": r.arg_string(1, "name_label", ""),
@@ -399,10 +280,10 @@ class VDIIntroduceRequest(SRRequest, kw_only=True):
 
     vdi_uuid: str
     vdi_location: str
-    sm_config: Mapping[str, str] = _EMPTY
+    sm_config: Mapping[str, str] = EMPTY
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         if "vdi_location" not in r.params:
             raise BadRequest("missing vdi_location")
         return super()._fields(r) | {
@@ -419,19 +300,19 @@ class VDIRevertRequest(SRRequest, kw_only=True):
 
     snapshot: VdiId
     target: str | None = None
-    driver_params: Mapping[str, str] = _EMPTY
+    driver_params: Mapping[str, str] = EMPTY
 
     @property
     def target_uuid(self) -> str | None:
         """The target if it is uuid-shaped (a File SR location is its uuid)."""
-        return self.target if self.target and _UUID_RE.fullmatch(self.target) else None
+        return self.target if self.target and UUID_RE.fullmatch(self.target) else None
 
     @classmethod
-    def _fields(cls, r: _Reader) -> dict[str, Any]:
+    def _fields(cls, r: Reader) -> dict[str, Any]:
         raw = r.arg_string(0, "target", "").strip()
         if not raw:
             target = None
-        elif _UUID_RE.fullmatch(raw):
+        elif UUID_RE.fullmatch(raw):
             target = raw.lower()
         else:
             target = parse_location(raw, "target")
