@@ -16,6 +16,7 @@ from functools import cached_property
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from sm.edge import errors_as
 from sm.errors import VDIMissing
 from sm.faults import crash_point
 
@@ -286,16 +287,4 @@ class LvhdChain:
         entry.done()
 
     def errors(self, fallback: type[SMError], what: str) -> contextlib.AbstractContextManager[None]:
-        return _errors(fallback, what)
-
-
-@contextlib.contextmanager
-def _errors(fallback: type[SMError], what: str) -> Iterator[None]:
-    from sm.errors import SMError
-
-    try:
-        yield
-    except SMError:
-        raise
-    except (OSError, ValueError) as err:
-        raise fallback(f"{what}: {err}") from err
+        return errors_as(fallback, what)  # the one error edge (sm.edge), as the File SR's
