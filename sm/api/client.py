@@ -5,19 +5,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from sm import vdipause
 from sm.capabilities import Capability
-from sm.errors import SMError
+from sm.errors import SMError, Unimplemented
+from sm.owner import this_process
 
 from . import checks
 from .config import SrConfig
 from .transport import Transport
 
 __all__ = ["SRClient"]
+
+log = logging.getLogger(__name__)
 
 _HOST_REF = "OpaqueRef:sm-api-host"
 _SESSION_REF = "OpaqueRef:sm-api-session"
@@ -130,6 +136,37 @@ class SRClient:
         if self.has(Capability.VDI_DEACTIVATE):
             self.call("vdi_deactivate", vdi=vdi)
         self.call("vdi_detach", vdi=vdi)
+
+    # -- data paths on this host (sm.vdipause) -------------------------------------------------
+
+    def vdi_pause(self, vdi: tuple[str, str], owner: str) -> str | None:
+        """`sm_vdi_pause` for `owner`: "paused", "held" or "none"; None if the SR type does not
+        answer it (Unimplemented)."""
+        try:
+            return str(self.call(vdipause.PAUSE, [owner], vdi=vdi))
+        except Unimplemented:
+            return None
+
+    def vdi_resume(self, vdi: tuple[str, str], owner: str) -> str:
+        """`sm_vdi_resume` for `owner`: "resumed", "running", "held" or "none"."""
+        return str(self.call(vdipause.RESUME, [owner], vdi=vdi))
+
+    @contextlib.contextmanager
+    def paused(self, vdi: tuple[str, str]) -> Iterator[str | None]:
+        """The VDI's data path on this host held still for the block, by this process: yields
+        the pause's answer (None: the SR type cannot pause); what this call paused is resumed
+        after, even on error (a failed resume is logged: the SR's recovery resumes a pause
+        whose owner is gone)."""
+        owner = this_process()
+        answer = self.vdi_pause(vdi, owner)
+        try:
+            yield answer
+        finally:
+            if answer == vdipause.PAUSED:
+                try:
+                    self.vdi_resume(vdi, owner)
+                except Exception as err:
+                    log.error("VDI %s: resume of the data path failed (%s)", vdi[0], err)
 
     @staticmethod
     def _ref(value: Any) -> tuple[str, str]:

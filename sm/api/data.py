@@ -2,9 +2,10 @@
 
 `vdi_attach`'s `params` (a path to the leaf image) is opened in this process through the VHD
 engine (`sm.vhd.open_chain`); a `.raw` image is a plain file. When the driver also serves the
-VDI over NBD (`params_nbd`, a local nbdkit), that server is paused meanwhile. When `params` is
-not a local file (LVM volumes without device-mapper, Ceph images), the data is read and written
-over `params_nbd` with `sm.nbd.client`. Replace
+VDI over NBD (`params_nbd`, a local nbdkit), the driver pauses that data path meanwhile
+(`sm_vdi_pause` / `sm_vdi_resume`, `sm.vdipause`). When `params` is not a local file (LVM
+volumes without device-mapper, Ceph images), the data is read and written over `params_nbd`
+with `sm.nbd.client`. Replace
 `open_attached` to change the data path; nothing else touches data.
 """
 
@@ -13,9 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sm.errors import SMError, VDIUnavailable
+
+if TYPE_CHECKING:
+    from .client import SRClient
 
 __all__ = ["DataHandle", "open_attached"]
 
@@ -44,36 +48,26 @@ class _RawFile:
 
 
 @contextlib.contextmanager
-def _server_paused(attach: Mapping[str, Any]) -> Iterator[None]:
-    """If the driver serves the VDI over NBD on this host (`params_nbd` of a local nbdkit of
-    `sm.nbd`), pause the server while this process opens the chain itself: one writer of the
-    image at a time; the server reopens the chain (and sees our writes) on resume."""
-    url = attach.get("params_nbd")
-    if not isinstance(url, str) or not url.startswith("nbd:unix:"):
-        yield
-        return
-    from sm.nbd.client import parse_url
-    from sm.nbd.serving import Servers
-
-    sock, _ = parse_url(url)
-    with Servers.in_dir(os.path.dirname(sock)).live(os.path.basename(sock).removesuffix(".sock")):
-        yield
-
-
-@contextlib.contextmanager
-def open_attached(attach: Mapping[str, Any], writable: bool) -> Iterator[DataHandle]:
-    """The data of an attached VDI, from the `vdi_attach` result: a local image file is
-    opened here (its NBD server paused meanwhile); an image that is not a local file (an LVM
-    volume without device-mapper, a Ceph image) is reached as a client of its NBD server."""
+def open_attached(attach: Mapping[str, Any], writable: bool, client: SRClient | None = None,
+                  vdi: tuple[str, str] | None = None) -> Iterator[DataHandle]:
+    """The data of an attached VDI, from the `vdi_attach` result. A local image file is opened
+    here; if the driver also serves it on this host (`params_nbd`), its data path is paused
+    meanwhile through the driver (`client.paused(vdi)`, `sm_vdi_pause`): one writer of the
+    image at a time, and the server reopens the chain (seeing our writes) on resume. A served
+    VDI is reached as a client of its NBD server instead when its image is not a local file
+    (an LVM volume without device-mapper, a Ceph image), when no `client` is given, or when
+    the SR type cannot pause."""
     params = attach.get("params")
     url = attach.get("params_nbd")
+    served = isinstance(url, str) and url.startswith("nbd:unix:")
     local = isinstance(params, str) and os.path.isfile(params)
-    if not local and isinstance(url, str) and url.startswith("nbd:unix:"):
-        with _nbd_client(url, writable) as handle:
-            yield handle
-        return
-    with _server_paused(attach), _open_params(attach, writable) as handle:
-        yield handle
+    with contextlib.ExitStack() as stack:
+        if served and local and client is not None and vdi is not None:
+            local = stack.enter_context(client.paused(vdi)) is not None
+        if served and not local:
+            yield stack.enter_context(_nbd_client(str(url), writable))
+        else:
+            yield stack.enter_context(_open_params(attach, writable))
 
 
 @contextlib.contextmanager

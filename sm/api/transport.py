@@ -4,8 +4,9 @@
   process and parses the response.
 - `Exec`: runs the driver executable `<Type>SR '<methodCall>'` exactly as a toolstack does and
   parses its stdout. Executables are looked up (case-insensitively, `file` -> `FileSR`) in
-  `SM_DRIVER_PATH` (colon-separated), the checkout's `bin/`, the Python environment's scripts
-  directory, then `PATH`.
+  `SM_DRIVER_PATH` (colon-separated), the Python environment's scripts directory (where an
+  installed `sm` puts its `[project.scripts]` `FileSR`, `NFSSR`, ...), then `PATH`; a checkout's
+  `bin/` is found only through one of these (e.g. `SM_DRIVER_PATH=<checkout>/bin`).
 
 Both turn a Fault back into the typed `SMError` of its code (`sm.errors.error_by_code`; an
 unknown code gets a subclass carrying that code), with the `opterr` part as the message.
@@ -29,7 +30,6 @@ from sm.settings import Settings
 __all__ = ["Exec", "InProcess", "Transport", "fault_to_error", "find_executable", "make"]
 
 _OPTERR = re.compile(r"\[opterr=(.*)\]\s*\Z", re.DOTALL)
-_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class Transport(Protocol):
@@ -75,7 +75,7 @@ class InProcess:
 def find_executable(srtype: str, environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     dirs = [Path(d) for d in Settings.from_environ(env).driver_path]
-    dirs += [_ROOT / "bin", Path(sysconfig.get_path("scripts"))]
+    dirs += [Path(sysconfig.get_path("scripts"))]
     dirs += [Path(d) for d in env.get("PATH", "").split(os.pathsep) if d]
     wanted = f"{srtype.lower()}sr"
     for directory in dirs:
@@ -90,8 +90,9 @@ def find_executable(srtype: str, environ: Mapping[str, str] | None = None) -> Pa
     from sm import registry
     from sm.errors import SRUnknownType
 
-    raise SRUnknownType(f"no driver executable for SR type {srtype!r} (looked for {wanted}; "
-                        f"installed types: {', '.join(registry.names()) or 'none'})")
+    raise SRUnknownType(f"no driver executable for SR type {srtype!r} (looked for {wanted} in "
+                        "SM_DRIVER_PATH, the scripts directory and PATH; installed types: "
+                        f"{', '.join(registry.names()) or 'none'})")
 
 
 class Exec:

@@ -33,8 +33,9 @@ class DataMethods:
         vdi = mgr.vdi(ref, cfg.name)
         if writable:
             guards.mutable(vdi, "write into")
-        with exports.attached(mgr.state, mgr._client(cfg), vdi, writable) as attach, \
-                open_attached(attach, writable) as handle:
+        client = mgr._client(cfg)
+        with exports.attached(mgr.state, client, vdi, writable) as attach, \
+                open_attached(attach, writable, client, vdi.ref) as handle:
             yield handle
         if writable:  # USED (physical utilisation) current once the data path closes
             mgr._client(cfg).vdi_update(vdi.ref)

@@ -18,18 +18,17 @@ __all__ = ["abort", "auto_enabled", "kick", "start_background"]
 
 log = logging.getLogger(__name__)
 
-ROOT = str(Path(__file__).resolve().parent.parent.parent)
-
-
 def auto_enabled(environ: Mapping[str, str] | None = None) -> bool:
     return Settings.from_environ(environ).gc_auto
 
 
 def start_background(argv: Sequence[str], log_path: Path,
                      environ: Mapping[str, str] | None = None) -> int:
-    """Fork-exec `argv` detached; returns the pid of the intermediate child (reaped)."""
+    """Fork-exec `python argv...` detached; returns the pid of the intermediate child (reaped).
+    The child imports what this process imports: this process's `sys.path` goes first on its
+    PYTHONPATH (a driver started by a bare python3 from a checkout, or an installed one)."""
     env = dict(os.environ if environ is None else environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*sys.path, env.get("PYTHONPATH", "")) if p)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, *argv]
     pid = os.fork()

@@ -1,14 +1,17 @@
 """nbdkit Python plugin serving one VHD chain (standard library only).
 
     nbdkit -f -U <sock> python sm/nbd/plugin.py leaf=<path> [writable=true] \
-        [control=<ctl sock>] [export=<name>] [root=<repo root>] [opener=<module>:<function>]
+        [control=<ctl sock>] [export=<name>] [package=<name>:<dir>]... \
+        [opener=<module>:<function>]
 
 Config keys:
   leaf      the leaf image of the chain to serve (required)
   writable  true/false (default false); with false nbdkit also refuses writes
   control   path of the control socket (`sm.nbd.control`); none -> no pause/resume
   export    the export name to accept (and list); the empty default name maps to it
-  root      directory put first on sys.path so `sm` imports (default: this file's repo root)
+  package   `<name>:<dir>`, repeatable: import the package `name` from `dir` (its own
+            directory, where the driver has it: `sm`, the opener's package), whatever this
+            Python's path holds; without it the package must be on nbdkit's Python's path
   opener    `module:function(path, *, writable) -> Disk` (default `sm.vhd:open_chain`;
             raw VDIs use `sm.nbd.rawdisk:open_raw`, LVM volumes an opener of their SR type)
   opener_arg  a string handed to the opener as the keyword `arg` (e.g. where the SR's
@@ -46,10 +49,10 @@ class _Config:
     writable = False
     control: str | None = None
     export_name: str | None = None
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    packages: tuple[tuple[str, str], ...] = ()
     opener = "sm.vhd:open_chain"
     opener_arg: str | None = None
-    export: Any = None  # sm.nbd.export.Export, imported once sys.path is set
+    export: Any = None  # sm.nbd.export.Export, imported once the packages are
     server: Any = None  # sm.nbd.control.ControlServer
 
 
@@ -73,8 +76,11 @@ def config(key: str, value: str) -> None:
         _C.control = os.path.abspath(value)
     elif key == "export":
         _C.export_name = value
-    elif key == "root":
-        _C.root = os.path.abspath(value)
+    elif key == "package":
+        name, _, directory = value.partition(":")
+        if not name.isidentifier() or not directory:
+            raise ValueError(f"package must be <name>:<dir>, not {value!r}")
+        _C.packages += ((name, os.path.abspath(directory)),)
     elif key == "opener":
         _C.opener = value
     elif key == "opener_arg":
@@ -86,8 +92,8 @@ def config(key: str, value: str) -> None:
 def config_complete() -> None:
     if not _C.leaf:
         raise ValueError("leaf=<path> is required")
-    if _C.root not in sys.path:
-        sys.path.insert(0, _C.root)
+    for name, directory in _C.packages:
+        _load_package(name, directory)
     from sm.nbd.export import Export
 
     module, _, func = _C.opener.partition(":")
@@ -99,6 +105,19 @@ def config_complete() -> None:
         return fn(path, writable=writable, **extra)
 
     _C.export = Export(opener, _C.leaf, writable=_C.writable)
+
+
+def _load_package(name: str, directory: str) -> None:
+    """Import the package `name` from its directory `directory` (its submodules follow)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory])
+    if spec is None or spec.loader is None or not os.path.isdir(directory):
+        raise ValueError(f"no package {name} in {directory}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
 
 
 def thread_model() -> int:

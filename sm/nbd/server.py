@@ -16,6 +16,7 @@ Callers serialize calls for one VDI (the SR holds the VDI lock).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -31,16 +32,14 @@ from sm import atomic
 from sm.edge import errors_as
 from sm.errors import InvalidArg, SMError, VDIInUse, VDIUnavailable
 from sm.nbd import control
+from sm.owner import alive, this_process
 
-__all__ = [
-    "ServerInfo", "find", "params_nbd", "pause", "pause_orphaned", "resume", "start", "status",
-    "stop", "this_process",
-]
+__all__ = ["ServerInfo", "find", "params_nbd", "pause", "pause_orphaned", "resume", "start",
+           "status", "stop"]
 
 log = logging.getLogger(__name__)
 
 PLUGIN = str(Path(__file__).with_name("plugin.py"))
-REPO_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 SUN_PATH_MAX = 107
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -251,7 +250,7 @@ def _start(vdi_uuid: str, leaf_path: str, *, writable: bool, run_dir: str,
     if not writable:
         argv.append("-r")
     argv += ["python", PLUGIN, f"leaf={leaf}", f"writable={'true' if writable else 'false'}",
-             f"control={paths['ctl']}", f"export={name}", f"root={REPO_ROOT}"]
+             f"control={paths['ctl']}", f"export={name}", *_packages(opener)]
     if opener:
         argv.append(f"opener={opener}")
     if opener_arg is not None:
@@ -269,6 +268,18 @@ def _start(vdi_uuid: str, leaf_path: str, *, writable: bool, run_dir: str,
         raise
     log.info("serving VDI %s from %s on %s (pid %d)", vdi_uuid, leaf, info.socket, pid)
     return info
+
+
+def _packages(opener: str | None) -> list[str]:
+    """`package=<name>:<dir>` for `sm` and the opener's top-level package: nbdkit's Python (the
+    system's, not this process's) loads them from where this process imported them."""
+    names = ["sm", (opener or "sm").partition(":")[0].split(".")[0]]
+    out = []
+    for name in dict.fromkeys(names):
+        path = getattr(importlib.import_module(name), "__path__", None)
+        if path:  # a package; a plain module must be on nbdkit's Python's path itself
+            out.append(f"package={name}:{next(iter(path))}")
+    return out
 
 
 def _log_tail(info: ServerInfo, lines: int = 15) -> str:
@@ -309,41 +320,21 @@ def status(info: ServerInfo) -> dict[str, Any]:
     return _call(info, "status")
 
 
-def pause(info: ServerInfo, *, timeout: float = 60.0) -> dict[str, Any]:
+def pause(info: ServerInfo, *, timeout: float = 60.0, owner: str | None = None
+          ) -> dict[str, Any]:
     """Hold new requests, drain, flush and close the chain; returns when done. Idempotent.
-    Client connections stay open; their requests wait for `resume`. The calling process is
-    recorded as the pause's owner (`paused_by` in the status, see `pause_orphaned`)."""
-    return _call(info, "pause", timeout=timeout, drain_timeout=timeout, owner=this_process())
-
-
-def _start_time(pid: int) -> str | None:
-    """The start time of process `pid` (clock ticks since boot), None if gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-    if len(fields) < 20 or fields[0] == b"Z":
-        return None
-    return fields[19].decode()  # field 22 of proc(5); the list starts at field 3
-
-
-def this_process() -> str:
-    """This process as a pause owner: `<pid>:<start time>` (a recycled pid is another owner)."""
-    return f"{os.getpid()}:{_start_time(os.getpid())}"
+    Client connections stay open; their requests wait for `resume`. `owner` (default: the
+    calling process, `sm.owner`) is recorded as the pause's owner (`paused_by` in the status,
+    see `pause_orphaned`)."""
+    return _call(info, "pause", timeout=timeout, drain_timeout=timeout,
+                 owner=owner or this_process())
 
 
 def pause_orphaned(st: dict[str, Any]) -> bool:
     """The status `st` is of a paused server whose pauser is gone (or unknown: a server of
     an older version): nobody will resume it but recovery. A pause held by a live process
     (a driver inside `live`, an in-process reader of the API) is not orphaned."""
-    if st.get("state") != "paused":
-        return False
-    owner = st.get("paused_by")
-    if not isinstance(owner, str) or ":" not in owner:
-        return True
-    pid, _, started = owner.partition(":")
-    return not pid.isdigit() or _start_time(int(pid)) != started
+    return st.get("state") == "paused" and not alive(st.get("paused_by"))
 
 
 def resume(info: ServerInfo, new_path: str | None = None, *, run_dir: str | None = None

@@ -1,11 +1,12 @@
 """The NBD servers of one host, as SR types use them (driver side).
 
 Every SR type keeps its servers in one directory per host, `nbd_dir(run_dir)`: VDI uuids are
-unique, so File, LVHD and RBD servers share it and the layer above finds any of them (VM-wide
-pauses). `Servers` holds the rules the SR types share: a read-only attach shares a running
-writable server, a writable attach over a read-only one is VDIInUse (24), and `live` pauses a
-running server around a chain change and resumes it after (a server paused by
-`vdi_deactivate` stays paused).
+unique, so File, LVHD and RBD servers share it. `Servers` holds the rules the SR types share: a
+read-only attach shares a running writable server, a writable attach over a read-only one is
+VDIInUse (24), and `live` pauses a running server around a chain change and resumes it after
+(a server paused by `vdi_deactivate` stays paused); `hold` / `release` answer the extension
+commands `sm_vdi_pause` / `sm_vdi_resume` (`sm.vdipause`) the layer above pauses a data path
+with.
 
 `sm.nbd.server` (and hashlib, shutil) are imported on first use: drivers import this module
 on every call.
@@ -112,6 +113,39 @@ class Servers:
             return False
         server.resume(info, new_path, run_dir=self.dir)
         return True
+
+    def hold(self, vdi: str, owner: str) -> str:
+        """`sm_vdi_pause` (`sm.vdipause`): pause `vdi`'s running server for `owner`; the answer
+        says whether this call paused it ("paused"), found it paused ("held") or found no
+        server ("none"). The caller holds the VDI's lock."""
+        from sm import vdipause
+        from sm.nbd import server
+
+        info = self.find(vdi)
+        if info is None:
+            return vdipause.NONE
+        if server.status(info)["state"] != "running":
+            return vdipause.HELD
+        server.pause(info, owner=owner)
+        return vdipause.PAUSED
+
+    def release(self, vdi: str, owner: str, *, active: bool, path: str | None = None) -> str:
+        """`sm_vdi_resume` (`sm.vdipause`): resume `vdi`'s server (on `path` if given) if the
+        attachment is `active` and `owner` paused it or its pause is orphaned; else leave it as
+        it is (a deactivated VDI waits for `vdi_activate`). The caller holds the VDI's lock."""
+        from sm import vdipause
+        from sm.nbd import server
+
+        info = self.find(vdi)
+        if info is None:
+            return vdipause.NONE
+        st = server.status(info)
+        if st["state"] == "running":
+            return vdipause.RUNNING
+        if not active or (st.get("paused_by") != owner and not server.pause_orphaned(st)):
+            return vdipause.HELD
+        server.resume(info, path, run_dir=self.dir)
+        return vdipause.RESUMED
 
     @contextlib.contextmanager
     def live(self, vdi: str) -> Iterator[None]:

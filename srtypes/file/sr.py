@@ -20,6 +20,7 @@ from sm.errors import VDIUnavailable
 from sm.recordwire import RecordList, RecordResult
 from sm.repair import SRRepairRequest
 from sm.requests import SRRequest, VDINamesRequest, VDIRequest
+from sm.vdipause import VDIPauseRequest
 
 if TYPE_CHECKING:
     from sm.requests import (
@@ -70,6 +71,8 @@ class FileSR(SRDriver):
         "sm_vdi_set_names": Command(VDINamesRequest, "sm_vdi_set_names"),
         "sm_vdi_allocation": Command(VDIRequest, "sm_vdi_allocation"),
         "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
+        "sm_vdi_pause": Command(VDIPauseRequest, "sm_vdi_pause"),
+        "sm_vdi_resume": Command(VDIPauseRequest, "sm_vdi_resume"),
     })
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "vdi_snapshot": SnapshotSteps.names(), "vdi_clone": SnapshotSteps.names(),
@@ -321,6 +324,22 @@ class FileSR(SRDriver):
         record = repo.resolve(request.vdi_uuid, request.vdi_location)
         repo.records.update(record.uuid, name_label=request.name_label,
                             name_description=request.name_description)
+
+    def sm_vdi_pause(self, request: VDIPauseRequest) -> str:
+        """Pause the VDI's data path on this host for `owner` (`sm.vdipause`)."""
+        from .datapath import hold
+
+        repo = self._open()
+        return hold(repo, repo.resolve(request.vdi_uuid, request.vdi_location).uuid,
+                    request.owner)
+
+    def sm_vdi_resume(self, request: VDIPauseRequest) -> str:
+        """Resume the VDI's data path paused by `owner` (`sm.vdipause`)."""
+        from .datapath import release
+
+        repo = self._open()
+        return release(repo, repo.resolve(request.vdi_uuid, request.vdi_location).uuid,
+                       request.owner)
 
     def sm_vdi_allocation(self, request: VDIRequest) -> str:
         """Where the VDI's chain holds data (`sm.extents`), as a JSON string."""

@@ -17,6 +17,7 @@ from sm.chain.snapshot import SnapshotSteps
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.repair import SRRepairRequest
 from sm.requests import SRRequest, VDINamesRequest, VDIRequest
+from sm.vdipause import VDIPauseRequest
 
 from .resize import STEPS as RESIZE_STEPS
 from .revert import STEPS as REVERT_STEPS
@@ -76,6 +77,8 @@ class LVHDSR(SRDriver):
         "sm_vdi_allocation": Command(VDIRequest, "sm_vdi_allocation"),
         "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
         "sm_sr_repair": Command(SRRepairRequest, "sm_sr_repair"),
+        "sm_vdi_pause": Command(VDIPauseRequest, "sm_vdi_pause"),
+        "sm_vdi_resume": Command(VDIPauseRequest, "sm_vdi_resume"),
     })
 
     @cached_property
@@ -284,6 +287,30 @@ class LVHDSR(SRDriver):
         except FileNotFoundError:
             mode = ""
         return RecordResult(rec, mode)
+
+    def sm_vdi_pause(self, request: VDIPauseRequest) -> str:
+        """Pause the VDI's data path on this host for `owner` (`sm.vdipause`)."""
+        from sm.errors import VDIMissing
+
+        from . import datapath
+
+        with self._locked("sm_vdi_pause") as repo:
+            if request.vdi_uuid not in repo.read().vdis:
+                raise VDIMissing(f"no VDI {request.vdi_uuid}")
+            return datapath.hold(repo, request.vdi_uuid, request.owner)
+
+    def sm_vdi_resume(self, request: VDIPauseRequest) -> str:
+        """Resume the VDI's data path paused by `owner` (`sm.vdipause`)."""
+        from sm.errors import VDIMissing
+
+        from . import datapath, srops
+
+        with self._locked("sm_vdi_resume") as repo:
+            doc = repo.read()
+            if request.vdi_uuid not in doc.vdis:
+                raise VDIMissing(f"no VDI {request.vdi_uuid}")
+            srops.check_usable(repo, request.vdi_uuid, doc=doc)
+            return datapath.release(repo, request.vdi_uuid, request.owner)
 
     def sm_gc_run(self, request: SRRequest) -> str:
         """Run the garbage collector now, in this process (docs/gc.md); its summary as a JSON

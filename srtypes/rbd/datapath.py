@@ -5,7 +5,8 @@ server descriptor `<vdi>.desc.json` (cluster, pool, namespace, image, snapshot: 
 `srtypes.rbd.nbddisk` opens through librbd). Servers live with the other SR types' in
 `sm.nbd.serving.nbd_dir(run_dir)`. `live` pauses a running server (drained,
 flushed, image closed) around a snapshot/clone/revert/resize and resumes it after, so the
-snapshot holds every acknowledged write and the server reopens the changed image.
+snapshot holds every acknowledged write and the server reopens the changed image; `hold` /
+`release` answer `sm_vdi_pause` / `sm_vdi_resume` (`sm.vdipause`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sm import atomic
 from sm.nbd.serving import available
+from sm.vdipause import NONE
 
 from .config import RbdConfig
 
@@ -99,6 +101,19 @@ class Host:
 
     def pause(self, vdi: str) -> None:
         self.servers.pause(vdi)
+
+    def hold(self, vdi: str, owner: str) -> str:
+        """`sm_vdi_pause` (`sm.vdipause`)."""
+        if self.attachment(vdi) is None:
+            return NONE
+        return self.servers.hold(vdi, owner)
+
+    def release(self, vdi: str, owner: str) -> str:
+        """`sm_vdi_resume` (`sm.vdipause`)."""
+        state = self.attachment(vdi)
+        if state is None:
+            return NONE
+        return self.servers.release(vdi, owner, active=bool(state.get("active")))
 
     def live(self, vdi: str) -> contextlib.AbstractContextManager[None]:
         """Pause `vdi`'s running server around a change of its image; resume after, unless

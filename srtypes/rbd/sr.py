@@ -17,6 +17,7 @@ from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.errors import SRInUse, VDIInUse, VDIMissing, VDIUnavailable
 from sm.recordwire import RecordList, RecordResult
 from sm.requests import SRRequest, VDINamesRequest, VDIRequest
+from sm.vdipause import VDIPauseRequest
 
 if TYPE_CHECKING:
     from sm.requests import (
@@ -76,6 +77,8 @@ class RBDSR(SRDriver):
         "sm_vdi_set_names": Command(VDINamesRequest, "sm_vdi_set_names"),
         "sm_vdi_allocation": Command(VDIRequest, "sm_vdi_allocation"),
         "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
+        "sm_vdi_pause": Command(VDIPauseRequest, "sm_vdi_pause"),
+        "sm_vdi_resume": Command(VDIPauseRequest, "sm_vdi_resume"),
     })
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -325,6 +328,18 @@ class RBDSR(SRDriver):
         state = self.host.attachment(rec.uuid)
         return RecordResult(rec, "" if state is None else
                             "rw" if state.get("writable") else "ro")
+
+    def sm_vdi_pause(self, request: VDIPauseRequest) -> str:
+        """Pause the VDI's data path on this host for `owner` (`sm.vdipause`)."""
+        with self._repo() as repo:
+            rec = repo.resolve(repo.read(), request.vdi_uuid, request.vdi_location)
+        return self.host.hold(rec.uuid, request.owner)
+
+    def sm_vdi_resume(self, request: VDIPauseRequest) -> str:
+        """Resume the VDI's data path paused by `owner` (`sm.vdipause`)."""
+        with self._repo() as repo:
+            rec = repo.resolve(repo.read(), request.vdi_uuid, request.vdi_location)
+        return self.host.release(rec.uuid, request.owner)
 
     def sm_vdi_set_names(self, request: VDINamesRequest) -> None:
         """Set a VDI's name-label and name-description in the SR's records."""

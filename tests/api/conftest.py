@@ -47,7 +47,8 @@ def env(tmp_path: Path) -> dict[str, str]:
         "SM_HOME": str(tmp_path / "home"),
         "SM_RUN_DIR": str(tmp_path / "run"),
         "SM_GC_AUTO": "0",  # no background collector runs (tests/gc tests those)
-        "SM_DRIVER_PATH": str(PLUGINS / "bin"),
+        # the checkout's driver executables (an installed sm has them in its scripts directory)
+        "SM_DRIVER_PATH": os.pathsep.join([str(PLUGINS / "bin"), str(ROOT / "bin")]),
         "PYTHONPATH": os.pathsep.join([str(PLUGINS), str(ROOT)]),
         "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
     })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,12 @@ def test_fault_to_error() -> None:
 
 
 def test_find_executable(tmp_path: Path) -> None:
-    assert find_executable("file", {"PATH": ""}) == ROOT / "bin" / "FileSR"
+    checkout = {"SM_DRIVER_PATH": str(ROOT / "bin"), "PATH": ""}
+    assert find_executable("file", checkout) == ROOT / "bin" / "FileSR"
+    # never the checkout around the package on its own: an installed sm finds its console
+    # scripts ([project.scripts]) in the environment's scripts directory
+    with contextlib.suppress(SRUnknownType):
+        assert find_executable("file", {"PATH": ""}).parent != ROOT / "bin"
     env = {"SM_DRIVER_PATH": str(PLUGINS / "bin"), "PATH": ""}
     assert find_executable("NOREVERT", env).name == "NorevertSR"
     with pytest.raises(SRUnknownType):
