@@ -3,7 +3,8 @@
 Only allocated data travels: the source SR says where each image of a chain holds data
 (`sm_vdi_allocation`, `sm.extents`); for the first state copied every allocated block is read
 and the all-zero chunks among them are skipped (the new VDI reads zeros there already). An SR
-type without the extension is read whole, zero chunks still skipped.
+type without the extension is read whole, zero chunks still skipped. What each state rewrites
+is planned by `sm.api.copyplan`.
 
 With snapshots, the tree is rebuilt: the destination VDI is written with the content of each
 snapshot in turn (tree order: a parent before its children), snapshotted (`vdi_snapshot`), and
@@ -32,11 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
-import json
 import logging
 import uuid as uuidlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +44,7 @@ from sm.faults import crash_point
 from sm.vhd.errors import VhdError, VhdNoSpaceError
 
 from . import checks, exports, names, trees
+from .copyplan import Step, plan
 from .data import open_attached
 from .models import VDI, _plain
 from .present import present
@@ -61,7 +61,6 @@ OP = "vdi-copy"
 CHUNK = 2 << 20
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
-Extent = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -83,93 +82,8 @@ class CopyResult:
         return _plain(self)
 
 
-@dataclass
-class _Step:
-    """One content state to reproduce at the destination, in order."""
-
-    vdi: VDI
-    node: SnapshotNode | None        # its tree entry; None for the VDI itself
-    parent: Key | None               # the source tree parent that is copied too
-    extents: list[Extent]
-    fresh: bool                      # the destination reads zeros over `extents`
-
-
 def _flag(rec: dict[str, Any], key: str) -> bool:
     return rec.get(key) is True or str(rec.get(key)).lower() == "true"
-
-
-def _merge(extents: Iterable[Extent], size: int) -> list[Extent]:
-    out: list[list[int]] = []
-    for off, length in sorted(extents):
-        end = min(off + length, size)
-        if end <= off:
-            continue
-        if out and out[-1][1] >= off:
-            out[-1][1] = max(out[-1][1], end)
-        else:
-            out.append([off, end])
-    return [(a, b - a) for a, b in out]
-
-
-def _allocation(client: SRClient, vdi: VDI) -> dict[tuple[str, str], list[Extent]] | None:
-    """Image (uuid, path) -> extents of `vdi`'s chain; None if the SR type cannot say."""
-    try:
-        doc = json.loads(client.call("sm_vdi_allocation", vdi=vdi.ref))
-    except Unimplemented:
-        return None
-    images: dict[tuple[str, str], list[Extent]] = {}
-    for img in doc["images"]:
-        # uuid and path: an image copied by a snapshot may keep its footer uuid
-        images[(str(img["uuid"]), str(img.get("path", "")))] = [
-            (int(a), int(b)) for a, b in img["extents"]]
-    return images
-
-
-def _plan(mgr: StorageManager, src: SRClient, vdis: list[VDI], vdi: VDI,
-          with_snapshots: bool) -> list[_Step]:
-    order: list[tuple[VDI, SnapshotNode | None, Key | None]] = []
-    if with_snapshots:
-        nodes, _ = mgr.state.tree((vdi.sr, vdi.uuid))
-        by_uuid = {v.uuid: v for v in vdis}
-        kids = trees.children_map(nodes)
-        keys = {n.key for n in nodes}
-        by_key = {n.key: n for n in nodes}
-
-        def walk(key: Key, parent: Key | None) -> None:
-            node = by_key[key]
-            snap = by_uuid.get(node.uuid) if node.sr == vdi.sr else None
-            if snap is None:
-                log.warning("snapshot %s of %s has no volume: not copied", node.uuid, vdi.uuid)
-            else:
-                order.append((snap, node, parent))
-                parent = key
-            for child in kids.get(key, []):
-                walk(child, parent)
-
-        for n in nodes:
-            if n.parent is None or n.parent not in keys:
-                walk(n.key, None)
-    order.append((vdi, None, None))
-    sizes = [v.virtual_size for v, _, _ in order]
-    if any(b < a for a, b in itertools.pairwise(sizes)):
-        raise Unimplemented(f"the snapshots of {vdi.uuid} do not grow in tree order; copy "
-                            "without --snapshots")
-    steps: list[_Step] = []
-    prev: dict[tuple[str, str], list[Extent]] | None = None
-    for i, (v, node, parent) in enumerate(order):
-        amap = _allocation(src, v)
-        size = v.virtual_size
-        if amap is None or (i > 0 and prev is None):
-            extents = [(0, size)]
-        elif i == 0:
-            extents = [e for ext in amap.values() for e in ext]
-        else:
-            assert prev is not None
-            changed = set(amap) ^ set(prev)
-            extents = [e for k in changed for e in (amap.get(k) or prev.get(k) or [])]
-        steps.append(_Step(v, node, parent, _merge(extents, size), i == 0))
-        prev = amap
-    return steps
 
 
 def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
@@ -193,7 +107,7 @@ def copy(mgr: StorageManager, src_cfg: SrConfig, ref: str, dst_cfg: SrConfig, *,
                              "VM first (sm vm remove-disk), or copy it")
         if exports.find(mgr.state, src_cfg.uuid, vdi.uuid) is not None:
             raise InvalidArg(f"{vdi.uuid} is attached (sm vdi attach): detach it first")
-    steps = _plan(mgr, src, vdis, vdi, with_snapshots)
+    steps = plan(mgr, src, vdis, vdi, with_snapshots)
     total = sum(length for s in steps for _, length in s.extents)
     _check_space(mgr, dst_cfg, total)
     label = vdi.name_label if name is None else checks.name("VDI", name, empty=True)
@@ -268,7 +182,7 @@ def _find(vdis: list[VDI], cfg: SrConfig, uuid: str) -> VDI:
     return found[0]
 
 
-def _transfer(mgr: StorageManager, entry: int, src: SRClient, step: _Step, dst: SRClient,
+def _transfer(mgr: StorageManager, entry: int, src: SRClient, step: Step, dst: SRClient,
               dest_ref: tuple[str, str], done: int, total: int,
               progress: Progress | None) -> int:
     """Copy `step.extents` of `step.vdi` into the destination VDI; bytes done so far. The
@@ -280,9 +194,9 @@ def _transfer(mgr: StorageManager, entry: int, src: SRClient, step: _Step, dst: 
     mgr.state.journal_step(entry, "reading", reading=None if exported else list(step.vdi.ref))
     try:
         with exports.attached(mgr.state, src, step.vdi, False) as a_in, \
-                open_attached(a_in, False, src, step.vdi.ref) as disk_in, \
+                open_attached(a_in, False) as disk_in, \
                 exports.attached(mgr.state, dst, dest_vdi, True) as a_out, \
-                open_attached(a_out, True, dst, dest_ref) as disk_out:
+                open_attached(a_out, True) as disk_out:
             for off, length in step.extents:
                 end = off + length
                 while off < end:

@@ -1,7 +1,7 @@
 """Copy with snapshots against a model: random histories of writes, snapshots, reverts and
 snapshot deletions on a File SR, then `vdi_copy(snapshots=True)`; every snapshot and the VDI
 read the same bytes at the destination as at the source, and the tree has the same shape.
-The delta between consecutive states is computed from the chains' images (sm.api.copy), so
+The delta between consecutive states is computed from the chains' images (sm.api.copyplan), so
 branches, reverts and deleted middle snapshots are what can break it."""
 
 from __future__ import annotations
