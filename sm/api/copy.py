@@ -194,9 +194,9 @@ def _transfer(mgr: StorageManager, entry: int, src: SRClient, step: Step, dst: S
     mgr.state.journal_step(entry, "reading", reading=None if exported else list(step.vdi.ref))
     try:
         with exports.attached(mgr.state, src, step.vdi, False) as a_in, \
-                open_attached(a_in, False) as disk_in, \
+                open_attached(a_in, False, src, step.vdi.ref) as disk_in, \
                 exports.attached(mgr.state, dst, dest_vdi, True) as a_out, \
-                open_attached(a_out, True) as disk_out:
+                open_attached(a_out, True, dst, dest_ref) as disk_out:
             for off, length in step.extents:
                 end = off + length
                 while off < end:
