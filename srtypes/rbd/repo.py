@@ -24,23 +24,12 @@ from sm.records import VdiRecord
 
 from .conn import Connection, ceph_errors
 from .lease import Lease
+from .names import IMAGE_KEY, SNAP_KEY, VDI_META, image_of, snap_of
 from .store import Snapshot, Store
 
 __all__ = ["IMAGE_KEY", "SNAP_KEY", "VDI_META", "RbdRepo", "image_of", "snap_of"]
 
 log = logging.getLogger(__name__)
-
-IMAGE_KEY = "rbd-image"
-SNAP_KEY = "rbd-snap"
-VDI_META = "sm-vdi"
-
-
-def image_of(rec: VdiRecord) -> str:
-    return rec.sm_config.get(IMAGE_KEY, rec.uuid)
-
-
-def snap_of(rec: VdiRecord) -> str | None:
-    return rec.sm_config.get(SNAP_KEY) or None
 
 
 class RbdRepo:

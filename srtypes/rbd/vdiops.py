@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime
 import uuid as uuidlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sm.chain.records import MAX_DEPTH
 from sm.errors import (
@@ -41,8 +41,11 @@ from sm.records import VdiRecord
 from sm.sizes import check_vdi_size
 
 from .conn import ceph_errors
-from .repo import IMAGE_KEY, SNAP_KEY, RbdRepo, image_of, snap_of
+from .names import IMAGE_KEY, SNAP_KEY, image_of, snap_of
 from .store import Snapshot
+
+if TYPE_CHECKING:
+    from .repo import RbdRepo
 
 __all__ = ["MAX_DEPTH", "MAX_SIZE", "collect", "create", "delete", "flatten", "resize",
            "revert", "snapshot"]
