@@ -1,5 +1,5 @@
 """The extension commands `sm_vdi_pause` / `sm_vdi_resume` (`sm.vdipause`), the same contract on
-the File and the LVHD SR: a real nbdkit serves the VDI, a real NBD client writes to it.
+the File, LVHD and RBD SRs: a real nbdkit serves the VDI, a real NBD client writes to it.
 
 While the data path is paused, a client's write waits (it is neither failed nor done); resume
 lets it complete. A pause belongs to its owner: another command of the SR (journal replay,
@@ -20,15 +20,23 @@ import pytest
 
 from sm.nbd.client import NbdClient
 from sm.owner import start_time, this_process
-from tests.contract.conftest import FILE, LVHD, lvhd_device, use_srtype  # noqa: F401
+from tests.contract.conftest import (  # noqa: F401  (the fixtures of the LVHD and RBD entries)
+    FILE,
+    LVHD,
+    ceph_cluster,
+    lvhd_device,
+    rbd_namespace,
+    use_srtype,
+)
 from tests.contract.harness import SRHarness, SRTypeConfig
 from tests.nbd.conftest import nbd_tools
+from tests.rbd.support import contract_config as rbd_config
 
 pytestmark = pytest.mark.nbd
 MiB = 1 << 20
 
 
-@pytest.fixture(params=[FILE, LVHD], ids=["file", "lvhd"])
+@pytest.fixture(params=[FILE, LVHD, rbd_config()], ids=["file", "lvhd", "rbd"])
 def srtype(request: pytest.FixtureRequest) -> SRTypeConfig:
     nbd_tools()
     return use_srtype(request)
