@@ -1,7 +1,7 @@
 """A pause has an owner: recovery resumes only a pause whose owner is gone (issue 15).
 
 `resume_orphans` runs after every journal replay, under the SR lock; a server paused on purpose
-by a live process (an in-process reader/writer of the API, `sm.nbd.serving.Servers.live`) must
+by a live process (the API writing in-process after `sm_vdi_pause`, `Servers.live`) must
 stay paused, one paused by a process that died must be resumed."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _live_server(sr: SRHarness) -> tuple[str, str]:
 
 def test_a_pause_held_by_a_live_process_survives_recovery(sr: SRHarness) -> None:
     v, nbd = _live_server(sr)
-    with Servers.in_dir(nbd).live(v):  # what sm.api.data does around an in-process write
+    with Servers.in_dir(nbd).live(v):  # a live process holds the pause (sm.api: sm_vdi_pause)
         info = server.find(v, nbd)
         assert info is not None and server.status(info)["state"] == "paused"
         sr.vdi_create(MiB)  # another command: SR lock, journal replay, resume_orphans
