@@ -86,6 +86,62 @@ class Volumes(Protocol):
         """Physical utilisation of those of `uuids` whose volumes exist (for the records)."""
         ...
 
+    # -- create, delete, resize, introduce (sm.chain.vdiops, sm.chain.resize) ---------------
+
+    @property
+    def prune_on_delete(self) -> bool:
+        """True (LVs): deleting a leaf removes at once the hidden bases it leaves without
+        children, and a VDI others depend on (or a hidden base) cannot be deleted; False
+        (files): such a VDI is hidden instead and bases left without children are marked
+        garbage for the collector."""
+        ...
+
+    def attached(self, uuid: str) -> str:
+        """How `uuid` is attached on this host: "rw", "ro", or "" (not attached)."""
+        ...
+
+    def check_size(self, size: int, vdi_type: str) -> int:
+        """`sm.sizes.check_vdi_size` with the limit of what holds the volumes (a file
+        system, a VG): the size rounded, or VDISize (79)."""
+        ...
+
+    def new_volume(self, uuid: str, vdi_type: str, virtual_size: int) -> int:
+        """The volume of a new VDI: a raw image of (at least) `virtual_size` bytes, or room
+        for the format to write a new image of that virtual size (an LV: full when thick,
+        else its metadata; a file: nothing). SRNoSpace (44) before anything when it cannot
+        fit. Returns the virtual size the VDI has (a raw LV rounds up to extents)."""
+        ...
+
+    def physical(self, uuid: str, vdi_type: str) -> int:
+        """The physical utilisation a record carries (0 if the volume is gone)."""
+        ...
+
+    def raw_size(self, uuid: str) -> int:
+        """The size of a raw image (its virtual size)."""
+        ...
+
+    def resize_room(self, record: VdiRecord, size: int) -> int:
+        """The volume size a resize of `record` to virtual `size` needs, checked to fit
+        (SRNoSpace 44): an LV with room for the grown image (every block when thick or
+        attached writable), a raw volume of `size`; 0 where the image grows as it is written
+        (a VHD file)."""
+        ...
+
+    def grow(self, uuid: str, vdi_type: str, size: int) -> None:
+        """The volume is at least `size` bytes (a raw file truncated up, an LV resized).
+        Idempotent."""
+        ...
+
+    def trim(self, uuid: str) -> None:
+        """A leaf's volume gives back the room it does not need at rest (a thin LV not
+        attached writable here is deflated; nothing for files or thick LVs). Idempotent."""
+        ...
+
+    def adopt(self, uuid: str) -> VdiRecord:
+        """A record for the image `uuid` found without one, from what the image says:
+        VDIMissing (144) if there is none, VDIUnavailable (46) if it cannot be read."""
+        ...
+
 
 class ImageInfo(Protocol):
     @property
@@ -122,6 +178,14 @@ class ImageFormat(Protocol):
 
     def check(self, *paths: str) -> None:
         """VDIUnavailable (46) naming the first damaged image; before an operation starts."""
+        ...
+
+    def create(self, path: str, size: int, uuid: str) -> None:
+        """Write a new empty image of virtual `size` with identity `uuid` at `path`."""
+        ...
+
+    def resize(self, path: str, size: int) -> None:
+        """Grow the image's virtual size to `size`."""
         ...
 
 
@@ -170,6 +234,10 @@ class RecordTxn(Protocol):
 
     def delete(self, uuid: str) -> None: ...
 
+    def children_of(self, uuid: str) -> list[str]:
+        """The staged children of `uuid`."""
+        ...
+
 
 class Meta(Protocol):
     """The SR's records and journal."""
@@ -207,6 +275,12 @@ class Meta(Protocol):
 
     def check_usable(self, *uuids: str) -> None:
         """VDIUnavailable (46) if a set-aside journal entry makes one of them unusable."""
+        ...
+
+    def begin_freeing(self, op: str, **data: Any
+                      ) -> contextlib.AbstractContextManager[JournalEntry]:
+        """:meth:`begin` for an operation that frees space (delete): it starts on a full SR
+        (the File SR gives back a reserve, made again once the operation is done)."""
         ...
 
 

@@ -41,6 +41,16 @@ class VhdFormat:
         if info.hidden != hidden:
             vhd.set_hidden(path, hidden, storage=self.storage)
 
+    def create(self, path: str, size: int, uuid: str) -> None:
+        from sm import vhd
+
+        vhd.create(path, size, uuid=uuidlib.UUID(uuid), storage=self.storage)
+
+    def resize(self, path: str, size: int) -> None:
+        from sm import vhd
+
+        vhd.resize(path, size, storage=self.storage)
+
     def physical_size(self, path: str) -> int:
         from sm import vhd
 

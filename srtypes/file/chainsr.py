@@ -11,6 +11,8 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from sm.errors import SRNoSpace, VDIExists, VDIMissing, VDISize
+
 if TYPE_CHECKING:
     from sm.chain.protocols import JournalEntry
     from sm.chain.vhdformat import VhdFormat
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 
     from .repo import FileRepo
 
-__all__ = ["FileChain"]
+__all__ = ["FileChain", "physical"]
 
 
 class FileVolumes:
@@ -30,6 +32,7 @@ class FileVolumes:
 
     def __init__(self, repo: FileRepo) -> None:
         self.layout = repo.layout
+        self.repo = repo
 
     def path(self, uuid: str, vdi_type: str = "vhd") -> str:
         return self.layout.image(uuid, vdi_type)
@@ -74,6 +77,98 @@ class FileVolumes:
                 continue
         return out
 
+    # -- create, delete, resize, introduce ---------------------------------------------------
+
+    prune_on_delete = False  # bases left without children: marked garbage, the collector's
+
+    def attached(self, uuid: str) -> str:
+        state = self.repo.attachment(uuid)
+        return "" if state is None else "rw" if state.get("writable") else "ro"
+
+    def check_size(self, size: int, vdi_type: str) -> int:
+        from sm.sizes import check_vdi_size, file_size_limit
+
+        loc = self.layout.location
+        return check_vdi_size(size, fmt=vdi_type, limit=file_size_limit(loc),
+                              container=f"the file system of {loc}")
+
+    def new_volume(self, uuid: str, vdi_type: str, virtual_size: int) -> int:
+        import shutil
+
+        if shutil.disk_usage(self.layout.location).free < METADATA_RESERVE:
+            raise SRNoSpace(f"{self.layout.location} cannot hold even the metadata of a new VDI")
+        if vdi_type == "raw":
+            _create_raw(self.path(uuid, "raw"), virtual_size)
+        return virtual_size  # a VHD file: the format writes it
+
+    def physical(self, uuid: str, vdi_type: str) -> int:
+        return physical(self.path(uuid, vdi_type), vdi_type)
+
+    def raw_size(self, uuid: str) -> int:
+        return os.stat(self.path(uuid, "raw")).st_size
+
+    def resize_room(self, record: VdiRecord, size: int) -> int:
+        return size if record.vdi_type == "raw" else 0  # a VHD file grows as it is written
+
+    def grow(self, uuid: str, vdi_type: str, size: int) -> None:
+        path = self.path(uuid, vdi_type)
+        if vdi_type == "raw" and os.stat(path).st_size < size:
+            os.truncate(path, size)
+
+    def trim(self, uuid: str) -> None:
+        pass  # a file holds what it uses
+
+    def adopt(self, uuid: str) -> VdiRecord:
+        from .scan import adopt_record
+
+        ext = next((e for e in ("vhd", "raw") if self.exists(uuid, e)), None)
+        if ext is None:
+            raise VDIMissing(f"no image {uuid}.vhd or {uuid}.raw in {self.layout.location}")
+        return adopt_record(self.layout, uuid, ext)
+
+    def make_room(self, uuid: str, blocks: int, leaf: str = "") -> None:
+        pass  # a file grows as it is written
+
+    def fit(self, uuid: str, leaf: bool) -> None:
+        pass  # a file holds what it uses
+
+
+METADATA_RESERVE = 1024 * 1024
+"""Free space a new (thin) VDI needs at least: headers, BAT, a little slack."""
+
+
+def physical(path: str, vdi_type: str) -> int:
+    """Physical utilisation of an image: allocated bytes for sparse raw, file size for VHD."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return 0
+    return st.st_blocks * 512 if vdi_type == "raw" else st.st_size
+
+
+def _create_raw(path: str, size: int) -> None:
+    from sm import atomic
+
+    tmp = f"{os.path.dirname(path)}/.{os.path.basename(path)}.new{atomic.TEMP_SUFFIX}"
+    atomic.unlink(tmp, missing_ok=True, sync=False)  # a killed create's (the SR lock is ours)
+    # a new file, never through a link planted under the scratch name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    try:
+        try:
+            os.ftruncate(fd, size)
+        except OSError as err:
+            raise VDISize(f"cannot make a raw file of {size} bytes: {err}") from err
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError as err:
+        raise VDIExists(f"{path} already exists") from err
+    finally:
+        os.unlink(tmp)
+
 
 class FileMeta:
     """The record store and the journal directory."""
@@ -107,6 +202,13 @@ class FileMeta:
 
     def check_usable(self, *uuids: str) -> None:
         self.repo.check_usable(*uuids)
+
+    @contextlib.contextmanager
+    def begin_freeing(self, op: str, **data: Any) -> Iterator[Entry]:
+        journal = self.repo.journal
+        with journal.begin_freeing(op, **data) as entry:
+            yield entry
+        journal.make_reserve()  # given back to a delete on a full file system
 
 
 class FileChain:

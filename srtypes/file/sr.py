@@ -14,7 +14,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 from sm.capabilities import Capability
+from sm.chain.resize import ResizeSteps
 from sm.chain.snapshot import SnapshotSteps
+from sm.chain.vdiops import DeleteSteps
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.errors import VDIUnavailable
 from sm.recordwire import RecordList, RecordResult
@@ -78,8 +80,7 @@ class FileSR(SRDriver):
         "vdi_snapshot": SnapshotSteps.names(), "vdi_clone": SnapshotSteps.names(),
         "vdi_revert": ("journaled", "renamed", "hidden", "snapleaf", "leaf", "switched",
                        "records"),
-        "vdi_delete": ("journaled", "file", "records"),
-        "vdi_resize": ("journaled", "file", "records"),
+        "vdi_delete": DeleteSteps.names(), "vdi_resize": ResizeSteps.names(),
     })
     """Crash points per command: `sm.faults.crash_point(f"{command}:{step}")` is hit after
     each step, on every path: a step that a particular request does not need (revert's
@@ -163,36 +164,36 @@ class FileSR(SRDriver):
     # -- VDI commands ------------------------------------------------------------------------
 
     def vdi_create(self, request: VDICreateRequest) -> VdiRef:
-        from . import vdiops
+        from sm.chain import vdiops
 
         repo = self._open()
         with repo.chain_lock("vdi_create"):
-            uuid = vdiops.create(repo, request)
+            uuid = vdiops.create(repo.chain, request)
         return VdiRef(uuid, uuid)
 
     def vdi_delete(self, request: VDIRequest) -> None:
-        from . import vdiops
+        from sm.chain import vdiops
 
         repo = self._open()
         with repo.chain_lock("vdi_delete"):
-            vdiops.delete(repo, request.vdi_uuid)
+            vdiops.delete(repo.chain, request.vdi_uuid)
         self._gc_kick()
 
     def vdi_update(self, request: VDIRequest) -> None:
+        from sm.chain import vdiops
         from sm.locking import sr_lock
-
-        from . import vdiops
 
         repo = self._open()
         with sr_lock(self.layout.location, shared=True, purpose="vdi_update"):
-            vdiops.update(repo, request.vdi_uuid)
+            vdiops.update(repo.chain, request.vdi_uuid)
 
     def vdi_introduce(self, request: VDIIntroduceRequest) -> VdiRef:
-        from . import vdiops
+        from sm.chain import vdiops
 
         repo = self._open()
         with repo.chain_lock("vdi_introduce"):
-            uuid = vdiops.introduce(repo, request)
+            uuid = vdiops.introduce(repo.chain, request.vdi_uuid, request.vdi_location,
+                                    request.sm_config)
         return VdiRef(uuid, uuid)
 
     def vdi_snapshot(self, request: VDISnapshotRequest) -> VdiRef:
@@ -221,11 +222,11 @@ class FileSR(SRDriver):
         self._gc_kick()
 
     def vdi_resize(self, request: VDIResizeRequest) -> VdiRef:
-        from . import vdiops
+        from sm.chain import resize
 
         repo = self._open()
         with repo.chain_lock("vdi_resize"), self._live(request.vdi_uuid):
-            record = vdiops.resize(repo, request.vdi_uuid, request.new_size)
+            record = resize.run(repo.chain, request.vdi_uuid, request.new_size)
         return VdiRef(record.uuid, record.location)
 
     def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:

@@ -17,9 +17,10 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sm.edge import errors_as
-from sm.errors import VDIMissing
+from sm.errors import VDIMissing, VDIUnavailable
 from sm.faults import crash_point
 
+from .provision import LvVolumeSizes
 from .repo import full_vhd_size, metadata_size, vhd_lv
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def write_child_lv(repo: LvhdRepo, lv: str, uuid: str, parent: str, size: int) -
                  uuid=uuidlib.UUID(uuid), storage=repo.storage)
 
 
-class LvhdVolumes:
+class LvhdVolumes(LvVolumeSizes):
     """LVs ``VHD-<uuid>`` / ``LV-<uuid>`` of the SR's VG."""
 
     atomic_create = False  # a new LV may sit on a removed one's extents
@@ -90,7 +91,7 @@ class LvhdVolumes:
         from sm import vhd
         from sm.records import VdiRecord
 
-        from .vdiops import resize_lv
+        from .provision import resize_lv
 
         used = vhd.physical_size(self.path(uuid), storage=self.repo.storage)
         resize_lv(self.repo, VdiRecord(uuid=uuid, location=uuid), used, "deflate")
@@ -104,7 +105,7 @@ class LvhdVolumes:
             lvm.lv_deltag(vg, lv, RO_TAG)
 
     def regrow(self, uuid: str, record: VdiRecord) -> None:
-        from .vdiops import inflate, leaf_target
+        from .provision import inflate, leaf_target
 
         full = leaf_size(self.repo, uuid, record.virtual_size) == full_vhd_size(
             record.virtual_size)  # thick, or attached writable here: it was inflated
@@ -122,6 +123,20 @@ class LvhdVolumes:
         wanted = {vhd_lv(u): u for u in uuids}
         return {wanted[lv.name]: lv.size for lv in self.repo.lvm.lvs(self.repo.vg)
                 if lv.name in wanted}
+
+    def adopt(self, uuid: str) -> VdiRecord:
+        from .srops import adopt_record
+
+        repo = self.repo
+        lvs = {lv.name: lv for lv in repo.lvm.lvs(repo.vg)}
+        for kind in ("vhd", "raw"):
+            lv = lvs.get(self._lv(uuid, kind))
+            if lv is not None:
+                rec = adopt_record(repo, lv.name, lv.size)
+                if rec is None:
+                    raise VDIUnavailable(f"the LV {lv.name} does not hold a readable VHD")
+                return rec
+        raise VDIMissing(f"no LV VHD-{uuid} or LV-{uuid} in {repo.vg}")
 
 
 class _VdisTxn:
@@ -145,6 +160,9 @@ class _VdisTxn:
 
     def delete(self, uuid: str) -> None:
         self.vdis.pop(uuid, None)
+
+    def children_of(self, uuid: str) -> list[str]:
+        return sorted(r.uuid for r in self.vdis.values() if r.parent == uuid)
 
 
 class LvhdMeta:
@@ -192,6 +210,9 @@ class LvhdMeta:
         from .srops import check_usable
 
         check_usable(self.repo, *uuids)
+
+    def begin_freeing(self, op: str, **data: Any) -> MgtEntry:
+        return self.begin(op, **data)  # MGT has its room: nothing to give back
 
 
 class MgtEntry:
@@ -272,11 +293,13 @@ class LvhdChain:
 
     def handler(self, op: str) -> Callable[[MgtEntry], None]:
         """The core's recovery for `op` on this SR."""
-        from sm.chain import snapshot
+        from sm.chain import resize, snapshot, vdiops
 
         table: dict[str, Callable[[Any], None]] = {
             "vdi_snapshot": lambda e: snapshot.recover(self, e),
             "vdi_clone": lambda e: snapshot.recover(self, e),
+            "vdi_delete": lambda e: vdiops.recover_delete(self, e),
+            "vdi_resize": lambda e: resize.recover(self, e),
         }
         return table[op]
 

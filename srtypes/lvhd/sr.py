@@ -13,15 +13,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 from sm.capabilities import Capability
+from sm.chain.resize import ResizeSteps
 from sm.chain.snapshot import SnapshotSteps
+from sm.chain.vdiops import DeleteSteps
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.repair import SRRepairRequest
 from sm.requests import SRRequest, VDINamesRequest, VDIRequest
 from sm.vdipause import VDIPauseRequest
 
-from .resize import STEPS as RESIZE_STEPS
+from .provision import LvSizeSteps
 from .revert import STEPS as REVERT_STEPS
-from .vdiops import INFLATE_STEPS
 
 if TYPE_CHECKING:
     from sm.requests import (
@@ -64,9 +65,9 @@ class LVHDSR(SRDriver):
     )
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "vdi_snapshot": SnapshotSteps.names(), "vdi_clone": SnapshotSteps.names(),
-        "vdi_delete": ("lv",),
-        "inflate": INFLATE_STEPS, "deflate": INFLATE_STEPS, "vdi_revert": REVERT_STEPS,
-        "vdi_resize": RESIZE_STEPS,
+        "vdi_delete": DeleteSteps.names(), "vdi_resize": ResizeSteps.names(),
+        "inflate": LvSizeSteps.names(), "deflate": LvSizeSteps.names(),
+        "vdi_revert": REVERT_STEPS,
     })
     EXTRA_COMMANDS = MappingProxyType({
         "sm_vdi_list": Command(SRRequest, "sm_vdi_list"),
@@ -159,17 +160,19 @@ class LVHDSR(SRDriver):
     # -- VDI commands ------------------------------------------------------------------------
 
     def vdi_create(self, request: VDICreateRequest) -> VdiRef:
-        from . import vdiops
+        from sm.chain import vdiops
 
         with self._locked("vdi_create") as repo:
-            uuid = vdiops.create(repo, request)
+            uuid = vdiops.create(repo.chain, request)
         return VdiRef(uuid, uuid)
 
     def vdi_delete(self, request: VDIRequest) -> None:
-        from . import gc, vdiops
+        from sm.chain import vdiops
+
+        from . import gc
 
         with self._locked("vdi_delete") as repo:
-            vdiops.delete(repo, request.vdi_uuid)
+            vdiops.delete(repo.chain, request.vdi_uuid)
         gc.kick(repo)
 
     def vdi_snapshot(self, request: VDISnapshotRequest) -> VdiRef:
@@ -197,24 +200,27 @@ class LVHDSR(SRDriver):
                 revert.run(repo, snap, target)
 
     def vdi_resize(self, request: VDIResizeRequest) -> VdiRef:
-        from . import datapath, resize
+        from sm.chain import resize
+
+        from . import datapath
 
         # a served VDI is paused and resumed, so its server reopens the chain at the new size
         with self._locked("vdi_resize") as repo, datapath.live(repo, request.vdi_uuid):
-            rec = resize.resize(repo, request.vdi_uuid, request.new_size)
+            rec = resize.run(repo.chain, request.vdi_uuid, request.new_size)
         return VdiRef(rec.uuid, rec.location)
 
     def vdi_update(self, request: VDIRequest) -> None:
-        from . import resize
+        from sm.chain import vdiops
 
         with self._locked("vdi_update") as repo:
-            resize.update(repo, request.vdi_uuid)
+            vdiops.update(repo.chain, request.vdi_uuid)
 
     def vdi_introduce(self, request: VDIIntroduceRequest) -> VdiRef:
-        from . import resize
+        from sm.chain import vdiops
 
         with self._locked("vdi_introduce") as repo:
-            uuid = resize.introduce(repo, request)
+            uuid = vdiops.introduce(repo.chain, request.vdi_uuid, request.vdi_location,
+                                    request.sm_config)
         return VdiRef(uuid, uuid)
 
     def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:

@@ -108,15 +108,13 @@ def recover(repo: LvhdRepo) -> None:
 
 def replay(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
     """Roll one journal entry forward (or back), by its op."""
-    from . import resize, revert, vdiops
+    from . import provision, revert
 
     op = data.get("op")
-    if op in ("vdi_snapshot", "vdi_clone"):
+    if op in ("vdi_snapshot", "vdi_clone", "vdi_delete", "vdi_resize"):
         repo.chain.replay(key, data)
     elif op in ("inflate", "deflate"):
-        vdiops.recover_resize(repo, key, dict(data))
-    elif op == "vdi_resize":
-        resize.recover(repo, key, data)
+        provision.recover(repo, key, data)
     elif op == "vdi_revert":
         revert.recover(repo, key, data)
     elif str(op).startswith("gc_"):  # the collector's steps (srtypes/lvhd/gc.py)
