@@ -86,6 +86,28 @@ def test_failure_in_process_leaves_the_sr_unchanged(sr: Sr, fail_at: Any, point:
     sr.call("vdi_delete", vdi_uuid=snap)
 
 
+@pytest.mark.parametrize("point", ["vdi_delete:journaled", "vdi_delete:lv"])
+def test_failed_delete_is_undone_or_completed(sr: Sr, fail_at: Any, point: str) -> None:
+    """A delete failing before its image is removed changes nothing; failing after, it is
+    completed (its base pruned with it); no journal entry either way."""
+    x = sr.call("vdi_create", [str(8 * MiB)])["uuid"]
+    _put(sr, x, 0, A)
+    s = sr.call("vdi_snapshot", vdi_uuid=x)["uuid"]
+    base = sr.records()[x]["parent"]
+    sr.call("vdi_delete", vdi_uuid=s)
+    before = sr.records()
+    fail_at(point)
+    assert "injected failure" in _fault(sr, "vdi_delete", vdi_uuid=x).string
+    fail_at(None)
+    assert _journal(sr) == {}
+    after = _check_sr(sr)
+    if point.endswith("journaled"):
+        assert after == before and _read(sr, x, 0, len(A)) == A
+    else:
+        assert x not in after and base not in after
+    _still_works(sr)
+
+
 @pytest.fixture
 def set_aside(sr: Sr, fail_at: Any) -> Iterator[tuple[str, str, str]]:
     """x's snapshot killed after `renamed`; its replay fails at `hidden` every time: set aside

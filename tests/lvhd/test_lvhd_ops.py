@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from sm import vhd
+from sm.chain.vdiops import DeleteSteps
 from srtypes.lvhd.lvio import open_lv
 from srtypes.lvhd.mgt import MgtStore
 from srtypes.lvhd.repo import full_vhd_size, metadata_size
@@ -237,6 +238,21 @@ def test_resize_crash_then_attach(sr: Sr, step: str) -> None:
     assert _read(sr, vdi, 4 * MiB - len(A), len(A)) == A
     _put(sr, vdi, 99 * MiB, B)
     assert _read(sr, vdi, 99 * MiB, len(B)) == B
+
+
+@pytest.mark.parametrize("step", DeleteSteps.names())
+def test_delete_crash_then_attach(sr: Sr, step: str) -> None:
+    """vdi_delete is journaled: killed at any step it is rolled forward, the hidden base the
+    deleted leaf leaves without children going with it."""
+    x = sr.create_vdi(8 * MiB)
+    _write(sr, x, 0, A)
+    s = sr.call("vdi_snapshot", vdi_uuid=x)["uuid"]
+    base = sr.records()[x]["parent"]
+    sr.call("vdi_delete", vdi_uuid=s)
+    _crash(sr, f"vdi_delete:{step}", "vdi_delete", [], x)
+    sr.call("sr_attach")
+    records = _check_sr(sr)
+    assert x not in records and base not in records
 
 
 def _state(sr: Sr) -> dict[str, str]:
