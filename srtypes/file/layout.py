@@ -31,7 +31,7 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 SCRATCH_NAME = re.compile(
     r"\.tmp-[0-9a-f]{12}\.vhd\Z"  # the VHD engine's create (FileStorage.create)
     r"|\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.raw\.new\.tmp\Z"
-)  # (the second: vdiops' raw create)
+)  # (the second: the raw create of srtypes/file/chainsr.py)
 """sm's own scratch files in an SR directory, which a killed command can leave behind."""
 
 
