@@ -175,7 +175,7 @@ def recover_delete(sr: ChainSR, entry: JournalEntry) -> None:
             and vols.exists(p.vdi, p.vdi_type)):
         if p.mode == "hide" and p.vdi_type == "vhd":
             with sr.errors(VDIDelete, f"undo of the delete of {p.vdi}"):
-                sr.format.set_identity(vols.path(p.vdi), p.vdi, hidden=False)
+                _set_hidden(sr, vols.path(p.vdi), False)
         return
     _forward_delete(sr, p, entry)
 
@@ -186,7 +186,7 @@ def _forward_delete(sr: ChainSR, p: DeletePlan, entry: JournalEntry) -> None:
         if p.mode == "remove":
             vols.remove(p.vdi, p.vdi_type)
         elif vols.exists(p.vdi, p.vdi_type):
-            sr.format.set_identity(vols.path(p.vdi), p.vdi, hidden=True)
+            _set_hidden(sr, vols.path(p.vdi), True)
         entry.once(DeleteSteps.file)
         for base in p.prune:
             vols.remove(base)
@@ -204,6 +204,14 @@ def _forward_delete(sr: ChainSR, p: DeletePlan, entry: JournalEntry) -> None:
             if x.parent and x.parent not in p.prune:
                 mark_garbage(txn, [x.parent])
     entry.once(DeleteSteps.records)
+
+
+def _set_hidden(sr: ChainSR, path: str, hidden: bool) -> None:
+    """Only the hidden flag: the image keeps its own uuid (an adopted image's may differ from
+    its VDI's, and its children name their parent by it)."""
+    info = sr.format.info(path)
+    if info.hidden != hidden:
+        sr.format.set_identity(path, str(info.uuid), hidden)
 
 
 def mark_garbage(txn: RecordTxn, uuids: Iterable[str]) -> None:

@@ -240,3 +240,24 @@ def test_requests_for_unknown_vdis_leave_no_lock_files(sr: FileSRClient) -> None
     sr.call("vdi_deactivate", vdi=vdi)
     sr.call("vdi_detach", vdi=vdi)
     assert f"vdi-{vdi}.lock" in os.listdir(locks)
+
+
+def test_delete_hides_an_adopted_parent_keeping_its_image_uuid(sr: FileSRClient) -> None:
+    """A VDI other VDIs depend on is hidden by vdi_delete: only its hidden flag changes. An
+    adopted image's own uuid (here not its VDI's) stays, or its child would no longer find
+    its parent."""
+    import uuid as uuidlib
+
+    parent, child = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
+    own = uuidlib.UUID("bbbbbbbb-cccc-4ddd-8eee-ffffffffffff")
+    vhd.create(str(sr.location / f"{parent}.vhd"), MiB, uuid=own)
+    vhd.snapshot(str(sr.location / f"{parent}.vhd"), str(sr.location / f"{child}.vhd"),
+                 uuid=uuidlib.UUID(child))
+    sr.call("sr_scan")
+    assert sr.record(child)["parent"] == parent
+    sr.call("vdi_delete", vdi=parent)
+    info = vhd.info(str(sr.location / f"{parent}.vhd"))
+    assert info.hidden and info.uuid == own
+    assert sr.record(parent)["hidden"]
+    assert vhd.check(str(sr.location / f"{child}.vhd")) == []
+    assert sr.read(child, 0, 4) == bytes(4)  # the chain opens
