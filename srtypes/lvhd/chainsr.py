@@ -17,7 +17,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sm.edge import errors_as
-from sm.errors import VDIMissing, VDIUnavailable
+from sm.errors import VDIMissing
 from sm.faults import crash_point
 
 from .provision import LvVolumeSizes
@@ -123,20 +123,6 @@ class LvhdVolumes(LvVolumeSizes):
         wanted = {vhd_lv(u): u for u in uuids}
         return {wanted[lv.name]: lv.size for lv in self.repo.lvm.lvs(self.repo.vg)
                 if lv.name in wanted}
-
-    def adopt(self, uuid: str) -> VdiRecord:
-        from .srops import adopt_record
-
-        repo = self.repo
-        lvs = {lv.name: lv for lv in repo.lvm.lvs(repo.vg)}
-        for kind in ("vhd", "raw"):
-            lv = lvs.get(self._lv(uuid, kind))
-            if lv is not None:
-                rec = adopt_record(repo, lv.name, lv.size)
-                if rec is None:
-                    raise VDIUnavailable(f"the LV {lv.name} does not hold a readable VHD")
-                return rec
-        raise VDIMissing(f"no LV VHD-{uuid} or LV-{uuid} in {repo.vg}")
 
 
 class _VdisTxn:

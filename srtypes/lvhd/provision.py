@@ -13,8 +13,8 @@ fit fails with SRNoSpace (44) and changes nothing.
     records    the LV size in the VDI's record; the entry removed (one MGT write)
 
 :func:`recover` finishes an interrupted one (sr_attach, the next chain command).
-:class:`LvVolumeSizes` is the sizing half of the adapter's `Volumes` (`.chainsr.LvhdVolumes`):
-new volumes, resize room, growth and trimming.
+:class:`LvVolumeSizes` is the part of the adapter's `Volumes` (`.chainsr.LvhdVolumes`) that
+create, delete, resize and introduce use: new volumes, resize room, growth, trimming, adoption.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sm.chain.plan import Steps
-from sm.errors import VDISize
+from sm.errors import VDIMissing, VDISize, VDIUnavailable
 from sm.faults import crash_point
 
 from .repo import ALIGN, full_vhd_size, grown_size, lv_name, metadata_size
@@ -117,7 +117,8 @@ def deflate(repo: LvhdRepo, rec: VdiRecord) -> int:
 
 
 class LvVolumeSizes:
-    """The sizes of `sm.chain.protocols.Volumes` for LVs (mixed into `LvhdVolumes`)."""
+    """`sm.chain.protocols.Volumes` for create, delete, resize, introduce on LVs (mixed into
+    `LvhdVolumes`)."""
 
     repo: LvhdRepo
     prune_on_delete = True  # an LV's space comes back at once, not at the next collection
@@ -185,3 +186,17 @@ class LvVolumeSizes:
         repo = self.repo
         if repo.allocation(repo.read()) == "thin" and self.attached(uuid) != "rw":
             deflate(repo, VdiRecord(uuid=uuid, location=uuid))
+
+    def adopt(self, uuid: str) -> VdiRecord:
+        from .srops import adopt_record
+
+        repo = self.repo
+        lvs = {lv.name: lv for lv in repo.lvm.lvs(repo.vg)}
+        for kind in ("vhd", "raw"):
+            lv = lvs.get(lv_name(uuid, kind))
+            if lv is not None:
+                rec = adopt_record(repo, lv.name, lv.size)
+                if rec is None:
+                    raise VDIUnavailable(f"the LV {lv.name} does not hold a readable VHD")
+                return rec
+        raise VDIMissing(f"no LV VHD-{uuid} or LV-{uuid} in {repo.vg}")
