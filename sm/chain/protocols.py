@@ -25,7 +25,10 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from sm.errors import SMError
+    from sm.journal import SetAside
     from sm.records import VdiRecord
+
+    from .host import Host
 
 __all__ = ["ChainSR", "ImageFormat", "ImageInfo", "JournalEntry", "Meta", "RecordTxn", "Volumes"]
 
@@ -84,6 +87,21 @@ class Volumes(Protocol):
 
     def sizes(self, uuids: Iterable[str]) -> Mapping[str, int]:
         """Physical utilisation of those of `uuids` whose volumes exist (for the records)."""
+        ...
+
+    def opener(self, vdi_type: str) -> tuple[str, str | None]:
+        """How the data path's nbdkit opens a served image of `vdi_type`: the opener
+        (``module:function``, run inside nbdkit's Python) and its argument (`sm.nbd.server`)."""
+        ...
+
+    def prepare_leaf(self, record: VdiRecord, writable: bool) -> None:
+        """Before `record` is attached (`writable`): make room for it to grow (an LV is
+        inflated to its full size; a file needs nothing)."""
+        ...
+
+    def release_leaf(self, record: VdiRecord) -> None:
+        """After `record` is detached: give back the room it did not use (a thin LV is
+        deflated; a file needs nothing). Never fails on a damaged image."""
         ...
 
     # -- create, delete, resize, introduce (sm.chain.vdiops, sm.chain.resize) ---------------
@@ -178,6 +196,15 @@ class ImageFormat(Protocol):
 
     def check(self, *paths: str) -> None:
         """VDIUnavailable (46) naming the first damaged image; before an operation starts."""
+        ...
+
+    def problems(self, path: str) -> list[str]:
+        """Every problem of the image at `path` ([] if sound): the full check `sm sr repair`
+        shows."""
+        ...
+
+    def allocation(self, path: str) -> str:
+        """Where the chain whose leaf is `path` holds data: `sm.extents`' JSON document."""
         ...
 
     def create(self, path: str, size: int, uuid: str) -> None:
@@ -277,6 +304,29 @@ class Meta(Protocol):
         """VDIUnavailable (46) if a set-aside journal entry makes one of them unusable."""
         ...
 
+    def recover(self) -> None:
+        """Replay orphaned journal entries (caller holds the SR lock); one whose replay fails
+        is set aside."""
+        ...
+
+    def set_aside(self) -> list[SetAside]:
+        """The journal entries set aside by a failed replay, oldest first."""
+        ...
+
+    def unusable(self) -> Mapping[str, SetAside]:
+        """VDI uuid -> the set-aside entry that makes it unusable."""
+        ...
+
+    def retry(self, entry_id: str) -> bool:
+        """Put a set-aside entry back and replay it (caller holds the SR lock): True if it was
+        recovered, False if it failed again (set aside again). MetadataError if none."""
+        ...
+
+    def discard(self, entry_id: str) -> SetAside:
+        """Forget a set-aside entry (caller holds the SR lock); returns it. MetadataError if
+        none."""
+        ...
+
     def begin_freeing(self, op: str, **data: Any
                       ) -> contextlib.AbstractContextManager[JournalEntry]:
         """:meth:`begin` for an operation that frees space (delete): it starts on a full SR
@@ -295,6 +345,9 @@ class ChainSR(Protocol):
 
     @property
     def format(self) -> ImageFormat: ...
+
+    @property
+    def host(self) -> Host: ...
 
     def errors(self, fallback: type[SMError], what: str) -> contextlib.AbstractContextManager[None]:
         """Around engine and volume work: their errors become SM errors (`fallback` for an

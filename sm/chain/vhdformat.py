@@ -73,3 +73,13 @@ class VhdFormat:
                     f"image {path} is damaged, nothing was changed: "
                     f"{str(err).removeprefix(f'{path}: ')} (`sm vhd check` shows every "
                     "problem, `sm vhd repair` fixes footers and the batmap)") from err
+
+    def problems(self, path: str) -> list[str]:
+        from sm import vhd
+
+        return vhd.check(path, storage=self.storage)
+
+    def allocation(self, path: str) -> str:
+        from sm import extents
+
+        return extents.vhd_allocation(path, storage=self.storage)

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from sm.errors import SRNoSpace, VDIExists, VDIMissing, VDISize
 
 if TYPE_CHECKING:
+    from sm.chain.host import Attachment
     from sm.chain.protocols import JournalEntry
     from sm.chain.vhdformat import VhdFormat
     from sm.errors import SMError
-    from sm.journal import Entry
+    from sm.journal import Entry, SetAside
     from sm.records import Transaction, VdiRecord
 
     from .repo import FileRepo
@@ -64,6 +65,17 @@ class FileVolumes:
 
     def leaf_size(self, uuid: str, virtual_size: int) -> int:
         return 0
+
+    def opener(self, vdi_type: str) -> tuple[str, str | None]:
+        # every image of a VHD chain inside the SR (`confine`)
+        return ("sm.nbd.rawdisk:open_raw" if vdi_type == "raw"
+                else "srtypes.file.confine:open_disk"), None
+
+    def prepare_leaf(self, record: VdiRecord, writable: bool) -> None:
+        pass  # a file grows as it is written
+
+    def release_leaf(self, record: VdiRecord) -> None:
+        pass
 
     def need_space(self, sizes: Sequence[int], what: str) -> None:
         pass  # sizes are refused up front (`sm.sizes`); a full file system answers 44
@@ -200,6 +212,21 @@ class FileMeta:
     def begin(self, op: str, **data: Any) -> Entry:
         return self.repo.journal.begin(op, **data)
 
+    def recover(self) -> None:
+        self.repo.recover()
+
+    def set_aside(self) -> list[SetAside]:
+        return self.repo.journal.set_aside_entries()
+
+    def unusable(self) -> Mapping[str, SetAside]:
+        return self.repo.unusable()
+
+    def retry(self, entry_id: str) -> bool:
+        return self.repo.journal.retry(entry_id)
+
+    def discard(self, entry_id: str) -> SetAside:
+        return self.repo.journal.discard(entry_id)
+
     def check_usable(self, *uuids: str) -> None:
         self.repo.check_usable(*uuids)
 
@@ -217,6 +244,7 @@ class FileChain:
     def __init__(self, repo: FileRepo) -> None:
         self.volumes = FileVolumes(repo)
         self.meta = FileMeta(repo)
+        self.host = FileHost(repo)
         self._repo = repo
 
     @cached_property
@@ -229,3 +257,36 @@ class FileChain:
         from .edge import engine_errors
 
         return engine_errors(fallback, what)
+
+
+class FileHost:
+    """Attachment state `<run_dir>/file/<sr>/<uuid>.json` ({writable, active}), VDI locks in
+    the SR directory (`sm.locking`)."""
+
+    def __init__(self, repo: FileRepo) -> None:
+        self.repo = repo
+        self.run_dir = repo.layout.host_dir.parent.parent
+
+    def known(self, uuid: str) -> bool:
+        from sm.locking import vdi_lock_path
+
+        return (vdi_lock_path(self.repo.layout.location, uuid).exists()
+                or self.repo.records.find(uuid) is not None
+                or self.repo.layout.attachment(uuid).exists())
+
+    def attachment(self, uuid: str) -> Attachment | None:
+        from sm.chain.host import Attachment
+
+        state = self.repo.attachment(uuid)
+        if state is None:
+            return None
+        return Attachment(bool(state.get("writable")), bool(state.get("active", True)))
+
+    def set_attachment(self, uuid: str, state: Attachment | None) -> None:
+        self.repo.set_attachment(uuid, None if state is None else state.as_dict())
+
+    def attached(self) -> list[str]:
+        return self.repo.attached_vdis()
+
+    def vdi_lock(self, uuid: str, purpose: str) -> contextlib.AbstractContextManager[object]:
+        return self.repo.vdi_lock(uuid, purpose)

@@ -79,11 +79,11 @@ class FileBackend:
     def _unpausable(self, attached: set[str], parents: dict[str, str]) -> set[str]:
         """The chains of attached VDIs without a data path the collector could pause (their
         readers open images themselves): left alone entirely."""
-        from .datapath import find
+        from sm.chain.datapath import find
 
         out: set[str] = set()
         for uuid in attached:
-            if find(self.repo, uuid) is not None:
+            if find(self.repo.chain, uuid) is not None:
                 continue
             cur = uuid
             while cur and cur not in out:

@@ -98,9 +98,9 @@ def _recheck(repo: FileRepo, action: Action, *, shared: bool = False
         raise Skip(f"VDI {c.uuid}: on a shared SR a leaf is merged only by the host where it "
                    "is attached writable (another host may be using it)")
     if leaf and _attached(repo, c.uuid):
-        from .datapath import find
+        from sm.chain.datapath import find
 
-        if find(repo, c.uuid) is None:
+        if find(repo.chain, c.uuid) is None:
             raise Skip(f"VDI {c.uuid} is attached without a data path the collector can "
                        "pause")
     return b, c
@@ -279,13 +279,12 @@ def _unbusy(sm_config: Mapping[str, str]) -> dict[str, str]:
 def _reparent_live(repo: FileRepo, uuid: str, path: str, new_parent: str, puuid: str) -> None:
     """Re-parent an image; an attached one with its data path paused around it."""
     from sm import vhd
-
-    from .datapath import live
+    from sm.chain.datapath import live
 
     info = vhd.info(path)
     if str(info.parent_uuid) == puuid and info.parent_path == new_parent:
         return
-    with live(repo, uuid):
+    with live(repo.chain, uuid):
         vhd.reparent(path, new_parent, expect_uuid=uuidlib.UUID(puuid))
 
 
@@ -294,7 +293,7 @@ def _reparent_live(repo: FileRepo, uuid: str, path: str, new_parent: str, puuid:
 
 def _leaf_merge(repo: FileRepo, action: Action, ctx: StepContext, shared: bool
                 ) -> dict[str, Any]:
-    from .datapath import live
+    from sm.chain.datapath import live
 
     with _locked(repo, action.base, action.child):
         b, c = _recheck(repo, action, shared=shared)
@@ -306,7 +305,7 @@ def _leaf_merge(repo: FileRepo, action: Action, ctx: StepContext, shared: bool
             crash_point("gc_merge:journaled")
             _step(entry, "gc_merge", "marked")
             # paused: the copy of what the leaf holds, its file replaced; records after
-            with live(repo, c.uuid):
+            with live(repo.chain, c.uuid):
                 paused = time.monotonic()
                 ctx.step("final copy (paused)")
                 try:
@@ -325,7 +324,7 @@ def _leaf_merge(repo: FileRepo, action: Action, ctx: StepContext, shared: bool
 
 def _leaf_snapshot(repo: FileRepo, action: Action, ctx: StepContext, shared: bool
                    ) -> dict[str, Any]:
-    from .datapath import live
+    from sm.chain.datapath import live
 
     with _locked(repo, action.base, action.child):
         _b, c = _recheck(repo, action, shared=shared)
@@ -335,7 +334,7 @@ def _leaf_snapshot(repo: FileRepo, action: Action, ctx: StepContext, shared: boo
         with repo.journal.begin("gc_leafsnap", vdi=c.uuid, new=new,
                                 base=action.base) as entry:
             crash_point("gc_leafsnap:journaled")
-            with live(repo, c.uuid):  # paused: rename, new empty leaf; records after
+            with live(repo.chain, c.uuid):  # paused: rename, new empty leaf; records after
                 t0 = time.monotonic()
                 _forward_leafsnap(repo, entry, records=False)
                 paused = time.monotonic() - t0

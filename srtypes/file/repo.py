@@ -119,9 +119,9 @@ class FileRepo:
         with sr_lock(self.layout.location, purpose=purpose):
             self.recover()
             if self.attached_vdis():
-                from .datapath import resume_orphans
+                from sm.chain.datapath import resume_orphans
 
-                resume_orphans(self)
+                resume_orphans(self.chain)
             yield
 
     def vdi_lock(self, uuid: str, purpose: str) -> contextlib.AbstractContextManager[object]:

@@ -14,17 +14,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar
 
 from sm.capabilities import Capability
+from sm.chain.commands import ChainCommands
 from sm.chain.resize import ResizeSteps
 from sm.chain.snapshot import SnapshotSteps
 from sm.chain.vdiops import DeleteSteps
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.errors import VDIUnavailable
-from sm.recordwire import RecordList, RecordResult
-from sm.repair import SRRepairRequest
-from sm.requests import SRRequest, VDINamesRequest, VDIRequest
-from sm.vdipause import VDIPauseRequest
+from sm.requests import SRRequest, VDIRequest
 
 if TYPE_CHECKING:
+    from sm.chain.protocols import ChainSR
     from sm.requests import (
         SRCreateRequest,
         SRProbeRequest,
@@ -45,7 +44,7 @@ __all__ = ["FileSR"]
 C = Capability
 
 
-class FileSR(SRDriver):
+class FileSR(ChainCommands, SRDriver):
     """VDIs as VHD files (`<uuid>.vhd`, raw: `<uuid>.raw`) in the directory `location`."""
 
     TYPE = "file"
@@ -63,18 +62,12 @@ class FileSR(SRDriver):
     })
     CONFIGURATION = (("location", "local directory path (required)"),)
     EXTRA_COMMANDS = MappingProxyType({
-        "sm_vdi_list": Command(SRRequest, "sm_vdi_list"),
-        "sm_vdi_get": Command(VDIRequest, "sm_vdi_get"),
+        **ChainCommands.COMMANDS,
         "vdi_attach_from_config": Command(VDIRequest, "vdi_attach_from_config",
                                           C.VDI_GENERATE_CONFIG),
         "sm_gc_run": Command(SRRequest, "sm_gc_run"),
         "sm_gc_status": Command(SRRequest, "sm_gc_status"),
-        "sm_sr_repair": Command(SRRepairRequest, "sm_sr_repair"),
-        "sm_vdi_set_names": Command(VDINamesRequest, "sm_vdi_set_names"),
-        "sm_vdi_allocation": Command(VDIRequest, "sm_vdi_allocation"),
         "sm_sr_stats": Command(SRRequest, "sm_sr_stats"),
-        "sm_vdi_pause": Command(VDIPauseRequest, "sm_vdi_pause"),
-        "sm_vdi_resume": Command(VDIPauseRequest, "sm_vdi_resume"),
     })
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "vdi_snapshot": SnapshotSteps.names(), "vdi_clone": SnapshotSteps.names(),
@@ -106,14 +99,24 @@ class FileSR(SRDriver):
         self.repo.check()
         return self.repo
 
-    @contextlib.contextmanager
-    def _live(self, vdi_uuid: str) -> Iterator[None]:
+    def _live(self, vdi_uuid: str) -> contextlib.AbstractContextManager[None]:
         """Around a chain change of `vdi_uuid`: pause a running data path, resume it on the
-        leaf after (`datapath.live`)."""
-        from .datapath import live
+        leaf after (`sm.chain.datapath.live`)."""
+        from sm.chain.datapath import live
 
-        with live(self.repo, vdi_uuid):
-            yield
+        return live(self.repo.chain, vdi_uuid)
+
+    def _chain_read(self) -> ChainSR:
+        return self._open().chain
+
+    @contextlib.contextmanager
+    def _chain_locked(self, purpose: str) -> Iterator[ChainSR]:
+        repo = self._open()
+        with repo.chain_lock(purpose):
+            yield repo.chain
+
+    def _chain_vdi(self, purpose: str) -> contextlib.AbstractContextManager[ChainSR]:
+        return contextlib.nullcontext(self._open().chain)  # the record store and VDI locks
 
     def _gc_kick(self) -> None:
         from .gc import kick
@@ -230,26 +233,31 @@ class FileSR(SRDriver):
         return VdiRef(record.uuid, record.location)
 
     def vdi_attach(self, request: VDIAttachRequest) -> AttachResult:
-        from . import attach
+        from sm.chain import attach
 
-        path, info = attach.attach(self._open(), request.vdi_uuid, request.writable)
+        path, info = attach.attach(self._open().chain, request.vdi_uuid, request.writable)
         return AttachResult(params=path, params_nbd=info.params_nbd if info else None,
                             xenstore_data={"storage-type": "file"})
 
     def vdi_detach(self, request: VDIRequest) -> None:
-        from . import attach
+        from sm.chain import attach
 
-        attach.detach(self._open(), request.vdi_uuid)  # 47 where no SR is: nothing written
+        from .gc import abort
+
+        repo = self._open()  # 47 where no SR is: nothing written
+        # a collector step on this VDI (a leaf step) is stopped and undone first
+        with abort(repo, vdi=request.vdi_uuid, reason="vdi_detach"):
+            attach.detach(repo.chain, request.vdi_uuid)
 
     def vdi_activate(self, request: VDIAttachRequest) -> None:
-        from . import attach
+        from sm.chain import attach
 
-        attach.activate(self._open(), request.vdi_uuid, request.writable)
+        attach.activate(self._open().chain, request.vdi_uuid, request.writable)
 
     def vdi_deactivate(self, request: VDIRequest) -> None:
-        from . import attach
+        from sm.chain import attach
 
-        attach.deactivate(self._open(), request.vdi_uuid)  # 47 where no SR is: nothing written
+        attach.deactivate(self._open().chain, request.vdi_uuid)  # 47 where no SR is
 
     def vdi_generate_config(self, request: VDIRequest) -> str:
         import os
@@ -271,17 +279,13 @@ class FileSR(SRDriver):
         """The document `vdi_generate_config` returned, handed back by a toolstack that lost
         its own state (HA statefile, redo log): attach writable. Idempotent, and no VDIInUse
         for an existing attachment (this is the recovery path)."""
-        from . import attach
+        from sm.chain import attach
 
-        path, info = attach.attach_from_config(self._open(), request.vdi_uuid)
+        path, info = attach.attach_from_config(self._open().chain, request.vdi_uuid)
         return AttachResult(params=path, params_nbd=info.params_nbd if info else None,
                             xenstore_data={"storage-type": "file"})
 
     # -- extension commands ------------------------------------------------------------------
-
-    def sm_vdi_list(self, request: SRRequest) -> RecordList:
-        """Every VDI record of the SR (hidden bases included)."""
-        return RecordList(tuple(self._open().records.all()))
 
     def sm_gc_run(self, request: SRRequest) -> str:
         """Run the garbage collector now, in this process (docs/gc.md); its summary as a JSON
@@ -299,58 +303,6 @@ class FileSR(SRDriver):
         from .gc import report
 
         return json.dumps(report(self.repo), sort_keys=True)
-
-    def sm_sr_repair(self, request: SRRepairRequest) -> str:
-        """Show and resolve journal entries set aside by a failed replay (`sm.repair`), as a
-        JSON string."""
-        import json
-
-        from sm import repair
-
-        from .repair import FileRepairBackend
-
-        return json.dumps(repair.run(FileRepairBackend(self._open()), request), sort_keys=True)
-
-    def sm_vdi_get(self, request: VDIRequest) -> RecordResult:
-        """The record of one VDI (VDIMissing 144 if none), and its attachment on this host."""
-        repo = self._open()
-        record = repo.resolve(request.vdi_uuid, request.vdi_location)
-        state = repo.attachment(record.uuid)
-        return RecordResult(record, "" if state is None else
-                            "rw" if state.get("writable") else "ro")
-
-    def sm_vdi_set_names(self, request: VDINamesRequest) -> None:
-        """Set a VDI's name-label and name-description in its record."""
-        repo = self._open()
-        record = repo.resolve(request.vdi_uuid, request.vdi_location)
-        repo.records.update(record.uuid, name_label=request.name_label,
-                            name_description=request.name_description)
-
-    def sm_vdi_pause(self, request: VDIPauseRequest) -> str:
-        """Pause the VDI's data path on this host for `owner` (`sm.vdipause`)."""
-        from .datapath import hold
-
-        repo = self._open()
-        return hold(repo, repo.resolve(request.vdi_uuid, request.vdi_location).uuid,
-                    request.owner)
-
-    def sm_vdi_resume(self, request: VDIPauseRequest) -> str:
-        """Resume the VDI's data path paused by `owner` (`sm.vdipause`)."""
-        from .datapath import release
-
-        repo = self._open()
-        return release(repo, repo.resolve(request.vdi_uuid, request.vdi_location).uuid,
-                       request.owner)
-
-    def sm_vdi_allocation(self, request: VDIRequest) -> str:
-        """Where the VDI's chain holds data (`sm.extents`), as a JSON string."""
-        from sm import extents
-
-        repo = self._open()
-        record = repo.resolve(request.vdi_uuid, request.vdi_location)
-        if record.vdi_type == "raw":
-            return extents.raw_allocation(record.uuid, record.virtual_size)
-        return extents.vhd_allocation(repo.path(record))
 
     def sm_sr_stats(self, request: SRRequest) -> str:
         """Sizes of the SR's file system and images (as `sr_update` stores them), JSON."""

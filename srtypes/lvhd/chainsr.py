@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -20,6 +21,7 @@ from sm.edge import errors_as
 from sm.errors import VDIMissing
 from sm.faults import crash_point
 
+from .host import LvhdHost
 from .provision import LvVolumeSizes
 from .repo import full_vhd_size, metadata_size, vhd_lv
 
@@ -27,11 +29,14 @@ if TYPE_CHECKING:
     from sm.chain.protocols import JournalEntry
     from sm.chain.vhdformat import VhdFormat
     from sm.errors import SMError
+    from sm.journal import SetAside
     from sm.records import VdiRecord
 
     from .repo import LvhdRepo
 
 __all__ = ["RO_TAG", "LvhdChain", "MgtEntry", "leaf_size", "write_child_lv"]
+
+log = logging.getLogger(__name__)
 
 RO_TAG = "sm_ro"
 """LV tag of a read-only base."""
@@ -116,6 +121,28 @@ class LvhdVolumes(LvVolumeSizes):
     def leaf_size(self, uuid: str, virtual_size: int) -> int:
         return leaf_size(self.repo, uuid, virtual_size)
 
+    def opener(self, vdi_type: str) -> tuple[str, str | None]:
+        from .datapath import OPENER, opener_arg
+
+        return OPENER, opener_arg(self.repo)
+
+    def prepare_leaf(self, record: VdiRecord, writable: bool) -> None:
+        from .provision import inflate
+
+        if writable and record.vdi_type == "vhd" and not record.hidden:
+            inflate(self.repo, record)
+
+    def release_leaf(self, record: VdiRecord) -> None:
+        from sm import vhd
+
+        from .provision import deflate
+
+        if record.vdi_type == "vhd" and self.repo.allocation(self.repo.read()) == "thin":
+            try:
+                deflate(self.repo, record)
+            except vhd.VhdError as err:  # a damaged image keeps its LV's size; still detached
+                log.warning("VDI %s not deflated: %s", record.uuid, err)
+
     def need_space(self, sizes: Sequence[int], what: str) -> None:
         self.repo.need_space(list(sizes), what)
 
@@ -191,6 +218,33 @@ class LvhdMeta:
         with self.repo.transaction(op) as doc:
             doc.journal[key] = {"op": op, **data, "steps": []}
         return MgtEntry(self, key, {"op": op, **data, "steps": []}, owned=True)
+
+    def recover(self) -> None:
+        from .srops import recover
+
+        if self.repo.read().journal:
+            recover(self.repo)
+
+    def set_aside(self) -> list[SetAside]:
+        from .srops import set_aside_entries
+
+        return set_aside_entries(self.repo)
+
+    def unusable(self) -> Mapping[str, SetAside]:
+        from .srops import unusable
+
+        doc = self.repo.read()
+        return unusable(self.repo, doc) if doc.failed else {}
+
+    def retry(self, entry_id: str) -> bool:
+        from .srops import retry
+
+        return retry(self.repo, entry_id)
+
+    def discard(self, entry_id: str) -> SetAside:
+        from .srops import discard
+
+        return discard(self.repo, entry_id)
 
     def check_usable(self, *uuids: str) -> None:
         from .srops import check_usable
@@ -270,6 +324,7 @@ class LvhdChain:
         self._repo = repo
         self.volumes = LvhdVolumes(repo)
         self.meta = LvhdMeta(repo, self.handler)
+        self.host = LvhdHost(repo)  # attachment markers (.host)
 
     @cached_property
     def format(self) -> VhdFormat:

@@ -123,13 +123,15 @@ class LvhdBackend:
         return Graph.of(nodes)
 
     def recover(self) -> None:
-        from . import datapath, gcops
+        from sm.chain.datapath import resume_orphans
+
+        from . import gcops
 
         with _locked(self.repo, "gc recover"):
             for key, data in sorted(self.repo.read().journal.items()):
                 if str(data.get("op", "")).startswith("gc_"):
                     gcops.recover(self.repo, key, data)
-            datapath.resume_orphans(self.repo)
+            resume_orphans(self.repo.chain)
 
     def free_bytes(self) -> int:
         return int(self.repo.lvm.vgs(self.repo.vg).free)

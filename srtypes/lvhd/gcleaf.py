@@ -116,7 +116,7 @@ def forward(repo: LvhdRepo, key: str, d: dict[str, Any]) -> None:
     from sm import vhd
     from sm.chain.records import base_copy, with_parent
 
-    from .vdiops import resize_lv
+    from .provision import resize_lv
 
     _new_leaf(repo, key, d)
     x = repo.read().vdis[d["vdi"]]

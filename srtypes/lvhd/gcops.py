@@ -63,19 +63,19 @@ def attached(repo: LvhdRepo) -> set[str]:
 
 def served(repo: LvhdRepo, uuid: str) -> bool:
     """`uuid` has a data path (an NBD server) the collector can pause."""
-    from . import datapath
+    from sm.chain.datapath import find
 
-    return datapath.servers(repo).find(uuid) is not None
+    return find(repo.chain, uuid) is not None
 
 
 @contextlib.contextmanager
 def servers_paused(repo: LvhdRepo, uuids: Iterable[str]) -> Iterator[None]:
     """The running servers of `uuids` paused for the block (caller holds the chain lock)."""
-    from . import datapath
+    from sm.chain.datapath import live
 
     with contextlib.ExitStack() as stack:
         for u in sorted(set(uuids)):
-            stack.enter_context(datapath.live(repo, u))
+            stack.enter_context(live(repo.chain, u))
         yield
 
 
@@ -226,8 +226,8 @@ def merge(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper | None
     from sm.gc.vhdops import fill_from_parent
     from srtypes.file.edge import require_sound
 
+    from .provision import resize_lv
     from .repo import BLOCK
-    from .vdiops import resize_lv
 
     chk = recheck(repo, action)
     require_sound(*(repo.storage.path(lv(u)) for u in (chk["base"], chk["child"])),
@@ -243,7 +243,7 @@ def merge(repo: LvhdRepo, action: Action, ctx: StepContext, lock: Stepper | None
         need = (vhd.physical_size(repo.path(rec), storage=repo.storage)
                 + new_blocks * (BLOCK + 4096) + 8192)
         if d["leaf"] and _keeps_full(repo, d["child"]):  # the base becomes the running leaf
-            from .vdiops import leaf_target
+            from .provision import leaf_target
 
             need = max(need, leaf_target(repo, rec),
                        leaf_target(repo, repo.read().vdis[d["child"]]))
@@ -296,7 +296,7 @@ def _undo(repo: LvhdRepo, key: str, d: Mapping[str, Any]) -> None:
     """Before `merged`: the receiving image only holds extra copies of sectors that read the
     same (shadowed by the child, or read through to the parent); shrink it back, drop the
     entry."""
-    from .vdiops import deflate
+    from .provision import deflate
 
     with contextlib.suppress(Exception):
         rec = repo.read().vdis.get(_target(d))
@@ -334,7 +334,7 @@ def _forward_merge(repo: LvhdRepo, key: str, d: dict[str, Any], *, records: bool
 def _switch(repo: LvhdRepo, d: Mapping[str, Any], kids: list[str]) -> None:
     from sm import vhd
 
-    from .vdiops import deflate, inflate
+    from .provision import deflate, inflate
 
     lvm, vg, st = repo.lvm, repo.vg, repo.storage
     base, child = d["base"], d["child"]

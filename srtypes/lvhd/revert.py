@@ -188,7 +188,7 @@ def _switch(repo: LvhdRepo, key: str, d: Mapping[str, Any], prune_from: str | No
     """Every step up to ``records`` (the new records published)."""
     from sm import vhd
 
-    from .vdiops import resize_lv
+    from .provision import resize_lv
 
     lvm, vg = repo.lvm, repo.vg
     s_uuid, x_uuid, p_uuid, b2 = d["snapshot"], d["target"], d["parent"], d["b2"]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sm.errors import SRExists, SRInUse, SRNotEmpty
+from sm.errors import MetadataError, SRExists, SRInUse, SRNotEmpty
 from sm.records import SrRecord, VdiRecord
 
 from .lvm import VG_PREFIX, LvmError
@@ -159,6 +159,42 @@ def check_usable(repo: LvhdRepo, *uuids: str, doc: MetaDoc | None = None) -> Non
             from sm.journal import unusable_error
 
             raise unusable_error(uuid, bad[uuid], repo.sr_uuid)
+
+
+def set_aside_entries(repo: LvhdRepo) -> list[SetAside]:
+    """MGT's set-aside journal entries, oldest first."""
+    from sm.journal import SetAside
+
+    failed = repo.read().failed
+    return sorted((SetAside.from_dict(v) for v in failed.values()), key=lambda a: a.time)
+
+
+def retry(repo: LvhdRepo, key: str) -> bool:
+    """Put set-aside entry ``key`` back into the journal and replay it (caller holds the chain
+    lock): True if recovered; False if it failed again (set aside again)."""
+    with repo.transaction("sr_repair") as txn:
+        raw = txn.failed.pop(key, None)
+        if raw is None or not isinstance(raw.get("entry"), dict):
+            raise MetadataError(f"no set-aside journal entry {key}", details={"entry": key})
+        data = raw["entry"]
+        txn.journal[key] = data
+    try:
+        replay(repo, key, data)
+    except Exception as err:
+        set_aside(repo, key, err)
+        return False
+    return key not in repo.read().journal
+
+
+def discard(repo: LvhdRepo, key: str) -> SetAside:
+    """Forget set-aside entry ``key`` (its VDIs become usable as they are)."""
+    from sm.journal import SetAside
+
+    with repo.transaction("sr_repair") as txn:
+        raw = txn.failed.pop(key, None)
+        if raw is None:
+            raise MetadataError(f"no set-aside journal entry {key}", details={"entry": key})
+    return SetAside.from_dict(raw)
 
 
 def detach(repo: LvhdRepo) -> None:
