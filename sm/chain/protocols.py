@@ -58,6 +58,19 @@ class Volumes(Protocol):
         """Atomically give the volume of `old` the name of `new` (which must not exist)."""
         ...
 
+    def scratch(self, uuid: str, purpose: str) -> str:
+        """The name of a scratch volume for an image of `uuid` being built (`purpose`: an
+        alphanumeric word), invisible to scan; :meth:`path`, :meth:`exists`, :meth:`create`
+        and :meth:`remove` take it in place of a uuid."""
+        ...
+
+    def replace(self, scratch: str, uuid: str) -> None:
+        """The scratch volume becomes the volume of `uuid`, whose old content goes: in one
+        rename where the store can (files); else the old volume is removed, then the scratch
+        renamed (LVs: a crash in between leaves only the scratch). Nothing if the scratch is
+        gone (replaced already)."""
+        ...
+
     def remove(self, uuid: str, vdi_type: str = "vhd") -> None:
         """Remove the volume; nothing if it is gone. Idempotent."""
         ...

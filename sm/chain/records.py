@@ -19,6 +19,7 @@ __all__ = [
     "children_map",
     "depth",
     "is_garbage",
+    "orphans",
     "with_gc_mark",
     "with_parent",
 ]
@@ -110,3 +111,17 @@ def with_parent(record: VdiRecord, parent: str) -> VdiRecord:
     else:
         sm_config.pop(PARENT_KEY, None)
     return record.replace(parent=parent, sm_config=sm_config)
+
+
+def orphans(by_uuid: Mapping[str, VdiRecord], start: str) -> list[VdiRecord]:
+    """The hidden bases from `start` upwards that no VDI depends on any more, nearest first
+    (each one's parent counts without it): what an SR that prunes at once removes."""
+    remaining = dict(by_uuid)
+    out: list[VdiRecord] = []
+    current = remaining.get(start)
+    while current is not None and current.hidden and not any(
+            r.parent == current.uuid for r in remaining.values()):
+        out.append(current)
+        del remaining[current.uuid]
+        current = remaining.get(current.parent)
+    return out

@@ -36,6 +36,8 @@ class FileVolumes:
         self.repo = repo
 
     def path(self, uuid: str, vdi_type: str = "vhd") -> str:
+        if "." in uuid:  # a scratch name (`scratch`): `.<uuid>.<purpose>.vhd`
+            return self.layout.temp_image(*uuid.split(".", 1))
         return self.layout.image(uuid, vdi_type)
 
     def exists(self, uuid: str, vdi_type: str = "vhd") -> bool:
@@ -53,6 +55,13 @@ class FileVolumes:
         from sm import atomic
 
         atomic.unlink(self.path(uuid, vdi_type), missing_ok=True)
+
+    def scratch(self, uuid: str, purpose: str) -> str:
+        return f"{uuid}.{purpose}"
+
+    def replace(self, scratch: str, uuid: str) -> None:
+        if self.exists(scratch):
+            self.rename(scratch, uuid)  # one rename over the old file
 
     def shrink(self, uuid: str) -> None:
         pass  # a file holds what it uses

@@ -42,15 +42,15 @@ class _Handlers(Mapping[str, "Callable[[Entry], None]"]):
         self.repo = repo
 
     def __getitem__(self, op: str) -> Callable[[Entry], None]:
-        from sm.chain import resize, snapshot, vdiops
+        from sm.chain import resize, revert, snapshot, vdiops
 
-        from . import gcops, revert
+        from . import gcops
 
         repo = self.repo
         table: Mapping[str, Callable[[Entry], None]] = {
             "vdi_snapshot": lambda e: snapshot.recover(repo.chain, e),
             "vdi_clone": lambda e: snapshot.recover(repo.chain, e),
-            "vdi_revert": lambda e: revert.recover(repo, e),
+            "vdi_revert": lambda e: revert.recover(repo.chain, e),
             "vdi_delete": lambda e: vdiops.recover_delete(repo.chain, e),
             "vdi_resize": lambda e: resize.recover(repo.chain, e),
             **dict.fromkeys(gcops.OPS, lambda e: gcops.recover(repo, e)),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from sm.capabilities import Capability
 from sm.chain.commands import ChainCommands
 from sm.chain.resize import ResizeSteps
+from sm.chain.revert import RevertSteps
 from sm.chain.snapshot import SnapshotSteps
 from sm.chain.vdiops import DeleteSteps
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
@@ -71,8 +72,7 @@ class FileSR(ChainCommands, SRDriver):
     })
     CRASH_POINTS: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType({
         "vdi_snapshot": SnapshotSteps.names(), "vdi_clone": SnapshotSteps.names(),
-        "vdi_revert": ("journaled", "renamed", "hidden", "snapleaf", "leaf", "switched",
-                       "records"),
+        "vdi_revert": RevertSteps.names(),
         "vdi_delete": DeleteSteps.names(), "vdi_resize": ResizeSteps.names(),
     })
     """Crash points per command: `sm.faults.crash_point(f"{command}:{step}")` is hit after
@@ -215,13 +215,16 @@ class FileSR(ChainCommands, SRDriver):
         return VdiRef(uuid, uuid)
 
     def vdi_revert(self, request: VDIRevertRequest) -> None:
-        from . import revert
+        from sm.chain import revert
+        from sm.chain.targets import revert_target
 
         repo = self._open()
         with repo.chain_lock("vdi_revert"):
-            snap, target = revert.resolve(repo, request)
+            snap = repo.resolve(request.snapshot.uuid, request.snapshot.location)
+            target = revert_target(snap, request.target, lambda ref: repo.records.find(
+                ref) or repo.records.find_by_location(ref))
             with self._live(target.uuid):
-                revert.run(repo, snap, target)
+                revert.run(repo.chain, snap, target)
         self._gc_kick()
 
     def vdi_resize(self, request: VDIResizeRequest) -> VdiRef:

@@ -66,6 +66,7 @@ class LvhdVolumes(LvVolumeSizes):
     """LVs ``VHD-<uuid>`` / ``LV-<uuid>`` of the SR's VG."""
 
     atomic_create = False  # a new LV may sit on a removed one's extents
+    prune_on_delete = True  # an LV's space comes back at once, not at the next collection
 
     def __init__(self, repo: LvhdRepo) -> None:
         self.repo = repo
@@ -91,6 +92,14 @@ class LvhdVolumes(LvVolumeSizes):
     def remove(self, uuid: str, vdi_type: str = "vhd") -> None:
         if self.exists(uuid, vdi_type):
             self.repo.lvm.lvremove(self.repo.vg, self._lv(uuid, vdi_type))
+
+    def scratch(self, uuid: str, purpose: str) -> str:
+        return f"{uuid}.{purpose}"  # LV VHD-<uuid>.<purpose>: scan takes no such name
+
+    def replace(self, scratch: str, uuid: str) -> None:
+        if self.exists(scratch):  # lvrename cannot replace: the old LV goes first
+            self.remove(uuid)
+            self.rename(scratch, uuid)
 
     def shrink(self, uuid: str) -> None:
         from sm import vhd
@@ -334,13 +343,14 @@ class LvhdChain:
 
     def handler(self, op: str) -> Callable[[MgtEntry], None]:
         """The core's recovery for `op` on this SR."""
-        from sm.chain import resize, snapshot, vdiops
+        from sm.chain import resize, revert, snapshot, vdiops
 
         table: dict[str, Callable[[Any], None]] = {
             "vdi_snapshot": lambda e: snapshot.recover(self, e),
             "vdi_clone": lambda e: snapshot.recover(self, e),
             "vdi_delete": lambda e: vdiops.recover_delete(self, e),
             "vdi_resize": lambda e: resize.recover(self, e),
+            "vdi_revert": lambda e: revert.recover(self, e),
         }
         return table[op]
 

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, ClassVar
 from sm.capabilities import Capability
 from sm.chain.commands import ChainCommands
 from sm.chain.resize import ResizeSteps
+from sm.chain.revert import RevertSteps
 from sm.chain.snapshot import SnapshotSteps
 from sm.chain.vdiops import DeleteSteps
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
 from sm.requests import SRRequest, VDIRequest
 
 from .provision import LvSizeSteps
-from .revert import STEPS as REVERT_STEPS
 
 if TYPE_CHECKING:
     from sm.chain.protocols import ChainSR
@@ -67,7 +67,7 @@ class LVHDSR(ChainCommands, SRDriver):
         "vdi_snapshot": SnapshotSteps.names(), "vdi_clone": SnapshotSteps.names(),
         "vdi_delete": DeleteSteps.names(), "vdi_resize": ResizeSteps.names(),
         "inflate": LvSizeSteps.names(), "deflate": LvSizeSteps.names(),
-        "vdi_revert": REVERT_STEPS,
+        "vdi_revert": RevertSteps.names(),
     })
     EXTRA_COMMANDS = MappingProxyType({
         **ChainCommands.COMMANDS,
@@ -191,14 +191,15 @@ class LVHDSR(ChainCommands, SRDriver):
         return VdiRef(uuid, uuid)
 
     def vdi_revert(self, request: VDIRevertRequest) -> None:
+        from sm.chain import revert
         from sm.chain.datapath import live
-
-        from . import revert
+        from sm.chain.targets import revert_target
 
         with self._locked("vdi_revert") as repo:
-            snap, target = revert.resolve(repo, request.snapshot.uuid, request.target)
+            snap = repo.chain.meta.get(request.snapshot.uuid)
+            target = revert_target(snap, request.target, repo.chain.meta.find)
             with live(repo.chain, target.uuid):
-                revert.run(repo, snap, target)
+                revert.run(repo.chain, snap, target)
 
     def vdi_resize(self, request: VDIResizeRequest) -> VdiRef:
         from sm.chain import resize

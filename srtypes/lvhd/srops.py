@@ -108,15 +108,13 @@ def recover(repo: LvhdRepo) -> None:
 
 def replay(repo: LvhdRepo, key: str, data: Mapping[str, Any]) -> None:
     """Roll one journal entry forward (or back), by its op."""
-    from . import provision, revert
+    from . import provision
 
     op = data.get("op")
-    if op in ("vdi_snapshot", "vdi_clone", "vdi_delete", "vdi_resize"):
+    if op in ("vdi_snapshot", "vdi_clone", "vdi_delete", "vdi_resize", "vdi_revert"):
         repo.chain.replay(key, data)
     elif op in ("inflate", "deflate"):
         provision.recover(repo, key, data)
-    elif op == "vdi_revert":
-        revert.recover(repo, key, data)
     elif str(op).startswith("gc_"):  # the collector's steps (srtypes/lvhd/gc.py)
         __import__("srtypes.lvhd.gc", fromlist=["recover"]).recover(repo, key, data)
     else:

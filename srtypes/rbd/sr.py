@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sm.capabilities import Capability
 from sm.driver import AttachResult, Command, SRDriver, VdiRef
-from sm.errors import SRInUse, VDIInUse, VDIMissing, VDIUnavailable
+from sm.errors import SRInUse, VDIInUse, VDIUnavailable
 from sm.recordwire import RecordList, RecordResult
 from sm.requests import SRRequest, VDINamesRequest, VDIRequest
 from sm.vdipause import VDIPauseRequest
@@ -222,18 +222,15 @@ class RBDSR(SRDriver):
         return VdiRef(new.uuid, new.location)
 
     def vdi_revert(self, request: VDIRevertRequest) -> None:
+        from sm.chain.targets import revert_target
+
         from . import vdiops
         from .repo import image_of, snap_of
 
         with self._repo() as repo, repo.chain_lock("vdi_revert") as snap:
             s = repo.resolve(snap, request.snapshot.uuid, request.snapshot.location)
-            target = None
-            if request.target:
-                target = snap.vdis.get(request.target) or snap.find_location(request.target)
-            if target is None and s.snapshot_of:
-                target = snap.vdis.get(s.snapshot_of)
-            if target is None or target.hidden:  # a hidden image VDI was deleted
-                raise VDIMissing(f"the VDI snapshot {s.uuid} was taken of is gone")
+            target = revert_target(s, request.target, lambda ref: snap.vdis.get(
+                ref) or snap.find_location(ref))
             with self.host.live(target.uuid):
                 vdiops.revert(repo, snap, s, target)
                 new = repo.read().vdis[target.uuid]

@@ -175,8 +175,8 @@ def snapshot(repo: RbdRepo, snap: Snapshot, rec: VdiRecord, *, clone_of: bool) -
 def revert(repo: RbdRepo, snap: Snapshot, s: VdiRecord, target: VdiRecord) -> None:
     if snap_of(s) is None:
         raise VDISnapshot(f"VDI {s.uuid} is not a snapshot")
-    if snap_of(target) is not None or target.hidden:
-        raise VDIInUse(f"VDI {target.uuid} is a snapshot or a hidden base: cannot revert it")
+    if snap_of(target) is not None:  # the shared refusals: sm.chain.targets
+        raise VDIInUse(f"VDI {target.uuid} is a snapshot: cannot revert it")
     repo.check_unwatched(image_of(target), f"revert of {target.uuid}")
     if image_of(s) == image_of(target):
         ident = repo.begin("revert", mode="rollback", snap=s.uuid, target=target.uuid,

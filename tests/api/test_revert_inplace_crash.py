@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 
 from sm.api import StorageManager
+from sm.chain.revert import RevertSteps
 from sm.faults import crash_env
-from srtypes.file.revert import STEPS
 
 from .conftest import new_sr, run_sm
 
 SIZE = 1024 * 1024
 A, B, C = (x.ljust(64, b".") for x in (b"content of s1", b"content of s2", b"live content"))
 
-POINTS = ["api.revert.in-place.begun", *(f"vdi_revert:{s}" for s in STEPS),
+POINTS = ["api.revert.in-place.begun", *(f"vdi_revert:{s}" for s in RevertSteps.names()),
           "api.revert.in-place.reverted"]
 
 
