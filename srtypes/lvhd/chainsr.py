@@ -66,7 +66,6 @@ class LvhdVolumes(LvVolumeSizes):
     """LVs ``VHD-<uuid>`` / ``LV-<uuid>`` of the SR's VG."""
 
     atomic_create = False  # a new LV may sit on a removed one's extents
-    prune_on_delete = True  # an LV's space comes back at once, not at the next collection
 
     def __init__(self, repo: LvhdRepo) -> None:
         self.repo = repo
