@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -173,6 +173,14 @@ class Volumes(Protocol):
         VDIMissing (144) if there is none, VDIUnavailable (46) if it cannot be read."""
         ...
 
+    def make_room(self, uuid: str, blocks: int, leaf: str = "") -> None:
+        """Before a merge: room for `blocks` more (LV inflated), or as `leaf`'s leaf."""
+        ...
+
+    def fit(self, uuid: str, leaf: bool) -> None:
+        """After a merge: the survivor sized as a `leaf` (full if thick/rw) or a base."""
+        ...
+
 
 class ImageInfo(Protocol):
     @property
@@ -228,6 +236,26 @@ class ImageFormat(Protocol):
         """Grow the image's virtual size to `size`."""
         ...
 
+    def blocks(self, path: str) -> tuple[frozenset[int], int]:
+        """(allocated blocks, block size); raises on a damaged image."""
+        ...
+
+    def data_bytes(self, path: str) -> int | None:
+        """Bytes of the sectors the image holds itself (None: cannot tell)."""
+        ...
+
+    def coalesce(self, child: str, progress: Callable[[int, int], None]) -> None:
+        """The child's sectors into its parent (reading the same at every moment)."""
+        ...
+
+    def fill(self, child: str, progress: Callable[[int, int], None]) -> None:
+        """Into the child the parent's sectors it lacks (reading the same at every moment)."""
+        ...
+
+    def reparent(self, path: str, parent: str, parent_uuid: str) -> None:
+        """`parent` (identity `parent_uuid`, checked) as the image's parent, unless it is."""
+        ...
+
 
 class JournalEntry(Protocol):
     """One journaled operation, as the core uses it (``sm.journal.Entry`` for the File SR; an
@@ -256,6 +284,10 @@ class JournalEntry(Protocol):
     def passed(self, step: str | enum.Enum) -> None:
         """Only the step's crash point (a step this path has nothing to do for)."""
         ...
+
+    def done(self) -> None: ...
+
+    def release(self) -> None: ...
 
     def __enter__(self) -> JournalEntry: ...
 

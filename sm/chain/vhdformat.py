@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from sm.errors import VDIUnavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sm.vhd import Storage, VhdInfo
 
 __all__ = ["VhdFormat"]
@@ -83,3 +85,46 @@ class VhdFormat:
         from sm import extents
 
         return extents.vhd_allocation(path, storage=self.storage)
+
+    def blocks(self, path: str) -> tuple[frozenset[int], int]:
+        from sm.gc.vhdops import block_set
+
+        return block_set(path, storage=self.storage)
+
+    def data_bytes(self, path: str) -> int | None:
+        """The set bits of the allocated blocks' bitmaps (a leaf written in scattered small
+        pieces holds far less than its allocated blocks)."""
+        from sm.vhd.image import Image
+
+        try:
+            img = Image.open(path, storage=self.storage)
+        except Exception:
+            return None
+        try:
+            if img.header is None:
+                return None
+            full = (1 << img.spb) - 1
+            return sum((full if img.known_full(b) else img.bitmap(b)).bit_count()
+                       for b in range(len(img.bat)) if img.data_offset(b) is not None) * 512
+        except Exception:
+            return None
+        finally:
+            img.close()
+
+    def coalesce(self, child: str, progress: Callable[[int, int], None]) -> None:
+        from sm import vhd
+
+        vhd.coalesce(child, progress=progress, storage=self.storage)
+
+    def fill(self, child: str, progress: Callable[[int, int], None]) -> None:
+        from sm.gc.vhdops import fill_from_parent
+
+        fill_from_parent(child, progress=progress, storage=self.storage)
+
+    def reparent(self, path: str, parent: str, parent_uuid: str) -> None:
+        from sm import vhd
+
+        info = vhd.info(path, storage=self.storage)
+        if str(info.parent_uuid) == parent_uuid and info.parent_path == parent:
+            return
+        vhd.reparent(path, parent, expect_uuid=uuidlib.UUID(parent_uuid), storage=self.storage)

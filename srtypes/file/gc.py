@@ -1,27 +1,30 @@
-"""The collector's backend for the File SR (and the NFS SR, which is a File SR): the chain
-graph from the records and files, free space from statvfs, steps in `gcops`; background runs
-(`kick`) and aborts (`abort`) for the driver's handlers. `python -m srtypes.file.gc LOCATION
-SR_UUID RUN_DIR` is what a background run executes."""
+"""The collector on the File SR (and the NFS SR, which is a File SR): the backend is the chain
+core's (`sm.chain.collect`, steps in `sm.chain.gcsteps`); this module supplies what is the File
+SR's own (:class:`FileGc`: the SR lock with the VDI locks, attachments, data paths, statvfs, a
+bulk copy without the lock), background runs (`kick`) and aborts (`abort`) for the driver's
+handlers. `python -m srtypes.file.gc LOCATION SR_UUID RUN_DIR` is what a background run
+executes."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sm.gc import Action, Collector, Graph, Node, StepContext
 from sm.sizes import fs_type
 
 if TYPE_CHECKING:
+    from sm.chain.collect import ChainBackend
+
     from .repo import FileRepo
 
-__all__ = ["FileBackend", "abort", "kick", "report", "run"]
+__all__ = ["FileGc", "abort", "backend", "kick", "report", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -33,93 +36,104 @@ def gc_dir(repo: FileRepo) -> Path:
     return repo.layout.meta / "gc"
 
 
-class FileBackend:
+class _Lock:
+    """The SR lock (its journal replayed first), then the VDI locks by uuid."""
+
+    def __init__(self, repo: FileRepo, purpose: str, uuids: Iterable[str]) -> None:
+        self.repo = repo
+        self.purpose = purpose
+        self.uuids = sorted({u for u in uuids if u})
+        self.held = False
+        self._stack = contextlib.ExitStack()
+
+    def acquire(self) -> None:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.repo.chain_lock(self.purpose))
+            for u in self.uuids:
+                stack.enter_context(self.repo.vdi_lock(u, self.purpose))
+            self._stack = stack.pop_all()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._stack.close()
+
+
+class FileGc:
+    """`sm.chain.collect.GcSite` of a File SR."""
+
+    unlocked_copy = True  # protected by gc-busy marks, which attach and revert honour
+
     def __init__(self, repo: FileRepo) -> None:
         self.repo = repo
         self.gc_dir = gc_dir(repo)
-        from sm.gc.collector import final_bytes
-
-        self.final_bytes = final_bytes()
-
-    def graph(self) -> Graph:
-        from sm.gc.vhdops import block_set
-
-        repo = self.repo
-        with repo.chain_lock("gc graph"):
-            records = repo.records.all()
-            # VDIs a set-aside journal entry names are left alone, like attached ones
-            attached = set(repo.attached_vdis()) | set(repo.unusable())
-            nodes = []
-            for r in records:
-                path = repo.path(r)
-                try:
-                    st = os.stat(path)
-                    size = st.st_size
-                except FileNotFoundError:
-                    nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=False, attached=True))
-                    continue
-                blocks: frozenset[int] = frozenset()
-                bs = 2 * 1024 * 1024
-                vhd = r.vdi_type == "vhd"
-                if vhd:
-                    try:
-                        blocks, bs = block_set(path)
-                    except Exception as err:  # unreadable: never touched
-                        log.warning("gc: %s unreadable (%s); leaving it alone", path, err)
-                        vhd = False
-                nodes.append(Node(r.uuid, r.parent, r.hidden, vhd=vhd,
-                                  attached=r.uuid in attached, blocks=blocks, block_size=bs,
-                                  physical=size, data_bytes=st.st_blocks * 512))
-            frozen = self._unpausable(attached, {r.uuid: r.parent for r in records})
-        if frozen:
-            nodes = [dataclasses.replace(n, attached=True) if n.uuid in frozen else n
-                     for n in nodes]
-        return Graph.of(nodes)
-
-    def _unpausable(self, attached: set[str], parents: dict[str, str]) -> set[str]:
-        """The chains of attached VDIs without a data path the collector could pause (their
-        readers open images themselves): left alone entirely."""
-        from sm.chain.datapath import find
-
-        out: set[str] = set()
-        for uuid in attached:
-            if find(self.repo.chain, uuid) is not None:
-                continue
-            cur = uuid
-            while cur and cur not in out:
-                out.add(cur)
-                cur = parents.get(cur, "")
-        return out
-
-    def recover(self) -> None:
-        with self.repo.chain_lock("gc recover"):
-            pass
-
-    def free_bytes(self) -> int:
-        return shutil.disk_usage(self.repo.layout.location).free
-
-    def execute(self, action: Action, ctx: StepContext) -> dict[str, Any]:
-        from . import gcops
-
-        return gcops.execute(self.repo, action, ctx, shared=self.shared)
 
     @cached_property
     def shared(self) -> bool:
         """The SR is on a network file system (NFS...): other hosts may attach its VDIs."""
         return fs_type(str(self.repo.layout.location)) in SHARED_FS
 
+    def lock(self, purpose: str, *uuids: str) -> _Lock:
+        return _Lock(self.repo, purpose, uuids)
+
+    def attached(self) -> Mapping[str, bool]:
+        return {u: bool((self.repo.attachment(u) or {}).get("writable"))
+                for u in self.repo.attached_vdis()}
+
+    def served(self, uuid: str) -> bool:
+        from sm.chain.datapath import find
+
+        return find(self.repo.chain, uuid) is not None
+
+    @contextlib.contextmanager
+    def paused(self, uuids: Iterable[str]) -> Iterator[None]:
+        from sm.chain.datapath import live
+
+        with contextlib.ExitStack() as stack:
+            for u in sorted(set(uuids)):
+                stack.enter_context(live(self.repo.chain, u))
+            yield
+
+    def unusable(self) -> Iterable[str]:
+        return self.repo.unusable()
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.repo.layout.location).free
+
+    def data_bytes(self, uuid: str, leaf_step: bool) -> int | None:
+        try:
+            return os.stat(self.repo.layout.image(uuid)).st_blocks * 512
+        except FileNotFoundError:
+            return None
+
+    def generation(self) -> object:
+        return None
+
+    def recover(self) -> None:
+        with self.repo.chain_lock("gc recover"):
+            pass  # the SR lock replays the journal
+
+
+def backend(repo: FileRepo) -> ChainBackend:
+    from sm.chain.collect import ChainBackend
+
+    return ChainBackend(repo.chain, FileGc(repo))
+
 
 def run(repo: FileRepo) -> dict[str, Any]:
     """One collector run in this process (`sm gc run`, `sm_gc_run`)."""
+    from sm.gc import Collector
+
     repo.check()
-    return Collector(FileBackend(repo)).run()
+    return Collector(backend(repo)).run()
 
 
 def report(repo: FileRepo) -> dict[str, Any]:
     from sm.gc import report as gc_report
 
     repo.check()
-    return gc_report(FileBackend(repo))
+    return gc_report(backend(repo))
 
 
 def kick(repo: FileRepo) -> None:
@@ -142,12 +156,11 @@ def abort(repo: FileRepo, *, vdi: str | None = None, reason: str = "",
 
 def main(argv: list[str]) -> int:
     from .layout import SRLayout
+    from .repo import FileRepo
 
     location, sr_uuid, run_dir = argv
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    from .repo import FileRepo
-
     repo = FileRepo(SRLayout(Path(location), sr_uuid or None, Path(run_dir)))
     try:
         summary = run(repo)

@@ -42,9 +42,9 @@ class _Handlers(Mapping[str, "Callable[[Entry], None]"]):
         self.repo = repo
 
     def __getitem__(self, op: str) -> Callable[[Entry], None]:
-        from sm.chain import resize, revert, snapshot, vdiops
+        from sm.chain import collect, gcsteps, resize, revert, snapshot, vdiops
 
-        from . import gcops
+        from .gc import FileGc
 
         repo = self.repo
         table: Mapping[str, Callable[[Entry], None]] = {
@@ -53,7 +53,7 @@ class _Handlers(Mapping[str, "Callable[[Entry], None]"]):
             "vdi_revert": lambda e: revert.recover(repo.chain, e),
             "vdi_delete": lambda e: vdiops.recover_delete(repo.chain, e),
             "vdi_resize": lambda e: resize.recover(repo.chain, e),
-            **dict.fromkeys(gcops.OPS, lambda e: gcops.recover(repo, e)),
+            **dict.fromkeys(gcsteps.OPS, lambda e: collect.recover(repo.chain, FileGc(repo), e)),
         }
         return table[op]
 

@@ -159,6 +159,37 @@ class LvhdVolumes(LvVolumeSizes):
         return {wanted[lv.name]: lv.size for lv in self.repo.lvm.lvs(self.repo.vg)
                 if lv.name in wanted}
 
+    def _full(self, uuid: str) -> bool:
+        """A leaf stays inflated on a thick SR and while attached writable here."""
+        marker = self.repo.host_dir / f"attached-vdi-{uuid}"
+        return self.repo.allocation(self.repo.read()) == "thick" or (
+            marker.exists() and marker.read_text() == "rw")
+
+    def make_room(self, uuid: str, blocks: int, leaf: str = "") -> None:
+        from sm import vhd
+
+        from .provision import leaf_target, resize_lv
+        from .repo import ALIGN, BLOCK
+
+        repo = self.repo
+        rec = self.repo.read().vdis[uuid]
+        need = (vhd.physical_size(self.path(uuid), storage=repo.storage)
+                + blocks * (BLOCK + ALIGN) + 2 * ALIGN)
+        if leaf and self._full(leaf):  # the image becomes the running leaf
+            need = max(need, leaf_target(repo, rec),
+                       leaf_target(repo, repo.read().vdis[leaf]))
+        if need > repo.lvm.lv(repo.vg, vhd_lv(uuid)).size:
+            resize_lv(repo, rec, need, "inflate")
+
+    def fit(self, uuid: str, leaf: bool) -> None:
+        from .provision import deflate, inflate
+
+        rec = self.repo.read().vdis[uuid]
+        if leaf and self._full(uuid):
+            inflate(self.repo, rec)
+        else:
+            deflate(self.repo, rec)
+
 
 class _VdisTxn:
     """The records of one MGT transaction as `sm.chain.protocols.RecordTxn`."""
@@ -342,7 +373,9 @@ class LvhdChain:
 
     def handler(self, op: str) -> Callable[[MgtEntry], None]:
         """The core's recovery for `op` on this SR."""
-        from sm.chain import resize, revert, snapshot, vdiops
+        from sm.chain import collect, gcsteps, resize, revert, snapshot, vdiops
+
+        from .gc import LvhdGc
 
         table: dict[str, Callable[[Any], None]] = {
             "vdi_snapshot": lambda e: snapshot.recover(self, e),
@@ -350,6 +383,7 @@ class LvhdChain:
             "vdi_delete": lambda e: vdiops.recover_delete(self, e),
             "vdi_resize": lambda e: resize.recover(self, e),
             "vdi_revert": lambda e: revert.recover(self, e),
+            **dict.fromkeys(gcsteps.OPS, lambda e: collect.recover(self, LvhdGc(self._repo), e)),
         }
         return table[op]
 

@@ -1,4 +1,4 @@
-"""SIGKILL the collector at every one of its steps (`srtypes.file.gcops.CRASH_POINTS`), then
+"""SIGKILL the collector at every one of its steps (`sm.chain.gcsteps.CRASH_POINTS`), then
 let the next user operation (a scan) replay the journal, check that every VDI reads what it
 read before, and run the collector again to the end: nothing lost, nothing left."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from sm.chain.gcsteps import CRASH_POINTS
 from sm.faults import crash_env
-from srtypes.file.gcops import CRASH_POINTS
 from tests.gc.support import MiB, check_sr, copy_sr, gc_process, gc_run, make_sr
 from tests.srtypes.file.conftest import FileSRClient
 

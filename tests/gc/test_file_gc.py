@@ -136,7 +136,7 @@ def test_space_check_skips_with_a_clear_message(sr: FileSRClient, monkeypatch:
     sr.call("vdi_delete", vdi=s)
     # a unit check of the one branch: the SR "has" 1 MiB free (the real-file-system version
     # is test_space_check_on_a_full_file_system)
-    monkeypatch.setattr(file_gc.FileBackend, "free_bytes", lambda self: MiB)
+    monkeypatch.setattr(file_gc.FileGc, "free_bytes", lambda self: MiB)
     summary = gc_run(sr)
     assert summary["actions"] == []
     [skip] = summary["skipped"]

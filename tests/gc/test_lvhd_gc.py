@@ -1,4 +1,4 @@
-"""The collector on the LVHD SR (srtypes/lvhd/gc.py, gcops.py), on real lvm2 with loop devices:
+"""The collector on the LVHD SR (srtypes/lvhd/gc.py, sm/chain/gcsteps.py), on real lvm2 with loop devices:
 a hidden base merged into its parent and a leaf merged into its base (the LV keeps the VDI's
 name), a base merged down into its child when that copies less, SIGKILL at every step of a
 merge (up and down), then `sr_attach` replays it; nothing lost."""
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from sm import vhd
+from sm.chain.gcsteps import CRASH_POINTS
 from sm.executor import SubprocessExecutor
 from sm.faults import crash_env
-from srtypes.lvhd.gcops import CRASH_POINTS
 from srtypes.lvhd.repo import LvhdRepo
 from tests.conftest import ROOT
 from tests.lvhd.conftest import lvm_sandbox  # noqa: F401  (fixture: loop devices)
